@@ -1,0 +1,161 @@
+"""A vectorized open-addressing hash map from integer 3D coordinates to dense slot indices.
+
+This is the index of the block-sparse volume: block coordinates ``(bx, by, bz)`` are packed into
+one int64 key and mapped to a slot in dense per-block storage. Lookups and inserts are batched
+torch operations on the map's device (linear probing, load factor <= 0.5), so the cost of a
+frame depends on the number of blocks it touches, not on the size of the map.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import VolumeError
+
+COORD_BITS = 21
+COORD_OFFSET = 1 << (COORD_BITS - 1)
+COORD_MASK = (1 << COORD_BITS) - 1
+EMPTY = -1
+_MIX1 = -49064778989728563  # 0xFF51AFD7ED558CCD as signed int64 (murmur3 finaliser)
+_MIX2 = -4265267296055464877  # 0xC4CEB9FE1A85EC53
+
+
+def pack_coords(coords: torch.Tensor) -> torch.Tensor:
+    """Pack (N, 3) int64 coordinates in [-2**20, 2**20) into (N,) non-negative int64 keys."""
+    if coords.numel() and (coords.min() < -COORD_OFFSET or coords.max() >= COORD_OFFSET):
+        raise VolumeError(
+            f"block coordinates out of the supported range [-{COORD_OFFSET}, {COORD_OFFSET}); "
+            "the map extent (or a bad pose) exceeds what the volume can index"
+        )
+    c = coords.to(torch.int64) + COORD_OFFSET
+    return (c[:, 0] << (2 * COORD_BITS)) | (c[:, 1] << COORD_BITS) | c[:, 2]
+
+
+def unpack_keys(keys: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_coords`: (N,) keys -> (N, 3) int64 coordinates."""
+    x = (keys >> (2 * COORD_BITS)) & COORD_MASK
+    y = (keys >> COORD_BITS) & COORD_MASK
+    z = keys & COORD_MASK
+    return torch.stack((x, y, z), dim=1) - COORD_OFFSET
+
+
+def _hash(keys: torch.Tensor, mask: int) -> torch.Tensor:
+    h = (keys ^ (keys >> 33)) * _MIX1  # multiplications wrap modulo 2**64, as intended
+    h = (h ^ (h >> 33)) * _MIX2
+    return (h ^ (h >> 33)) & mask
+
+
+class BlockHashMap:
+    """Maps packed int64 keys to slots ``0 .. len(self) - 1`` in insertion order.
+
+    Args:
+        device: where the table lives.
+        initial_slots: expected number of entries; the table grows (rehashes) as needed.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", initial_slots: int = 1024) -> None:
+        self.device = torch.device(device)
+        self._count = 0
+        self._slot_buf = torch.empty(max(initial_slots, 16), dtype=torch.int64, device=self.device)
+        self._resize_table(_next_pow2(2 * max(initial_slots, 16)))
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def slot_keys(self) -> torch.Tensor:
+        """(len(self),) key of each slot."""
+        return self._slot_buf[: self._count]
+
+    @property
+    def table_size(self) -> int:
+        return int(self._keys.numel())
+
+    def _resize_table(self, size: int) -> None:
+        self._keys = torch.full((size,), EMPTY, dtype=torch.int64, device=self.device)
+        self._vals = torch.full((size,), -1, dtype=torch.int64, device=self.device)
+        if self._count:
+            slots = torch.arange(self._count, device=self.device)
+            self._place(self.slot_keys, slots)
+
+    def lookup(self, keys: torch.Tensor) -> torch.Tensor:
+        """(N,) keys -> (N,) int64 slots, -1 where absent."""
+        mask = self.table_size - 1
+        result = torch.full_like(keys, -1)
+        active = torch.arange(keys.numel(), device=self.device)
+        pos = _hash(keys, mask)
+        while active.numel():
+            stored = self._keys[pos]
+            hit = stored == keys[active]
+            result[active[hit]] = self._vals[pos[hit]]
+            more = ~hit & (stored != EMPTY)
+            active = active[more]
+            pos = (pos[more] + 1) & mask
+        return result
+
+    def _place(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
+        """Write keys known to be absent and pairwise distinct into the table."""
+        mask = self.table_size - 1
+        pending = torch.arange(keys.numel(), device=self.device)
+        pos = _hash(keys, mask)
+        while pending.numel():
+            free = self._keys[pos] == EMPTY
+            cand, cpos = pending[free], pos[free]
+            self._keys[cpos] = keys[cand]  # colliding writers: exactly one wins each cell
+            won = self._keys[cpos] == keys[cand]
+            self._vals[cpos[won]] = slots[cand[won]]
+            placed = torch.zeros_like(free)
+            placed[free.nonzero().squeeze(1)[won]] = True
+            pending = pending[~placed]
+            pos = (pos[~placed] + 1) & mask
+
+    def insert_or_find(self, keys: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Slots of (N,) distinct keys, inserting the absent ones.
+
+        Returns:
+            ``(slots, n_new)``: (N,) int64 slots and how many keys were new. New keys get the
+            next free slots in the order they appear in ``keys``.
+        """
+        slots = self.lookup(keys)
+        missing = slots < 0
+        n_new = int(missing.sum())
+        if n_new == 0:
+            return slots, 0
+        new_keys = keys[missing]
+        new_slots = torch.arange(self._count, self._count + n_new, device=self.device)
+        if self._count + n_new > self._slot_buf.numel():
+            grown = torch.empty(_next_pow2(self._count + n_new), dtype=torch.int64,
+                                device=self.device)
+            grown[: self._count] = self.slot_keys
+            self._slot_buf = grown
+        self._slot_buf[self._count: self._count + n_new] = new_keys
+        self._count += n_new
+        if 2 * self._count > self.table_size:
+            self._resize_table(_next_pow2(4 * self._count))  # re-places every key, new included
+        else:
+            self._place(new_keys, new_slots)
+        slots[missing] = new_slots
+        return slots, n_new
+
+    def to(self, device: torch.device | str) -> "BlockHashMap":
+        self.device = torch.device(device)
+        self._slot_buf = self._slot_buf.to(self.device)
+        self._keys = self._keys.to(self.device)
+        self._vals = self._vals.to(self.device)
+        return self
+
+    @classmethod
+    def from_keys(cls, keys: torch.Tensor, device: torch.device | str) -> "BlockHashMap":
+        """A map whose slot i holds ``keys[i]`` (used when loading a checkpoint)."""
+        table = cls(device, initial_slots=max(int(keys.numel()), 16))
+        table._slot_buf = keys.to(table.device, torch.int64).clone()
+        table._count = int(keys.numel())
+        table._place(table.slot_keys, torch.arange(table._count, device=table.device))
+        return table
+
+    def nbytes(self) -> int:
+        return (self._keys.numel() + self._vals.numel() + self._slot_buf.numel()) * 8
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 1).bit_length()

@@ -1,0 +1,222 @@
+"""Typed, validated configuration of the mapping core.
+
+Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
+``mesh``, ``occupancy``. Every field name carries its unit. ``MapperConfig.from_dict`` rejects
+unknown keys so that a typo in a YAML file is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .errors import ConfigError
+
+WEIGHTING_MODES = ("constant", "inverse_square")
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _require(cond: bool, section: str, name: str, reason: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{section}.{name}={value!r} is invalid: {reason}")
+
+
+@dataclass
+class VolumeConfig:
+    """Block-sparse voxel storage.
+
+    Attributes:
+        voxel_size_m: edge length of one voxel, metres.
+        block_size: voxels per block edge (a block holds ``block_size**3`` voxels).
+        device: torch device of the volume, e.g. ``"cpu"`` or ``"cuda:0"``.
+        dtype: storage dtype of TSDF, weight and color (``float32`` or ``float16``).
+        initial_capacity_blocks: blocks allocated up front; storage doubles when full.
+    """
+
+    voxel_size_m: float = 0.05
+    block_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    initial_capacity_blocks: int = 4096
+
+    def __post_init__(self) -> None:
+        s = "volume"
+        _require(0.001 <= self.voxel_size_m <= 1.0, s, "voxel_size_m", "must be in [0.001, 1] m",
+                 self.voxel_size_m)
+        _require(self.block_size in (4, 8, 16), s, "block_size", "must be 4, 8 or 16",
+                 self.block_size)
+        _require(self.dtype in DTYPES, s, "dtype", f"must be one of {sorted(DTYPES)}", self.dtype)
+        _require(self.initial_capacity_blocks >= 1, s, "initial_capacity_blocks",
+                 "must be >= 1", self.initial_capacity_blocks)
+        try:
+            dev = torch.device(self.device)
+        except RuntimeError as exc:
+            raise ConfigError(f"volume.device={self.device!r} is invalid: {exc}") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"volume.device={self.device!r} is invalid: CUDA is not available")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def block_size_m(self) -> float:
+        return self.voxel_size_m * self.block_size
+
+
+@dataclass
+class IntegrationConfig:
+    """Projective TSDF integration.
+
+    Attributes:
+        truncation_voxels: truncation distance in voxels (TSDF is clamped to +-this).
+        min_depth_m: depths below are ignored, metres.
+        max_depth_m: depths above are ignored, metres.
+        weighting: ``constant`` (every measurement weighs 1) or ``inverse_square`` (a
+            measurement at depth z weighs ``1 / z**2``, favouring close, less noisy readings).
+        max_weight: cap of the accumulated weight; lower values let the map adapt faster to
+            change.
+        alloc_stride_px: pixel stride used to find the blocks a frame touches. At depth z a
+            stride of s pixels spans ``z * s / fx`` metres, which must stay well below a block.
+        compile: fuse the per-voxel update with ``torch.compile`` (several times faster; the
+            first frame of a process pays a one-off compilation, cached on disk afterwards).
+    """
+
+    truncation_voxels: float = 4.0
+    min_depth_m: float = 0.1
+    max_depth_m: float = 5.0
+    weighting: str = "constant"
+    max_weight: float = 100.0
+    alloc_stride_px: int = 4
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        s = "integration"
+        _require(1.0 <= self.truncation_voxels <= 32.0, s, "truncation_voxels",
+                 "must be in [1, 32]", self.truncation_voxels)
+        _require(self.min_depth_m >= 0.0, s, "min_depth_m", "must be >= 0", self.min_depth_m)
+        _require(self.max_depth_m > self.min_depth_m, s, "max_depth_m",
+                 f"must be > min_depth_m ({self.min_depth_m})", self.max_depth_m)
+        _require(self.weighting in WEIGHTING_MODES, s, "weighting",
+                 f"must be one of {list(WEIGHTING_MODES)}", self.weighting)
+        _require(self.max_weight > 0.0, s, "max_weight", "must be > 0", self.max_weight)
+        _require(1 <= self.alloc_stride_px <= 16, s, "alloc_stride_px", "must be in [1, 16]",
+                 self.alloc_stride_px)
+
+
+@dataclass
+class MeshConfig:
+    """Marching-cubes extraction.
+
+    Attributes:
+        min_weight: a cube is meshed only when all 8 corner voxels have at least this weight.
+    """
+
+    min_weight: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _require(self.min_weight > 0.0, "mesh", "min_weight", "must be > 0", self.min_weight)
+
+
+@dataclass
+class OccupancyConfig:
+    """Occupied voxels and the 2D grid for Nav2, both in the map frame (z up).
+
+    Attributes:
+        min_height_m: lower edge of the height band projected into the 2D grid, map z, metres.
+        max_height_m: upper edge of that band.
+        resolution_m: 2D cell size; ``0`` means "the voxel size".
+        occupied_threshold_voxels: an observed voxel is occupied when its TSDF is below this
+            many voxels (0.5 = the voxel centre is within half a voxel of, or behind, a surface).
+        min_weight: voxels with less accumulated weight count as unknown.
+        free_space_stride_px: pixel stride of the rays that carve free space into the 2D grid.
+    """
+
+    min_height_m: float = 0.05
+    max_height_m: float = 1.5
+    resolution_m: float = 0.0
+    occupied_threshold_voxels: float = 0.5
+    min_weight: float = 1e-3
+    free_space_stride_px: int = 8
+
+    def __post_init__(self) -> None:
+        s = "occupancy"
+        _require(self.max_height_m > self.min_height_m, s, "max_height_m",
+                 f"must be > min_height_m ({self.min_height_m})", self.max_height_m)
+        _require(self.resolution_m >= 0.0, s, "resolution_m", "must be >= 0 (0 = voxel size)",
+                 self.resolution_m)
+        _require(-4.0 <= self.occupied_threshold_voxels <= 4.0, s, "occupied_threshold_voxels",
+                 "must be in [-4, 4]", self.occupied_threshold_voxels)
+        _require(self.min_weight > 0.0, s, "min_weight", "must be > 0", self.min_weight)
+        _require(1 <= self.free_space_stride_px <= 64, s, "free_space_stride_px",
+                 "must be in [1, 64]", self.free_space_stride_px)
+
+
+SECTIONS: dict[str, type] = {
+    "volume": VolumeConfig,
+    "integration": IntegrationConfig,
+    "mesh": MeshConfig,
+    "occupancy": OccupancyConfig,
+}
+
+
+@dataclass
+class MapperConfig:
+    """Everything the :class:`~recon_ros.core.mapper.Mapper` needs, one section per component."""
+
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    integration: IntegrationConfig = field(default_factory=IntegrationConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "MapperConfig":
+        """Build from nested ``{section: {field: value}}``; unknown keys raise ConfigError."""
+        data = data or {}
+        unknown = set(data) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; "
+                              f"known: {sorted(SECTIONS)}")
+        sections = {}
+        for name, klass in SECTIONS.items():
+            values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {name!r} must be a mapping")
+            known = {f.name for f in dataclasses.fields(klass)}
+            bad = set(values) - known
+            if bad:
+                raise ConfigError(f"unknown key(s) {sorted(bad)} in section {name!r}; "
+                                  f"known: {sorted(known)}")
+            try:
+                sections[name] = klass(**values)
+            except TypeError as exc:
+                raise ConfigError(f"section {name!r}: {exc}") from exc
+        return cls(**sections)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "MapperConfig":
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config {path} must hold a mapping of sections")
+        return cls.from_dict(data)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "MapperConfig":
+        """A copy with some fields replaced, e.g. ``cfg.with_overrides(volume={"device": "cuda"})``."""
+        data = self.to_dict()
+        for name, values in sections.items():
+            data.setdefault(name, {}).update(values)
+        return MapperConfig.from_dict(data)

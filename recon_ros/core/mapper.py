@@ -1,0 +1,180 @@
+"""The ``Mapper`` facade: frames in; mesh, occupancy and checkpoints out.
+
+    >>> from recon_ros.core import Mapper, MapperConfig
+    >>> mapper = Mapper(MapperConfig())
+    >>> mapper.integrate(frame)          # a recon_ros.core.Frame
+    >>> mesh = mapper.mesh()             # TriangleMesh, map frame
+    >>> grid = mapper.occupancy_grid()   # OccupancyGrid2D for Nav2
+
+Only :meth:`Mapper.integrate` changes the map; meshing and occupancy are computed lazily (and
+incrementally for the mesh) when asked, so a node can run them at their own rates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import MapperConfig
+from .errors import VolumeError
+from .frame import Frame
+from .marching_cubes import IncrementalMesher
+from .mesh import TriangleMesh
+from .occupancy import OccupancyMapper
+from .occupancy_grid import OccupancyGrid2D
+from .timing import StageTimer
+from .tsdf_integrator import FrameTensors, TsdfIntegrator
+from .volume import BlockVolume
+
+MAPPER_FORMAT = "recon_ros.mapper.v1"
+
+
+class Mapper:
+    """Incremental TSDF mapping on one torch device.
+
+    Args:
+        config: the whole mapping configuration (validated on construction).
+    """
+
+    def __init__(self, config: MapperConfig | None = None) -> None:
+        self.config = config or MapperConfig()
+        vc, ic, oc = self.config.volume, self.config.integration, self.config.occupancy
+        self.device = torch.device(vc.device)
+        truncation_m = ic.truncation_voxels * vc.voxel_size_m
+        self.volume = BlockVolume(vc.voxel_size_m, vc.block_size, truncation_m, self.device,
+                                  vc.torch_dtype, vc.initial_capacity_blocks)
+        self.integrator = TsdfIntegrator(truncation_m, ic.min_depth_m, ic.max_depth_m,
+                                         ic.weighting, ic.max_weight, ic.alloc_stride_px,
+                                         ic.compile)
+        self.mesher = IncrementalMesher(self.volume, self.config.mesh.min_weight)
+        self.occupancy = OccupancyMapper(
+            resolution_m=oc.resolution_m or vc.voxel_size_m,
+            min_height_m=oc.min_height_m, max_height_m=oc.max_height_m,
+            occupied_threshold_m=oc.occupied_threshold_voxels * vc.voxel_size_m,
+            min_weight=oc.min_weight, truncation_m=truncation_m,
+            free_space_stride_px=oc.free_space_stride_px, device=self.device)
+        self.timer = StageTimer(self.device)
+        self.frames_integrated = 0
+        self.has_color = False
+
+    # ------------------------------------------------------------------ mapping
+    def integrate(self, frame: Frame) -> int:
+        """Fuse one frame into the map.
+
+        Returns:
+            the number of blocks that received measurements.
+        """
+        with self.timer("upload"):
+            ft = self._to_device(frame)
+        with self.timer("integrate"):
+            changed = self.integrator.integrate(self.volume, ft)
+        with self.timer("free_space"):
+            self.occupancy.carve(ft)
+        self.frames_integrated += 1
+        self.has_color |= ft.color is not None
+        return int(changed.numel())
+
+    def _to_device(self, frame: Frame) -> FrameTensors:
+        dev = self.device
+        depth = torch.as_tensor(frame.depth).to(dev, torch.float32)
+        color = None
+        if frame.color is not None:
+            color = torch.as_tensor(frame.color).to(dev).to(torch.float32)
+        T_cam_color = torch.as_tensor(frame.T_cam_color, dtype=torch.float64)
+        return FrameTensors(
+            depth=self.integrator.valid_depth(depth),
+            camera=frame.camera,
+            T_world_cam=torch.as_tensor(frame.T_world_cam, dtype=torch.float32).to(dev),
+            color=color,
+            color_camera=frame.color_cam,
+            T_color_cam=torch.linalg.inv(T_cam_color).to(dev, torch.float32),
+        )
+
+    # ------------------------------------------------------------------ outputs
+    def update_mesh(self) -> torch.Tensor:
+        """Re-mesh changed blocks; returns the (K,) keys of the blocks whose mesh changed."""
+        with self.timer("mesh"):
+            return self.mesher.update()
+
+    def mesh(self) -> TriangleMesh:
+        """The whole map's mesh (changed blocks are re-meshed first)."""
+        self.update_mesh()
+        with self.timer("mesh_assemble"):
+            return self.mesher.mesh(with_colors=self.has_color)
+
+    def occupied_voxels(self) -> np.ndarray:
+        """(N, 3) float32 centres of occupied voxels, map frame, metres."""
+        with self.timer("occupancy"):
+            return self.occupancy.occupied_points(self.volume).cpu().numpy()
+
+    def occupancy_grid(self) -> OccupancyGrid2D:
+        """The 2D occupancy grid over the configured height band."""
+        with self.timer("occupancy"):
+            return self.occupancy.grid(self.volume)
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """Forget the whole map (configuration and timers are kept)."""
+        self.volume.reset()
+        self.mesher.reset()
+        self.occupancy.reset()
+        self.frames_integrated = 0
+        self.has_color = False
+
+    def save(self, path: str | Path) -> None:
+        """Write the map (volume, free space, config) to one checkpoint file."""
+        state = {
+            "format": MAPPER_FORMAT,
+            "config": self.config.to_dict(),
+            "volume": self.volume.state_dict(),
+            "occupancy": self.occupancy.state_dict(),
+            "frames_integrated": self.frames_integrated,
+            "has_color": self.has_color,
+        }
+        torch.save(state, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> "Mapper":
+        """Read a checkpoint written by :meth:`save`, optionally onto another device."""
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise VolumeError(f"cannot read map checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != MAPPER_FORMAT:
+            raise VolumeError(f"{path} is not a recon_ros map checkpoint "
+                              f"(expected format {MAPPER_FORMAT})")
+        config = MapperConfig.from_dict(state["config"])
+        if device is not None:
+            config = config.with_overrides(volume={"device": device})
+        mapper = cls(config)
+        mapper.volume = BlockVolume.from_state_dict(state["volume"], mapper.device)
+        mapper.mesher = IncrementalMesher(mapper.volume, config.mesh.min_weight)
+        mapper.occupancy.load_state_dict(state["occupancy"])
+        mapper.frames_integrated = int(state["frames_integrated"])
+        mapper.has_color = bool(state["has_color"])
+        return mapper
+
+    def to(self, device: str | torch.device) -> "Mapper":
+        """Move the map to another device (in place); returns self."""
+        self.device = torch.device(device)
+        self.config = self.config.with_overrides(volume={"device": str(self.device)})
+        self.volume.to(self.device)
+        self.mesher.reset()
+        self.occupancy.to(self.device)
+        self.timer.device = self.device
+        return self
+
+    # ------------------------------------------------------------------ stats
+    def stats(self) -> dict[str, float | int]:
+        """Map size and memory figures."""
+        mem = self.volume.memory_bytes()
+        return {
+            "frames_integrated": self.frames_integrated,
+            "blocks": self.volume.num_blocks,
+            "voxels": self.volume.num_blocks * self.volume.voxels_per_block,
+            "bytes_per_voxel": self.volume.bytes_per_voxel(),
+            **mem,
+            "mesh_triangles": int(self.mesher.tri_edge.shape[0]),
+        }
