@@ -81,6 +81,9 @@ class IntegrationConfig:
             measurement at depth z weighs ``1 / z**2``, favouring close, less noisy readings).
         max_weight: cap of the accumulated weight; lower values let the map adapt faster to
             change.
+        behind_surface_drop: measurements more than one voxel behind the observed surface get
+            a weight falling linearly to 0 at the truncation distance (as voxblox does); this
+            keeps silhouettes seen from other views from pulling surfaces inwards.
         alloc_stride_px: pixel stride used to find the blocks a frame touches. At depth z a
             stride of s pixels spans ``z * s / fx`` metres, which must stay well below a block.
         compile: fuse the per-voxel update with ``torch.compile`` (several times faster; the
@@ -92,6 +95,7 @@ class IntegrationConfig:
     max_depth_m: float = 5.0
     weighting: str = "constant"
     max_weight: float = 100.0
+    behind_surface_drop: bool = True
     alloc_stride_px: int = 4
     compile: bool = False
 

@@ -47,6 +47,7 @@ class Mapper:
                                   vc.torch_dtype, vc.initial_capacity_blocks)
         self.integrator = TsdfIntegrator(truncation_m, ic.min_depth_m, ic.max_depth_m,
                                          ic.weighting, ic.max_weight, ic.alloc_stride_px,
+                                         vc.voxel_size_m if ic.behind_surface_drop else None,
                                          ic.compile)
         self.mesher = IncrementalMesher(self.volume, self.config.mesh.min_weight)
         self.occupancy = OccupancyMapper(

@@ -53,14 +53,17 @@ class TsdfIntegrator:
         weighting: ``"constant"`` or ``"inverse_square"`` (weight ``1 / depth**2``).
         max_weight: cap of the accumulated weight.
         alloc_stride_px: pixel stride used when finding the blocks a frame touches.
+        drop_start_m: measurements more than this behind the surface get a weight falling
+            linearly to 0 at the truncation distance (None: no drop).
         compile: run the per-voxel update through ``torch.compile`` (fused; the first frame
             pays a one-off compilation of tens of seconds, cached on disk afterwards).
     """
 
     def __init__(self, truncation_m: float, min_depth_m: float, max_depth_m: float,
                  weighting: str, max_weight: float, alloc_stride_px: int,
-                 compile: bool = False) -> None:
+                 drop_start_m: float | None = None, compile: bool = False) -> None:
         self.truncation_m = float(truncation_m)
+        self.drop_start_m = self.truncation_m if drop_start_m is None else float(drop_start_m)
         self.min_depth_m = float(min_depth_m)
         self.max_depth_m = float(max_depth_m)
         self.weighting = weighting
@@ -121,7 +124,8 @@ class TsdfIntegrator:
         tsdf, weight, color, touched = self._fuse(
             block_cam, local_cam, frame.depth,
             torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], **f32),
-            torch.tensor(self.truncation_m, **f32), torch.tensor(self.max_weight, **f32),
+            torch.tensor(self.truncation_m, **f32), torch.tensor(self.drop_start_m, **f32),
+            torch.tensor(self.max_weight, **f32),
             self.weighting == "inverse_square",
             volume.tsdf[slots].to(torch.float32), volume.weight[slots].to(torch.float32),
             *color_args)

@@ -13,7 +13,8 @@ import torch
 
 
 def fuse_voxels(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Tensor,
-                intr: torch.Tensor, trunc_m: torch.Tensor, max_weight: torch.Tensor,
+                intr: torch.Tensor, trunc_m: torch.Tensor, drop_start_m: torch.Tensor,
+                max_weight: torch.Tensor,
                 inverse_square: bool, tsdf: torch.Tensor, weight: torch.Tensor,
                 color_img: torch.Tensor | None, color_intr: torch.Tensor | None,
                 R_color_cam: torch.Tensor | None, t_color_cam: torch.Tensor | None,
@@ -28,6 +29,8 @@ def fuse_voxels(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.T
         depth: (H, W) metres, 0 = invalid.
         intr: (4,) ``fx, fy, cx, cy`` of the depth image, pixels.
         trunc_m: () truncation distance, metres.
+        drop_start_m: () behind the surface by more than this, a measurement's weight falls
+            linearly to 0 at ``trunc_m`` (pass ``trunc_m`` for no drop).
         max_weight: () weight cap.
         inverse_square: weight measurements by ``1 / depth**2`` instead of 1.
         tsdf: (S, V) current TSDF, metres. weight: (S, V) current weight.
@@ -49,6 +52,8 @@ def fuse_voxels(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.T
         w_new = torch.where(update, 1.0 / (d * d).clamp(min=1e-6), 0.0)
     else:
         w_new = update.to(tsdf.dtype)
+    drop = ((trunc_m + sdf) / (trunc_m - drop_start_m).clamp(min=1e-6)).clamp(min=0.0)
+    w_new = torch.where(sdf < -drop_start_m, w_new * drop, w_new)
     w_sum = weight + w_new
     safe = w_sum.clamp(min=1e-12)
     tsdf_out = torch.where(update, (tsdf * weight + torch.minimum(sdf, trunc_m) * w_new) / safe,

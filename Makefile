@@ -1,0 +1,28 @@
+# recon_ros developer entry points. `make test` is the single test command (CI: .ci/run).
+VENV := $(CURDIR)/.venv
+
+# ROS 2 from the venv's wheels: ament_index must look in the venv; keep DDS discovery and ROS
+# logs local to this checkout.
+export AMENT_PREFIX_PATH := $(VENV)
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export ROS_LOG_DIR := $(CURDIR)/build/ros_log
+
+.PHONY: venv demo test bench clean
+
+venv:
+	scripts/setup_venv.sh
+
+demo: venv
+	$(VENV)/bin/recon-ros demo --out out/demo
+
+test: venv
+	mkdir -p $(ROS_LOG_DIR)
+	$(VENV)/bin/python -m pytest -q test
+
+bench: venv
+	$(VENV)/bin/recon-ros bench
+
+# Build outputs only; the venv stays (remove .venv by hand to rebuild it from scratch).
+clean:
+	rm -rf build out .pytest_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

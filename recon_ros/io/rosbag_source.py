@@ -1,0 +1,863 @@
+"""Read posed RGB-D :class:`~recon_ros.core.frame.Frame` objects from a rosbag2 bag, no ROS.
+
+Bags are read with the pure-Python ``rosbags`` package (:class:`rosbags.highlevel.AnyReader`):
+a rosbag2 directory (``metadata.yaml`` + ``.db3`` or ``.mcap``), a bare ``.db3`` or ``.mcap``
+file, or a directory holding exactly one of those. Message definitions embedded in the bag are
+used; bags without them fall back to a default typestore (ROS 2 Humble).
+
+Reading is two passes over the bag:
+
+1. **Index**: every ``/tf`` and ``/tf_static`` message goes into a :class:`TfBuffer` (so poses
+   can be interpolated at any image stamp: no "extrapolation into the future" from TF arriving
+   after the image), every ``CameraInfo`` of the chosen image topics is kept (they are small),
+   and the header stamps of depth and color images are collected to pair color with depth.
+2. **Stream**: depth and color images are decoded and yielded as frames in depth-stamp order.
+
+Every depth message that does not become a frame is counted in :attr:`RosbagSource.drops`
+with its reason; color problems do not drop the frame (it is yielded with ``color=None``) and
+are counted in :attr:`RosbagSource.color_drops`.
+
+Conventions: stamps are integer nanoseconds from ``header.stamp``; depth is float32 metres
+(16UC1/mono16 millimetres are divided by 1000, 0 stays 0 = invalid); color is (H, W, 3) uint8
+RGB; ``T_world_cam = T_{world_frame}_{depth header.frame_id}`` at the depth stamp (REP-103
+optical frame expected); ``T_cam_color = T_{depth frame}_{color frame}``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.typesys import Stores, get_typestore
+
+from recon_ros.core.errors import ConfigError, FrameError, ReconError
+from recon_ros.core.frame import Frame, PinholeCamera
+
+from .tf_buffer import TfBuffer, TfDataError, TfLookupError
+
+__all__ = [
+    "BagReadError",
+    "BagTopicError",
+    "BagTopics",
+    "CameraInfoSample",
+    "ImageDecodeError",
+    "RosbagSource",
+    "TfLoadReport",
+    "camera_info_topic_for",
+    "decode_color",
+    "decode_depth",
+    "load_tf_from_bag",
+    "open_bag",
+    "resolve_bag_path",
+    "stamp_to_ns",
+]
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+
+#: Depth encodings understood: encoding -> (numpy base dtype, scale to metres or None).
+DEPTH_ENCODINGS: dict[str, tuple[str, float | None]] = {
+    "16UC1": ("u2", 1000.0),
+    "mono16": ("u2", 1000.0),
+    "32FC1": ("f4", None),
+}
+#: Uncompressed color encodings understood -> number of channels on the wire.
+COLOR_ENCODINGS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+class BagTopicError(ReconError, ValueError):
+    """The bag lacks a needed topic (depth image, camera_info) or a topic has the wrong type.
+    The message lists every topic in the bag with its type and message count."""
+
+
+class BagReadError(ReconError, OSError):
+    """The bag path does not exist, is not a rosbag2, or cannot be opened."""
+
+
+class ImageDecodeError(ReconError, ValueError):
+    """An image message cannot be decoded; ``reason`` is a short drop-counter key such as
+    ``"unsupported encoding 16SC1"``."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------ bag opening
+
+
+def resolve_bag_path(path: str | Path) -> Path:
+    """The path ``rosbags`` should open for ``path``.
+
+    Accepts a rosbag2 directory (with ``metadata.yaml``), a ``.db3`` / ``.mcap`` file, or a
+    directory without ``metadata.yaml`` that holds exactly one ``.db3`` or ``.mcap`` file.
+
+    Raises:
+        BagReadError: the path does not exist or is not recognised as a bag.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BagReadError(f"bag path does not exist: {p}")
+    if p.is_dir():
+        if (p / "metadata.yaml").is_file():
+            return p
+        files = sorted([*p.glob("*.mcap"), *p.glob("*.db3")])
+        if len(files) == 1:
+            return files[0]
+        raise BagReadError(
+            f"{p} is a directory without metadata.yaml and with {len(files)} .mcap/.db3 files "
+            f"(need exactly one): not a rosbag2"
+        )
+    if p.suffix in (".mcap", ".db3"):
+        return p
+    raise BagReadError(f"{p} is not a rosbag2 (expected a directory, .mcap or .db3 file)")
+
+
+def open_bag(path: str | Path, default_store: Stores = Stores.ROS2_HUMBLE) -> AnyReader:
+    """An *unopened* :class:`AnyReader` for ``path`` (use ``with open_bag(p) as reader:``).
+
+    Args:
+        path: see :func:`resolve_bag_path`.
+        default_store: typestore used when the bag carries no message definitions.
+    """
+    return AnyReader([resolve_bag_path(path)], default_typestore=get_typestore(default_store))
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """``builtin_interfaces/msg/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _deserialize(reader: AnyReader, raw: bytes, msgtype: str) -> Any:
+    """Deserialise one message (typed ``Any``: rosbags message classes are generated)."""
+    return reader.deserialize(raw, msgtype)
+
+
+def _clean_frame(frame_id: str) -> str:
+    return frame_id[1:] if frame_id.startswith("/") else frame_id
+
+
+# ----------------------------------------------------------------------------------- TF load
+
+
+@dataclass
+class TfLoadReport:
+    """What :func:`load_tf_from_bag` did.
+
+    Attributes:
+        messages: TFMessage messages read.
+        transforms: TransformStamped entries seen.
+        stored: entries stored in the buffer.
+        rejected: reasons why the others were refused (re-parenting, static/dynamic mix,
+            invalid quaternion, outside the cache window), with counts.
+    """
+
+    messages: int = 0
+    transforms: int = 0
+    stored: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def _add_tf_message(buffer: TfBuffer, msg: Any, static: bool, report: TfLoadReport) -> None:
+    report.messages += 1
+    for tr in msg.transforms:
+        report.transforms += 1
+        t = tr.transform.translation
+        q = tr.transform.rotation
+        try:
+            ok = buffer.set_transform(
+                tr.header.frame_id,
+                tr.child_frame_id,
+                stamp_to_ns(tr.header.stamp),
+                (t.x, t.y, t.z),
+                (q.x, q.y, q.z, q.w),
+                static=static,
+            )
+        except TfDataError as err:
+            report.rejected[err.reason] += 1
+            continue
+        if ok:
+            report.stored += 1
+        else:
+            report.rejected["older than the TF cache window"] += 1
+
+
+def load_tf_from_bag(
+    reader_or_path: AnyReader | str | Path,
+    buffer: TfBuffer,
+    tf_topics: Sequence[str] = ("/tf",),
+    tf_static_topics: Sequence[str] = ("/tf_static",),
+) -> TfLoadReport:
+    """Fill ``buffer`` with every ``tf2_msgs/msg/TFMessage`` on the TF topics of a bag.
+
+    Transforms on ``tf_static_topics`` are inserted as static. Transforms the buffer refuses
+    (:class:`TfDataError`) are counted in the report, not raised, because real bags contain
+    conflicting publishers.
+
+    Args:
+        reader_or_path: an *open* :class:`AnyReader`, or a bag path (opened and closed here).
+        buffer: the buffer to fill.
+        tf_topics, tf_static_topics: topic names; missing topics are ignored.
+
+    Returns:
+        A :class:`TfLoadReport`.
+    """
+    if not isinstance(reader_or_path, AnyReader):
+        with _open_checked(reader_or_path) as reader:
+            return load_tf_from_bag(reader, buffer, tf_topics, tf_static_topics)
+    reader = reader_or_path
+    static_names = set(tf_static_topics)
+    conns = [
+        c
+        for c in reader.connections
+        if c.msgtype == TF_MESSAGE and (c.topic in static_names or c.topic in set(tf_topics))
+    ]
+    report = TfLoadReport()
+    if not conns:
+        return report
+    for conn, _, raw in reader.messages(connections=conns):
+        msg = _deserialize(reader, raw, conn.msgtype)
+        _add_tf_message(buffer, msg, conn.topic in static_names, report)
+    return report
+
+
+@contextmanager
+def _open_checked(
+    path: str | Path, default_store: Stores = Stores.ROS2_HUMBLE
+) -> Iterator[AnyReader]:
+    """Open a bag for the duration of a ``with`` block; open failures -> BagReadError."""
+    reader = open_bag(path, default_store)
+    try:
+        reader.open()
+    except (AnyReaderError, OSError) as err:
+        raise BagReadError(f"cannot open bag {path}: {err}") from err
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+# ---------------------------------------------------------------------------------- decoding
+
+
+def _pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
+    """(H, W, channels) array of ``dtype`` from an Image message, honouring ``step``."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    bpp = dtype.itemsize * channels
+    if h <= 0 or w <= 0:
+        raise ImageDecodeError("empty image", f"{w}x{h}")
+    if step < w * bpp:
+        raise ImageDecodeError(
+            "malformed image (step too small)", f"step {step} < width {w} * {bpp} bytes/pixel"
+        )
+    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
+    need = step * (h - 1) + w * bpp
+    if data.size < need:
+        raise ImageDecodeError(
+            "malformed image (data too short)", f"{data.size} bytes for {w}x{h}, step {step}"
+        )
+    rows = np.lib.stride_tricks.as_strided(data, shape=(h, w * bpp), strides=(step, 1),
+                                           writeable=False)
+    return np.ascontiguousarray(rows).view(dtype).reshape(h, w, channels)
+
+
+def decode_depth(msg: Any) -> np.ndarray:
+    """``sensor_msgs/msg/Image`` depth -> (H, W) float32 metres.
+
+    ``16UC1``/``mono16`` are millimetres (divided by 1000; 0 stays 0 = invalid), ``32FC1`` is
+    metres (NaN/Inf kept, they mean invalid). ``is_bigendian`` and ``step`` are honoured.
+
+    Raises:
+        ImageDecodeError: ``"unsupported encoding X"`` or a malformed message.
+    """
+    enc = str(msg.encoding)
+    if enc not in DEPTH_ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding {enc}")
+    base, mm_per_m = DEPTH_ENCODINGS[enc]
+    dtype = np.dtype(base).newbyteorder(">" if msg.is_bigendian else "<")
+    px = _pixels(msg, dtype, 1)[:, :, 0]
+    if mm_per_m is None:
+        return px.astype(np.float32)
+    return px.astype(np.float32) / np.float32(mm_per_m)
+
+
+def decode_color(msg: Any, msgtype: str) -> np.ndarray:
+    """``sensor_msgs/msg/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) or
+    ``sensor_msgs/msg/CompressedImage`` (jpeg, png) -> (H, W, 3) uint8 RGB.
+
+    Raises:
+        ImageDecodeError: unsupported encoding / format, or undecodable data.
+    """
+    if msgtype == COMPRESSED_IMAGE:
+        fmt = str(msg.format)
+        if "compressedDepth" in fmt:
+            raise ImageDecodeError("unsupported encoding compressedDepth")
+        data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if bgr is None:
+            raise ImageDecodeError("undecodable compressed image", f"format '{fmt}'")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    enc = str(msg.encoding)
+    if enc not in COLOR_ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding {enc}")
+    px = _pixels(msg, np.dtype(np.uint8), COLOR_ENCODINGS[enc])
+    if enc == "mono8":
+        return np.repeat(px, 3, axis=2)
+    if enc in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(px[:, :, 2::-1])
+    return np.ascontiguousarray(px[:, :, :3])
+
+
+# ------------------------------------------------------------------------- topic detection
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topics a :class:`RosbagSource` reads.
+
+    Attributes:
+        depth: depth ``sensor_msgs/msg/Image`` topic.
+        depth_info: its ``CameraInfo`` topic.
+        color: color ``Image`` or ``CompressedImage`` topic, or None.
+        color_info: its ``CameraInfo`` topic, or None.
+        tf, tf_static: TF topics present in the bag (possibly empty).
+    """
+
+    depth: str
+    depth_info: str
+    color: str | None
+    color_info: str | None
+    tf: tuple[str, ...]
+    tf_static: tuple[str, ...]
+
+
+def camera_info_topic_for(image_topic: str, topics: dict[str, str]) -> str | None:
+    """The sibling ``camera_info`` topic of an image topic, if the bag has it.
+
+    ``/cam/depth/image_raw`` -> ``/cam/depth/camera_info``;
+    ``/x/image_raw/compressed`` -> ``/x/camera_info``.
+
+    Args:
+        image_topic: the image topic.
+        topics: every topic of the bag, name -> message type.
+    """
+    base = image_topic
+    for suffix in ("/compressed", "/compressedDepth", "/theora", "/zstd"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    namespace = base.rsplit("/", 1)[0]
+    candidate = f"{namespace}/camera_info"
+    return candidate if topics.get(candidate) == CAMERA_INFO else None
+
+
+def _topic_listing(reader: AnyReader) -> str:
+    lines = [
+        f"  {name} [{info.msgtype}] ({info.msgcount} msgs)"
+        for name, info in sorted(reader.topics.items())
+    ]
+    return "topics in the bag:\n" + ("\n".join(lines) if lines else "  (none)")
+
+
+@dataclass
+class CameraInfoSample:
+    """One ``CameraInfo``: ``K`` (3, 3) pixels, image ``width`` x ``height``, its frame."""
+
+    stamp_ns: int
+    K: np.ndarray
+    width: int
+    height: int
+    frame_id: str
+
+
+@dataclass
+class _Index:
+    tf: TfBuffer
+    tf_report: TfLoadReport
+    infos: dict[str, list[CameraInfoSample]]
+    info_stamps: dict[str, list[int]]
+    depth_stamps: list[int]
+    color_stamps: list[int]
+
+
+# ------------------------------------------------------------------------------ the source
+
+
+class RosbagSource:
+    """Iterate posed RGB-D frames of a rosbag2 bag (sqlite3 or MCAP) without ROS.
+
+    Args:
+        path: bag directory, ``.db3`` or ``.mcap`` file (see :func:`resolve_bag_path`).
+        depth_topic: depth ``Image`` topic; None = auto-detect (the Image topic whose first
+            message is 16UC1/mono16/32FC1, preferring names containing "depth").
+        color_topic: color ``Image``/``CompressedImage`` topic; None = auto-detect (rgb8/bgr8/
+            mono8 Image or CompressedImage, preferring names with "color"/"rgb", then
+            "image"; only topics with a camera_info are picked). Pass ``""`` to ignore color.
+        world_frame: TF frame the poses are expressed in (``T_world_cam``), e.g. ``map``.
+        max_color_offset_ns: largest |color stamp - depth stamp| for pairing, nanoseconds.
+        depth_info_topic, color_info_topic: override the sibling ``camera_info`` rule.
+        default_store: typestore used when the bag carries no message definitions.
+
+    Raises:
+        BagReadError: the bag cannot be opened.
+        BagTopicError: no depth topic, no camera_info for it, or a named topic is missing or
+            has the wrong type (the message lists every topic in the bag).
+
+    Attributes:
+        topics: the :class:`BagTopics` used.
+        all_topics: every topic in the bag, name -> message type.
+        drops: depth messages not yielded in the last iteration, by reason.
+        color_drops: frames yielded without color in the last iteration, by reason.
+        drop_examples: one full error message per drop reason (e.g. the TF error with stamps).
+        frames_yielded: frames yielded in the last (or current) iteration.
+        notes: remarks from topic detection (e.g. a color topic ignored for lack of camera_info).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        depth_topic: str | None = None,
+        color_topic: str | None = None,
+        world_frame: str = "map",
+        max_color_offset_ns: int = 20_000_000,
+        depth_info_topic: str | None = None,
+        color_info_topic: str | None = None,
+        default_store: Stores = Stores.ROS2_HUMBLE,
+    ) -> None:
+        if max_color_offset_ns < 0:
+            raise ConfigError(f"max_color_offset_ns must be >= 0, got {max_color_offset_ns}")
+        self.path = Path(path)
+        self.world_frame = _clean_frame(world_frame)
+        self.max_color_offset_ns = int(max_color_offset_ns)
+        self._default_store = default_store
+        self.drops: Counter[str] = Counter()
+        self.color_drops: Counter[str] = Counter()
+        self.drop_examples: dict[str, str] = {}
+        self.frames_yielded = 0
+        self.notes: list[str] = []
+        self._index: _Index | None = None
+        with self._open() as reader:
+            self.all_topics: dict[str, str] = {
+                name: str(info.msgtype) for name, info in reader.topics.items()
+            }
+            self._counts = {name: int(info.msgcount) for name, info in reader.topics.items()}
+            self.topics = self._detect(
+                reader, depth_topic, color_topic, depth_info_topic, color_info_topic
+            )
+
+    # ------------------------------------------------------------------------- public API
+
+    def __len__(self) -> int:
+        """Number of depth messages in the bag (an upper bound of frames yielded)."""
+        return self._counts.get(self.topics.depth, 0)
+
+    @property
+    def tf(self) -> TfBuffer:
+        """Every transform of the bag (runs the index pass on first use)."""
+        return self._get_index().tf
+
+    @property
+    def tf_report(self) -> TfLoadReport:
+        """What loading the bag's TF did (counts, refused transforms)."""
+        return self._get_index().tf_report
+
+    def summary(self) -> str:
+        """One line: frames yielded / depth messages, and drop reasons with counts."""
+        parts = [f"{self.frames_yielded}/{len(self)} depth frames yielded"]
+        if self.drops:
+            parts.append("dropped: " + ", ".join(f"{r} x{n}" for r, n in self.drops.most_common()))
+        if self.color_drops:
+            parts.append(
+                "without color: "
+                + ", ".join(f"{r} x{n}" for r, n in self.color_drops.most_common())
+            )
+        return "; ".join(parts)
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield frames in depth-stamp order (resets :attr:`drops` and friends)."""
+        self.drops = Counter()
+        self.color_drops = Counter()
+        self.drop_examples = {}
+        self.frames_yielded = 0
+        with self._open() as reader:
+            index = self._get_index(reader)
+            yield from self._stream(reader, index)
+
+    # --------------------------------------------------------------------- implementation
+
+    def _open(self) -> AbstractContextManager[AnyReader]:
+        return _open_checked(self.path, self._default_store)
+
+    def _detect(
+        self,
+        reader: AnyReader,
+        depth_topic: str | None,
+        color_topic: str | None,
+        depth_info_topic: str | None,
+        color_info_topic: str | None,
+    ) -> BagTopics:
+        topics = self.all_topics
+        listing = _topic_listing(reader)
+
+        def first_encoding(name: str) -> str | None:
+            info = reader.topics[name]
+            for conn, _, raw in reader.messages(connections=info.connections):
+                msg = _deserialize(reader, raw, conn.msgtype)
+                return str(msg.format if conn.msgtype == COMPRESSED_IMAGE else msg.encoding)
+            return None
+
+        def require(name: str, allowed: tuple[str, ...], role: str) -> None:
+            if name not in topics:
+                raise BagTopicError(f"{role} topic {name} is not in bag {self.path}; {listing}")
+            if topics[name] not in allowed:
+                raise BagTopicError(
+                    f"{role} topic {name} has type {topics[name]}, expected "
+                    f"{' or '.join(allowed)}; {listing}"
+                )
+
+        # depth
+        if depth_topic is None:
+            candidates = []
+            for name, typ in topics.items():
+                if typ != IMAGE:
+                    continue
+                enc = first_encoding(name)
+                if enc in DEPTH_ENCODINGS:
+                    has_info = camera_info_topic_for(name, topics) is not None
+                    candidates.append(("depth" not in name.lower(), not has_info, name))
+            if not candidates:
+                raise BagTopicError(
+                    f"no depth image topic in bag {self.path} (need a {IMAGE} topic with "
+                    f"encoding 16UC1, mono16 or 32FC1); {listing}"
+                )
+            depth_topic = min(candidates)[2]
+            if len(candidates) > 1:
+                self.notes.append(
+                    f"depth topic {depth_topic} chosen among "
+                    f"{sorted(c[2] for c in candidates)}"
+                )
+        else:
+            require(depth_topic, (IMAGE,), "depth")
+        if depth_info_topic is None:
+            depth_info_topic = camera_info_topic_for(depth_topic, topics)
+            if depth_info_topic is None:
+                base = depth_topic.rsplit("/", 1)[0]
+                raise BagTopicError(
+                    f"no {CAMERA_INFO} topic for depth topic {depth_topic} in bag {self.path} "
+                    f"(expected {base}/camera_info; pass depth_info_topic=...); {listing}"
+                )
+        else:
+            require(depth_info_topic, (CAMERA_INFO,), "depth camera_info")
+
+        # color
+        color_info: str | None = None
+        if color_topic == "":
+            color_topic = None
+        elif color_topic is None:
+            candidates_c = []
+            for name, typ in topics.items():
+                if name == depth_topic or typ not in (IMAGE, COMPRESSED_IMAGE):
+                    continue
+                low = name.lower()
+                enc = first_encoding(name)
+                if typ == IMAGE and enc not in COLOR_ENCODINGS:
+                    continue
+                if typ == COMPRESSED_IMAGE and ("depth" in low or "compressedDepth" in (enc or "")):
+                    continue
+                info = camera_info_topic_for(name, topics)
+                if info is None:
+                    self.notes.append(f"color candidate {name} ignored: no camera_info topic")
+                    continue
+                name_score = 2 if ("color" in low or "rgb" in low) else int("image" in low)
+                candidates_c.append(
+                    (-name_score, enc == "mono8", typ == COMPRESSED_IMAGE, name, info)
+                )
+            if candidates_c:
+                best = min(candidates_c)
+                color_topic, color_info = best[3], best[4]
+                if len(candidates_c) > 1:
+                    self.notes.append(
+                        f"color topic {color_topic} chosen among "
+                        f"{sorted(c[3] for c in candidates_c)}"
+                    )
+        else:
+            require(color_topic, (IMAGE, COMPRESSED_IMAGE), "color")
+        if color_topic is not None and color_info is None:
+            if color_info_topic is not None:
+                require(color_info_topic, (CAMERA_INFO,), "color camera_info")
+                color_info = color_info_topic
+            else:
+                color_info = camera_info_topic_for(color_topic, topics)
+                if color_info is None:
+                    raise BagTopicError(
+                        f"no {CAMERA_INFO} topic for color topic {color_topic} in bag "
+                        f"{self.path} (pass color_info_topic=...); {listing}"
+                    )
+
+        tf = tuple(n for n, t in sorted(topics.items()) if t == TF_MESSAGE and n == "/tf")
+        tf_static = tuple(
+            n for n, t in sorted(topics.items()) if t == TF_MESSAGE and n == "/tf_static"
+        )
+        if not tf and not tf_static:
+            self.notes.append("the bag has no /tf or /tf_static: every frame will be dropped")
+        return BagTopics(depth_topic, depth_info_topic, color_topic, color_info, tf, tf_static)
+
+    def _get_index(self, reader: AnyReader | None = None) -> _Index:
+        if self._index is None:
+            if reader is None:
+                with self._open() as r:
+                    self._index = self._build_index(r)
+            else:
+                self._index = self._build_index(reader)
+        return self._index
+
+    def _build_index(self, reader: AnyReader) -> _Index:
+        """Pass 1: TF into a buffer, all camera_infos, stamps of depth and color images."""
+        t = self.topics
+        buffer = TfBuffer()
+        report = TfLoadReport()
+        info_topics = {x for x in (t.depth_info, t.color_info) if x}
+        wanted = set(t.tf) | set(t.tf_static) | info_topics | {t.depth}
+        if t.color:
+            wanted.add(t.color)
+        infos: dict[str, list[CameraInfoSample]] = {x: [] for x in info_topics}
+        depth_stamps: list[int] = []
+        color_stamps: list[int] = []
+        conns = [c for c in reader.connections if c.topic in wanted]
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = _deserialize(reader, raw, conn.msgtype)
+            topic = conn.topic
+            if topic in t.tf or topic in t.tf_static:
+                _add_tf_message(buffer, msg, topic in t.tf_static, report)
+            elif topic == t.depth:
+                depth_stamps.append(stamp_to_ns(msg.header.stamp))
+            elif topic == t.color:
+                color_stamps.append(stamp_to_ns(msg.header.stamp))
+            if topic in info_topics:  # (not elif: an info topic is never an image topic)
+                infos[topic].append(
+                    CameraInfoSample(
+                        stamp_to_ns(msg.header.stamp),
+                        np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy(),
+                        int(msg.width),
+                        int(msg.height),
+                        _clean_frame(str(msg.header.frame_id)),
+                    )
+                )
+        for samples in infos.values():
+            samples.sort(key=lambda s: s.stamp_ns)
+        info_stamps = {k: [s.stamp_ns for s in v] for k, v in infos.items()}
+        return _Index(buffer, report, infos, info_stamps, depth_stamps, color_stamps)
+
+    def _pair_colors(self, index: _Index) -> list[int | None]:
+        """For every depth message (by ordinal) the ordinal of the nearest color message
+        within ``max_color_offset_ns`` (ties: the earlier color), else None."""
+        if not self.topics.color or not index.color_stamps:
+            return [None] * len(index.depth_stamps)
+        order = sorted(range(len(index.color_stamps)), key=lambda i: (index.color_stamps[i], i))
+        stamps = [index.color_stamps[i] for i in order]
+        pairs: list[int | None] = []
+        for ds in index.depth_stamps:
+            j = bisect.bisect_left(stamps, ds)
+            best: int | None = None
+            best_dt = self.max_color_offset_ns + 1
+            for k in (j - 1, j):
+                if 0 <= k < len(stamps) and abs(stamps[k] - ds) < best_dt:
+                    best, best_dt = k, abs(stamps[k] - ds)
+            pairs.append(order[best] if best is not None else None)
+        return pairs
+
+    def _info_at(self, topic: str, stamp_ns: int, index: _Index) -> CameraInfoSample | None:
+        """The newest camera_info of ``topic`` with stamp <= ``stamp_ns``."""
+        samples = index.infos.get(topic, [])
+        i = bisect.bisect_right(index.info_stamps.get(topic, []), stamp_ns) - 1
+        return samples[i] if i >= 0 else None
+
+    def _stream(self, reader: AnyReader, index: _Index) -> Iterator[Frame]:
+        """Pass 2: decode images and yield frames in depth-stamp order."""
+        t = self.topics
+        pairs = self._pair_colors(index)
+        needed = Counter(p for p in pairs if p is not None)
+        order = sorted(range(len(index.depth_stamps)), key=lambda i: (index.depth_stamps[i], i))
+        pending_depth: dict[int, tuple[bytes, str]] = {}
+        pending_color: dict[int, tuple[bytes, str]] = {}
+        n_depth = n_color = 0
+        next_i = 0
+        conns = [c for c in reader.connections if c.topic in {t.depth, t.color}]
+
+        def emit(d: int) -> Frame | None:
+            depth_raw = pending_depth.pop(d, None)
+            c = pairs[d]
+            color_raw = pending_color.get(c) if c is not None else None
+            if c is not None:
+                needed[c] -= 1
+                if needed[c] <= 0:
+                    pending_color.pop(c, None)
+            if depth_raw is None:  # cannot happen unless the bag changed between passes
+                self._drop("depth message missing in the second pass")
+                return None
+            return self._make_frame(reader, index, depth_raw, color_raw, c is not None)
+
+        for conn, _, raw in reader.messages(connections=conns):
+            if conn.topic == t.depth:
+                pending_depth[n_depth] = (raw, conn.msgtype)
+                n_depth += 1
+            else:
+                if needed.get(n_color, 0) > 0:
+                    pending_color[n_color] = (raw, conn.msgtype)
+                n_color += 1
+            while next_i < len(order):
+                d = order[next_i]
+                c = pairs[d]
+                if d not in pending_depth or (c is not None and c not in pending_color):
+                    break
+                next_i += 1
+                frame = emit(d)
+                if frame is not None:
+                    self.frames_yielded += 1
+                    yield frame
+        while next_i < len(order):  # only if the bag ended early (not expected)
+            frame = emit(order[next_i])
+            next_i += 1
+            if frame is not None:
+                self.frames_yielded += 1
+                yield frame
+
+    def _drop(self, reason: str, detail: str | None = None) -> None:
+        self.drops[reason] += 1
+        self.drop_examples.setdefault(reason, detail or reason)
+
+    def _drop_color(self, reason: str, detail: str | None = None) -> None:
+        self.color_drops[reason] += 1
+        self.drop_examples.setdefault(f"color: {reason}", detail or reason)
+
+    def _camera(self, info: CameraInfoSample, w: int, h: int, what: str
+                ) -> tuple[PinholeCamera | None, str | None, str | None]:
+        """(camera, drop reason, detail) for an image of size w x h and its camera_info."""
+        if not np.any(info.K):
+            return None, "camera_info K is all zero", None
+        if (info.width, info.height) != (w, h):
+            return None, f"{what} size differs from camera_info", (
+                f"{what} image is {w}x{h}, camera_info says {info.width}x{info.height}"
+            )
+        try:
+            return PinholeCamera(info.K, w, h), None, None
+        except FrameError as err:
+            return None, "invalid camera_info", str(err)
+
+    def _make_frame(
+        self,
+        reader: AnyReader,
+        index: _Index,
+        depth_raw: tuple[bytes, str],
+        color_raw: tuple[bytes, str] | None,
+        color_paired: bool,
+    ) -> Frame | None:
+        t = self.topics
+        msg = _deserialize(reader, *depth_raw)
+        stamp = stamp_to_ns(msg.header.stamp)
+        frame_id = _clean_frame(str(msg.header.frame_id))
+        try:
+            depth = decode_depth(msg)
+        except ImageDecodeError as err:
+            self._drop(err.reason, str(err))
+            return None
+        if not frame_id:
+            self._drop("depth message has an empty frame_id")
+            return None
+        if stamp == 0:
+            self._drop("depth header stamp is 0")
+            return None
+        info = self._info_at(t.depth_info, stamp, index)
+        if info is None:
+            self._drop("no camera_info before frame",
+                       f"no {t.depth_info} message with stamp <= {stamp} ns")
+            return None
+        h, w = depth.shape
+        camera, reason, detail = self._camera(info, w, h, "depth")
+        if camera is None:
+            self._drop(reason or "invalid camera_info", detail)
+            return None
+        try:
+            T_world_cam = index.tf.lookup(self.world_frame, frame_id, stamp)
+        except TfLookupError as err:
+            self._drop(f"tf lookup failed: {err.reason}", str(err))
+            return None
+
+        color = None
+        color_camera = None
+        T_cam_color = np.eye(4)
+        if t.color is not None:
+            if color_raw is None:
+                if not color_paired:
+                    self._drop_color(
+                        f"no color image within {self.max_color_offset_ns / 1e6:g} ms"
+                    )
+            else:
+                result = self._color(reader, index, color_raw, frame_id, stamp)
+                if result is not None:
+                    color, color_camera, T_cam_color = result
+        try:
+            return Frame(
+                depth=depth,
+                camera=camera,
+                T_world_cam=T_world_cam,
+                color=color,
+                color_camera=color_camera,
+                T_cam_color=T_cam_color,
+                stamp_ns=stamp,
+                frame_id=frame_id,
+            )
+        except FrameError as err:
+            self._drop("invalid frame", str(err))
+            return None
+
+    def _color(
+        self,
+        reader: AnyReader,
+        index: _Index,
+        color_raw: tuple[bytes, str],
+        depth_frame: str,
+        depth_stamp: int,
+    ) -> tuple[np.ndarray, PinholeCamera, np.ndarray] | None:
+        """(rgb, color camera, T_cam_color) or None (reason counted in color_drops)."""
+        raw, msgtype = color_raw
+        msg = _deserialize(reader, raw, msgtype)
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            rgb = decode_color(msg, msgtype)
+        except ImageDecodeError as err:
+            self._drop_color(err.reason, str(err))
+            return None
+        info = (
+            self._info_at(self.topics.color_info, stamp, index)
+            if self.topics.color_info else None
+        )
+        if info is None:
+            self._drop_color("no color camera_info before frame")
+            return None
+        camera, reason, detail = self._camera(info, rgb.shape[1], rgb.shape[0], "color")
+        if camera is None:
+            self._drop_color(reason or "invalid camera_info", detail)
+            return None
+        color_frame = _clean_frame(str(msg.header.frame_id)) or depth_frame
+        if color_frame == depth_frame:
+            return rgb, camera, np.eye(4)
+        try:
+            T_cam_color = index.tf.lookup(depth_frame, color_frame, depth_stamp)
+        except TfLookupError as err:
+            self._drop_color(f"tf lookup failed: {err.reason}", str(err))
+            return None
+        return rgb, camera, T_cam_color

@@ -1,0 +1,208 @@
+"""Map files: PLY meshes and Nav2 map_server YAML + PGM, checked by round trips and by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from recon_ros.core.mesh import TriangleMesh
+from recon_ros.core.occupancy_grid import FREE, OCCUPIED, UNKNOWN, OccupancyGrid2D
+from recon_ros.io.map_files import (
+    FREE_THRESH,
+    OCCUPIED_THRESH,
+    PIXEL_FREE,
+    PIXEL_OCCUPIED,
+    PIXEL_UNKNOWN,
+    read_nav2_map,
+    read_ply,
+    trinary_occupancy,
+    write_nav2_map,
+    write_ply,
+)
+
+U, F, O = UNKNOWN, FREE, OCCUPIED
+
+
+# --------------------------------------------------------------------------------------------
+# PLY
+# --------------------------------------------------------------------------------------------
+
+def _colored_mesh() -> TriangleMesh:
+    """A small fan of triangles whose vertex colors take every value 0..255 once or more."""
+    rng = np.random.default_rng(0)
+    n = 90  # 270 color components >= 256
+    vertices = rng.uniform(-5.0, 5.0, (n, 3)).astype(np.float32)
+    faces = np.stack([np.zeros(n - 2), np.arange(1, n - 1), np.arange(2, n)], axis=1)
+    colors = (np.arange(n * 3) % 256).astype(np.uint8).reshape(n, 3)
+    return TriangleMesh(vertices, faces.astype(np.int64), colors)
+
+
+def test_ply_round_trip_colored_mesh(tmp_path: Path) -> None:
+    mesh = _colored_mesh()
+    path = tmp_path / "sub" / "mesh.ply"
+    write_ply(path, mesh)
+
+    header = path.read_bytes().split(b"end_header")[0].decode("ascii")
+    assert "format binary_little_endian 1.0" in header
+    assert "property uchar red" in header
+
+    back = read_ply(path)
+    assert back.vertices.dtype == np.float32
+    assert back.faces.dtype == np.int64
+    np.testing.assert_array_equal(back.vertices, mesh.vertices)
+    np.testing.assert_array_equal(back.faces, mesh.faces)
+    assert back.colors is not None and back.colors.dtype == np.uint8
+    np.testing.assert_array_equal(back.colors, mesh.colors)
+
+
+def test_ply_round_trip_without_colors(tmp_path: Path) -> None:
+    mesh = _colored_mesh()
+    mesh.colors = None
+    write_ply(tmp_path / "mesh.ply", mesh)
+    back = read_ply(tmp_path / "mesh.ply")
+    assert back.colors is None
+    np.testing.assert_array_equal(back.faces, mesh.faces)
+
+
+def test_ply_empty_mesh(tmp_path: Path) -> None:
+    write_ply(tmp_path / "empty.ply", TriangleMesh.empty(with_colors=True))
+    back = read_ply(tmp_path / "empty.ply")
+    assert back.num_vertices == 0 and back.num_faces == 0
+
+
+def test_read_ply_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_ply(tmp_path / "nope.ply")
+
+
+# --------------------------------------------------------------------------------------------
+# Nav2 map_server YAML + PGM
+# --------------------------------------------------------------------------------------------
+
+# 4 rows x 6 columns, row 0 = lowest y; no row or column symmetry, so a flip or transpose shows.
+GRID = np.array([
+    [O, O, F, F, F, U],
+    [O, F, F, U, U, U],
+    [F, F, U, U, O, U],
+    [U, F, F, F, F, O],
+], dtype=np.int8)
+
+
+def _grid() -> OccupancyGrid2D:
+    return OccupancyGrid2D(data=GRID.copy(), resolution_m=0.05, origin_xy=(-1.25, 3.5),
+                           min_height_m=0.1, max_height_m=1.8)
+
+
+def _read_pgm(path: Path) -> tuple[list[bytes], np.ndarray]:
+    """Header lines and pixels of a PGM with a comment-free 3-line header."""
+    raw = path.read_bytes()
+    header = raw.split(b"\n", 3)
+    magic, size, maxval, raster = header
+    width, height = (int(v) for v in size.split())
+    return [magic, size, maxval], np.frombuffer(raster, np.uint8).reshape(height, width)
+
+
+def test_nav2_map_round_trip(tmp_path: Path) -> None:
+    yaml_path = tmp_path / "maps" / "floor.yaml"
+    pgm_path = write_nav2_map(yaml_path, _grid())
+    assert pgm_path == tmp_path / "maps" / "floor.pgm"
+
+    back = read_nav2_map(yaml_path)
+    np.testing.assert_array_equal(back.data, GRID)
+    assert back.data.dtype == np.int8
+    assert back.resolution_m == 0.05
+    assert back.origin_xy == (-1.25, 3.5)
+    assert (back.min_height_m, back.max_height_m) == (0.1, 1.8)
+
+
+def test_nav2_yaml_contents(tmp_path: Path) -> None:
+    write_nav2_map(tmp_path / "floor.yaml", _grid())
+    meta = yaml.safe_load((tmp_path / "floor.yaml").read_text())
+    assert meta["image"] == "floor.pgm"
+    assert meta["mode"] == "trinary"
+    assert meta["resolution"] == 0.05
+    assert meta["origin"] == [-1.25, 3.5, 0.0]
+    assert meta["negate"] == 0
+    assert meta["occupied_thresh"] == 0.65
+    assert meta["free_thresh"] == 0.196
+
+
+def test_pgm_header_and_row_order(tmp_path: Path) -> None:
+    pgm_path = write_nav2_map(tmp_path / "floor.yaml", _grid())
+    header, pixels = _read_pgm(pgm_path)
+    assert header == [b"P5", b"6 4", b"255"]  # width 6, height 4
+    # Image row 0 is the top of the map: the grid's last row (highest y).
+    np.testing.assert_array_equal(
+        pixels[0], [PIXEL_UNKNOWN, PIXEL_FREE, PIXEL_FREE, PIXEL_FREE, PIXEL_FREE, PIXEL_OCCUPIED])
+    np.testing.assert_array_equal(
+        pixels[3], [PIXEL_OCCUPIED, PIXEL_OCCUPIED, PIXEL_FREE, PIXEL_FREE, PIXEL_FREE,
+                    PIXEL_UNKNOWN])
+    assert (PIXEL_OCCUPIED, PIXEL_FREE, PIXEL_UNKNOWN) == (0, 254, 205)
+
+
+def test_unknown_grey_stays_unknown_only_with_free_thresh_0196() -> None:
+    grey = np.array([[PIXEL_UNKNOWN / 255.0]])
+    assert math.isclose(1.0 - grey[0, 0], 0.19608, abs_tol=1e-5)
+    assert trinary_occupancy(grey, OCCUPIED_THRESH, FREE_THRESH)[0, 0] == UNKNOWN
+    # With map_saver's default free_thresh the same pixel reloads as free: the pitfall.
+    assert trinary_occupancy(grey, OCCUPIED_THRESH, 0.25)[0, 0] == FREE
+
+
+def test_map_saver_default_thresholds_turn_unknown_into_free(tmp_path: Path) -> None:
+    """A map written with free_thresh 0.25 (map_saver's default) loses its unknown cells."""
+    write_nav2_map(tmp_path / "floor.yaml", _grid())
+    meta = yaml.safe_load((tmp_path / "floor.yaml").read_text())
+    meta["free_thresh"] = 0.25
+    (tmp_path / "floor.yaml").write_text(yaml.safe_dump(meta))
+
+    back = read_nav2_map(tmp_path / "floor.yaml")
+    np.testing.assert_array_equal(back.data, np.where(GRID == UNKNOWN, FREE, GRID))
+
+
+def test_trinary_rule_boundaries() -> None:
+    # occ = (255 - p) / 255; strict comparisons as in map_server.
+    pixels = np.array([[0, 89, 90, 204, 205, 254, 255]], dtype=np.float64)
+    cells = trinary_occupancy(pixels / 255.0, OCCUPIED_THRESH, FREE_THRESH)
+    # p=89: occ 0.651 > 0.65 occupied; p=90: occ 0.647 unknown; p=204: occ 0.2 unknown;
+    # p=205: occ 0.19608 unknown (not < 0.196).
+    np.testing.assert_array_equal(cells, [[O, O, U, U, U, F, F]])
+    # negate: occ = p / 255 (0, 0.349, 0.353, 0.8, 0.804, 0.996, 1).
+    negated = trinary_occupancy(pixels / 255.0, OCCUPIED_THRESH, FREE_THRESH, negate=True)
+    np.testing.assert_array_equal(negated, [[F, U, U, O, O, O, O]])
+
+
+def test_intermediate_cell_values_follow_map_saver(tmp_path: Path) -> None:
+    grid = _grid()
+    grid.data = np.array([[0, 20, 21, 64, 65, 100, -1, 127]], dtype=np.int8)
+    write_nav2_map(tmp_path / "m.yaml", grid)
+    _, pixels = _read_pgm(tmp_path / "m.pgm")
+    np.testing.assert_array_equal(pixels[0], [254, 254, 205, 205, 0, 0, 205, 205])
+
+
+def test_reads_map_saver_pgm_with_comment(tmp_path: Path) -> None:
+    """map_saver puts a '# CREATOR' comment into the PGM header."""
+    pixels = np.array([[0, 205], [254, 0], [205, 254]], dtype=np.uint8)  # 2 wide, 3 high
+    (tmp_path / "saved.pgm").write_bytes(
+        b"P5\n# CREATOR: map_saver.cpp 0.100 m/pix\n2 3\n255\n" + pixels.tobytes())
+    (tmp_path / "saved.yaml").write_text(
+        "image: saved.pgm\nmode: trinary\nresolution: 0.1\norigin: [-10.0, -5.0, 0]\n"
+        "negate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.196\n")
+    grid = read_nav2_map(tmp_path / "saved.yaml")
+    np.testing.assert_array_equal(grid.data, [[U, F], [F, O], [O, U]])
+    assert grid.origin_xy == (-10.0, -5.0)
+    assert math.isnan(grid.min_height_m) and math.isnan(grid.max_height_m)
+
+
+def test_reads_png_through_opencv(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    pgm_path = write_nav2_map(tmp_path / "floor.yaml", _grid())
+    _, pixels = _read_pgm(pgm_path)
+    assert cv2.imwrite(str(tmp_path / "floor.png"), pixels)
+    meta = yaml.safe_load((tmp_path / "floor.yaml").read_text())
+    meta["image"] = "floor.png"
+    (tmp_path / "png.yaml").write_text(yaml.safe_dump(meta))
+    np.testing.assert_array_equal(read_nav2_map(tmp_path / "png.yaml").data, GRID)
