@@ -167,11 +167,32 @@ class IncrementalMesher:
         block_key = vol.index.slot_keys[slots][blk[cube_i]]
         return block_key, edge_key, pos, rgb0 + t * (rgb1 - rgb0)
 
+    def block_meshes(self, block_keys: torch.Tensor, with_colors: bool = True
+                     ) -> list[tuple[int, TriangleMesh]]:
+        """Per-block meshes of ``block_keys`` (empty meshes for blocks without triangles),
+        e.g. to publish one marker per block after :meth:`update`."""
+        order = torch.argsort(self.tri_block)
+        sorted_blocks = self.tri_block[order]
+        keys = block_keys.to(sorted_blocks.device)
+        start = torch.searchsorted(sorted_blocks, keys).tolist()
+        end = torch.searchsorted(sorted_blocks, keys, right=True).tolist()
+        out = []
+        for key, a, b in zip(keys.tolist(), start, end):
+            rows = order[a:b]
+            out.append((key, self._weld(self.tri_edge[rows], self.tri_pos[rows],
+                                        self.tri_rgb[rows], with_colors)))
+        return out
+
     def mesh(self, with_colors: bool = True, block_keys: torch.Tensor | None = None
              ) -> TriangleMesh:
         """Weld the current triangles (optionally only those of ``block_keys``) into a mesh."""
         sel = slice(None) if block_keys is None else torch.isin(self.tri_block, block_keys)
-        edge, pos, rgb = self.tri_edge[sel], self.tri_pos[sel], self.tri_rgb[sel]
+        return self._weld(self.tri_edge[sel], self.tri_pos[sel], self.tri_rgb[sel], with_colors)
+
+    @staticmethod
+    def _weld(edge: torch.Tensor, pos: torch.Tensor, rgb: torch.Tensor, with_colors: bool
+              ) -> TriangleMesh:
+        """Triangles (T, 3) edge keys / (T, 3, 3) positions and colors -> indexed mesh."""
         if edge.numel() == 0:
             return TriangleMesh.empty(with_colors)
         uniq, inverse = torch.unique(edge.reshape(-1), return_inverse=True)

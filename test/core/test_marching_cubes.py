@@ -109,3 +109,13 @@ def test_unobserved_voxels_produce_no_surface(device):
     assert 0 < mesh.num_faces < full
     assert (mesh.vertices[:, 0] >= -1e-6).all()
     assert np.abs(mesh.vertices[:, 2] - 0.013).max() < 1e-5
+
+
+def test_block_meshes_partition_the_whole_mesh(device):
+    vol = sdf_volume(device, lambda p: p.norm(dim=-1) - 0.6)
+    mesher = IncrementalMesher(vol, 1e-3)
+    keys = mesher.update()
+    parts = mesher.block_meshes(keys)
+    assert len(parts) == keys.numel()
+    assert sum(m.num_faces for _, m in parts) == mesher.mesh().num_faces
+    assert any(m.num_faces == 0 for _, m in parts)  # blocks away from the surface
