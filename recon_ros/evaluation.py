@@ -61,8 +61,8 @@ class MeshMetrics:
     n_gt: int = 0
 
     def as_rows(self) -> list[tuple[str, str]]:
-        rows = [("accuracy [m]", f"{self.accuracy_m:.4f}"),
-                ("completeness [m]", f"{self.completeness_m:.4f}")]
+        rows = [("accuracy m", f"{self.accuracy_m:.4f}"),
+                ("completeness m", f"{self.completeness_m:.4f}")]
         for t in sorted(self.fscore):
             cm = f"{t * 100:g} cm"
             rows += [(f"precision @ {cm}", f"{self.precision[t]:.4f}"),

@@ -136,7 +136,11 @@ class OccupancyConfig:
         max_height_m: upper edge of that band.
         resolution_m: 2D cell size; ``0`` means "the voxel size".
         occupied_threshold_voxels: an observed voxel is occupied when its TSDF is below this
-            many voxels (0.5 = the voxel centre is within half a voxel of, or behind, a surface).
+            many voxels. The default 0.75 (> sqrt(2)/2) marks every 2D cell that a vertical
+            surface passes through, so obstacles are never thinned.
+        free_below_m: a 2D cell is free only when free space was seen in its column at or
+            below this map height (and nothing occupied in the band). Seeing the space above a
+            cabinet free says nothing about the cabinet, so such cells stay unknown.
         min_weight: voxels with less accumulated weight count as unknown.
         free_space_stride_px: pixel stride of the rays that carve free space into the 2D grid.
     """
@@ -144,7 +148,8 @@ class OccupancyConfig:
     min_height_m: float = 0.05
     max_height_m: float = 1.5
     resolution_m: float = 0.0
-    occupied_threshold_voxels: float = 0.5
+    occupied_threshold_voxels: float = 0.75
+    free_below_m: float = 0.4
     min_weight: float = 1e-3
     free_space_stride_px: int = 8
 
@@ -156,6 +161,8 @@ class OccupancyConfig:
                  self.resolution_m)
         _require(-4.0 <= self.occupied_threshold_voxels <= 4.0, s, "occupied_threshold_voxels",
                  "must be in [-4, 4]", self.occupied_threshold_voxels)
+        _require(self.min_height_m <= self.free_below_m <= self.max_height_m, s, "free_below_m",
+                 "must lie within [min_height_m, max_height_m]", self.free_below_m)
         _require(self.min_weight > 0.0, s, "min_weight", "must be > 0", self.min_weight)
         _require(1 <= self.free_space_stride_px <= 64, s, "free_space_stride_px",
                  "must be in [1, 64]", self.free_space_stride_px)

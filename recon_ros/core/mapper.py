@@ -54,6 +54,7 @@ class Mapper:
             resolution_m=oc.resolution_m or vc.voxel_size_m,
             min_height_m=oc.min_height_m, max_height_m=oc.max_height_m,
             occupied_threshold_m=oc.occupied_threshold_voxels * vc.voxel_size_m,
+            free_below_m=oc.free_below_m,
             min_weight=oc.min_weight, truncation_m=truncation_m,
             free_space_stride_px=oc.free_space_stride_px, device=self.device)
         self.timer = StageTimer(self.device)
@@ -79,10 +80,10 @@ class Mapper:
 
     def _to_device(self, frame: Frame) -> FrameTensors:
         dev = self.device
-        depth = torch.as_tensor(frame.depth).to(dev, torch.float32)
+        depth = _as_tensor(frame.depth).to(dev, torch.float32)
         color = None
         if frame.color is not None:
-            color = torch.as_tensor(frame.color).to(dev).to(torch.float32)
+            color = _as_tensor(frame.color).to(dev).to(torch.float32)
         T_cam_color = torch.as_tensor(frame.T_cam_color, dtype=torch.float64)
         return FrameTensors(
             depth=self.integrator.valid_depth(depth),
@@ -179,3 +180,10 @@ class Mapper:
             **mem,
             "mesh_triangles": int(self.mesher.tri_edge.shape[0]),
         }
+
+
+def _as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A tensor view of an image (copying read-only numpy buffers, e.g. decoded messages)."""
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array)

@@ -3,12 +3,16 @@
 Map frame z is up. A voxel is *occupied* when it was observed (weight >= ``min_weight``) and its
 TSDF is below ``occupied_threshold_m`` (on or behind a surface), *free* when observed and above.
 TSDF blocks only exist near surfaces, so free space away from surfaces is carved separately:
-rays through a strided subset of pixels mark the 2D cells they cross inside the height band,
-stopping one truncation distance before the measured surface. That free-space layer is stored
+rays through a strided subset of pixels cross the height band, stopping one truncation
+distance before the measured surface, and every 2D cell they cross records the *lowest height*
+at which it was seen free. Free TSDF voxels contribute their heights too. That layer is stored
 sparsely in tiles of ``TILE x TILE`` cells indexed by the same hash map as the voxel blocks.
 
-2D cells are centred on multiples of ``resolution_m`` (so with ``resolution_m == voxel_size_m``
-every voxel column falls in exactly one cell); occupied beats free, free beats unknown.
+A cell is *occupied* when an occupied voxel lies in its column within the band; *free* when it
+is not occupied and was seen free at or below ``free_below_m`` (seeing the space above a
+cabinet free says nothing about the cabinet, so free space high in the band alone leaves the
+cell *unknown*); *unknown* otherwise. 2D cells are centred on multiples of ``resolution_m`` (so
+with ``resolution_m == voxel_size_m`` every voxel column falls in exactly one cell).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class OccupancyMapper:
         min_height_m: lower edge of the projected band (map z), metres.
         max_height_m: upper edge of the band, metres.
         occupied_threshold_m: TSDF below which an observed voxel is occupied, metres.
+        free_below_m: a cell is free only if seen free at or below this map height, metres.
         min_weight: voxels with less weight are unknown.
         truncation_m: carving stops this far in front of each measured surface point.
         free_space_stride_px: pixel stride of carving rays.
@@ -38,12 +43,14 @@ class OccupancyMapper:
     """
 
     def __init__(self, resolution_m: float, min_height_m: float, max_height_m: float,
-                 occupied_threshold_m: float, min_weight: float, truncation_m: float,
-                 free_space_stride_px: int, device: torch.device | str) -> None:
+                 occupied_threshold_m: float, free_below_m: float, min_weight: float,
+                 truncation_m: float, free_space_stride_px: int,
+                 device: torch.device | str) -> None:
         self.resolution_m = float(resolution_m)
         self.min_height_m = float(min_height_m)
         self.max_height_m = float(max_height_m)
         self.occupied_threshold_m = float(occupied_threshold_m)
+        self.free_below_m = float(free_below_m)
         self.min_weight = float(min_weight)
         self.truncation_m = float(truncation_m)
         self.stride = int(free_space_stride_px)
@@ -52,11 +59,16 @@ class OccupancyMapper:
 
     def reset(self) -> None:
         self._tiles = BlockHashMap(self.device, 256)
-        self._free = torch.zeros((256, TILE * TILE), dtype=torch.bool, device=self.device)
+        self._free_z = self._new_tiles(256)
+
+    def _new_tiles(self, n: int) -> torch.Tensor:
+        """(n, TILE * TILE) lowest height seen free per cell; +inf = never seen free."""
+        return torch.full((n, TILE * TILE), float("inf"), dtype=torch.float32,
+                          device=self.device)
 
     # ------------------------------------------------------------------ free space
     def carve(self, frame: FrameTensors) -> None:
-        """Mark the 2D cells crossed by the frame's rays (within the height band) as seen free."""
+        """Record the free space crossed by the frame's rays (within the height band)."""
         s = self.stride
         depth = frame.depth[::s, ::s]
         uv = frame.camera.pixel_grid(depth.device)[::s, ::s]
@@ -83,27 +95,24 @@ class OccupancyMapper:
         k = torch.arange(n, device=ray.device, dtype=ray.dtype)
         sk = s0[:, None] + k[None] * step[:, None]  # (N, n)
         inside = sk <= s1[:, None]
-        pts = t[:2] + sk[..., None] * ray[:, None, :2]  # (N, n, 2)
-        cells = torch.round(pts[inside] / self.resolution_m).to(torch.int64)
-        self._mark_free(unpack_keys(torch.unique(_pack_xy(cells)))[:, :2])
+        pts = (t + sk[..., None] * ray[:, None, :])[inside]  # (M, 3)
+        self._mark_free(torch.round(pts[:, :2] / self.resolution_m).to(torch.int64), pts[:, 2])
 
-    def _mark_free(self, cells: torch.Tensor) -> None:
-        """Set (N, 2) distinct cells free, allocating their tiles."""
+    def _mark_free(self, cells: torch.Tensor, z: torch.Tensor) -> None:
+        """Record that (N, 2) cells were seen free at heights (N,), allocating their tiles."""
         tile = torch.div(cells, TILE, rounding_mode="floor")
         local = cells - tile * TILE
         tile_keys, inverse = torch.unique(_pack_xy(tile), return_inverse=True)
         slots = self._tiles.insert_or_find(tile_keys)[0][inverse]
-        if len(self._tiles) > self._free.shape[0]:
-            extra = torch.zeros((len(self._tiles), TILE * TILE), dtype=torch.bool,
-                                device=self.device)
-            self._free = torch.cat((self._free, extra))
-        self._free[slots, local[:, 0] * TILE + local[:, 1]] = True
-
+        if len(self._tiles) > self._free_z.shape[0]:
+            self._free_z = torch.cat((self._free_z, self._new_tiles(len(self._tiles))))
+        flat = slots * (TILE * TILE) + local[:, 0] * TILE + local[:, 1]
+        self._free_z.view(-1).scatter_reduce_(0, flat, z.to(torch.float32), reduce="amin")
 
     def _free_cells(self) -> torch.Tensor:
-        """(N, 2) int64 cell indices carved free."""
+        """(N, 2) int64 cells seen free low enough in the band."""
         n = len(self._tiles)
-        slot, idx = torch.nonzero(self._free[:n], as_tuple=True)
+        slot, idx = torch.nonzero(self._free_z[:n] <= self.free_below_m, as_tuple=True)
         tile = unpack_keys(self._tiles.slot_keys)[slot, :2]
         return tile * TILE + torch.stack((idx // TILE, idx % TILE), dim=1)
 
@@ -133,11 +142,12 @@ class OccupancyMapper:
         return centers[occupied]
 
     def grid(self, volume: BlockVolume) -> OccupancyGrid2D:
-        """The 2D grid over the height band: occupied > free (TSDF or carved) > unknown."""
+        """The 2D grid over the height band: occupied > free > unknown (see module doc)."""
         centers, occupied = self._classified_voxels(volume, band_only=True)
         cells = torch.round(centers[:, :2] / self.resolution_m).to(torch.int64)
-        occ_cells, tsdf_free = cells[occupied], cells[~occupied]
-        free_cells = torch.cat((tsdf_free, self._free_cells()))
+        occ_cells = cells[occupied]
+        low_free = ~occupied & (centers[:, 2] <= self.free_below_m)
+        free_cells = torch.cat((cells[low_free], self._free_cells()))
         every = torch.cat((occ_cells, free_cells))
         if every.numel() == 0:
             return OccupancyGrid2D(torch.full((1, 1), UNKNOWN, dtype=torch.int8).numpy(),
@@ -157,18 +167,18 @@ class OccupancyMapper:
     def to(self, device: torch.device | str) -> "OccupancyMapper":
         self.device = torch.device(device)
         self._tiles.to(self.device)
-        self._free = self._free.to(self.device)
+        self._free_z = self._free_z.to(self.device)
         return self
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"tile_keys": self._tiles.slot_keys.cpu().clone(),
-                "free": self._free[: len(self._tiles)].cpu().clone()}
+                "free_z": self._free_z[: len(self._tiles)].cpu().clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self._tiles = BlockHashMap.from_keys(state["tile_keys"], self.device)
-        self._free = state["free"].to(self.device).clone()
-        if self._free.shape[0] == 0:
-            self._free = torch.zeros((256, TILE * TILE), dtype=torch.bool, device=self.device)
+        n = len(self._tiles)
+        self._free_z = self._new_tiles(max(n, 256))
+        self._free_z[:n] = state["free_z"].to(self.device)
 
 
 def _pack_xy(cells: torch.Tensor) -> torch.Tensor:

@@ -42,3 +42,11 @@ class OccupancyGrid2D:
         col = np.floor((np.asarray(x) - self.origin_xy[0]) / self.resolution_m).astype(np.int64)
         row = np.floor((np.asarray(y) - self.origin_xy[1]) / self.resolution_m).astype(np.int64)
         return row, col
+
+    def value_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Cell values at map-frame points; UNKNOWN outside the grid."""
+        row, col = self.cell_of(x, y)
+        inside = (row >= 0) & (row < self.height) & (col >= 0) & (col < self.width)
+        out = np.full(row.shape, UNKNOWN, dtype=np.int8)
+        out[inside] = self.data[row[inside], col[inside]]
+        return out

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
@@ -41,6 +40,16 @@ from rosbags.typesys import Stores, get_typestore
 from recon_ros.core.errors import ConfigError, FrameError, ReconError
 from recon_ros.core.frame import Frame, PinholeCamera
 
+from .image_codec import (
+    COLOR_ENCODINGS,
+    COMPRESSED_IMAGE,
+    DEPTH_ENCODINGS,
+    CameraInfoError,
+    ImageDecodeError,
+    camera_from_info,
+    decode_color,
+    decode_depth,
+)
 from .tf_buffer import TfBuffer, TfDataError, TfLookupError
 
 __all__ = [
@@ -61,18 +70,8 @@ __all__ = [
 ]
 
 IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
-
-#: Depth encodings understood: encoding -> (numpy base dtype, scale to metres or None).
-DEPTH_ENCODINGS: dict[str, tuple[str, float | None]] = {
-    "16UC1": ("u2", 1000.0),
-    "mono16": ("u2", 1000.0),
-    "32FC1": ("f4", None),
-}
-#: Uncompressed color encodings understood -> number of channels on the wire.
-COLOR_ENCODINGS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -85,15 +84,6 @@ class BagTopicError(ReconError, ValueError):
 
 class BagReadError(ReconError, OSError):
     """The bag path does not exist, is not a rosbag2, or cannot be opened."""
-
-
-class ImageDecodeError(ReconError, ValueError):
-    """An image message cannot be decoded; ``reason`` is a short drop-counter key such as
-    ``"unsupported encoding 16SC1"``."""
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason if detail is None else f"{reason}: {detail}")
-        self.reason = reason
 
 
 # ------------------------------------------------------------------------------ bag opening
@@ -248,77 +238,6 @@ def _open_checked(
         yield reader
     finally:
         reader.close()
-
-
-# ---------------------------------------------------------------------------------- decoding
-
-
-def _pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
-    """(H, W, channels) array of ``dtype`` from an Image message, honouring ``step``."""
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    bpp = dtype.itemsize * channels
-    if h <= 0 or w <= 0:
-        raise ImageDecodeError("empty image", f"{w}x{h}")
-    if step < w * bpp:
-        raise ImageDecodeError(
-            "malformed image (step too small)", f"step {step} < width {w} * {bpp} bytes/pixel"
-        )
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    need = step * (h - 1) + w * bpp
-    if data.size < need:
-        raise ImageDecodeError(
-            "malformed image (data too short)", f"{data.size} bytes for {w}x{h}, step {step}"
-        )
-    rows = np.lib.stride_tricks.as_strided(data, shape=(h, w * bpp), strides=(step, 1),
-                                           writeable=False)
-    return np.ascontiguousarray(rows).view(dtype).reshape(h, w, channels)
-
-
-def decode_depth(msg: Any) -> np.ndarray:
-    """``sensor_msgs/msg/Image`` depth -> (H, W) float32 metres.
-
-    ``16UC1``/``mono16`` are millimetres (divided by 1000; 0 stays 0 = invalid), ``32FC1`` is
-    metres (NaN/Inf kept, they mean invalid). ``is_bigendian`` and ``step`` are honoured.
-
-    Raises:
-        ImageDecodeError: ``"unsupported encoding X"`` or a malformed message.
-    """
-    enc = str(msg.encoding)
-    if enc not in DEPTH_ENCODINGS:
-        raise ImageDecodeError(f"unsupported encoding {enc}")
-    base, mm_per_m = DEPTH_ENCODINGS[enc]
-    dtype = np.dtype(base).newbyteorder(">" if msg.is_bigendian else "<")
-    px = _pixels(msg, dtype, 1)[:, :, 0]
-    if mm_per_m is None:
-        return px.astype(np.float32)
-    return px.astype(np.float32) / np.float32(mm_per_m)
-
-
-def decode_color(msg: Any, msgtype: str) -> np.ndarray:
-    """``sensor_msgs/msg/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) or
-    ``sensor_msgs/msg/CompressedImage`` (jpeg, png) -> (H, W, 3) uint8 RGB.
-
-    Raises:
-        ImageDecodeError: unsupported encoding / format, or undecodable data.
-    """
-    if msgtype == COMPRESSED_IMAGE:
-        fmt = str(msg.format)
-        if "compressedDepth" in fmt:
-            raise ImageDecodeError("unsupported encoding compressedDepth")
-        data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if bgr is None:
-            raise ImageDecodeError("undecodable compressed image", f"format '{fmt}'")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    enc = str(msg.encoding)
-    if enc not in COLOR_ENCODINGS:
-        raise ImageDecodeError(f"unsupported encoding {enc}")
-    px = _pixels(msg, np.dtype(np.uint8), COLOR_ENCODINGS[enc])
-    if enc == "mono8":
-        return np.repeat(px, 3, axis=2)
-    if enc in ("bgr8", "bgra8"):
-        return np.ascontiguousarray(px[:, :, 2::-1])
-    return np.ascontiguousarray(px[:, :, :3])
 
 
 # ------------------------------------------------------------------------- topic detection
@@ -746,16 +665,10 @@ class RosbagSource:
     def _camera(self, info: CameraInfoSample, w: int, h: int, what: str
                 ) -> tuple[PinholeCamera | None, str | None, str | None]:
         """(camera, drop reason, detail) for an image of size w x h and its camera_info."""
-        if not np.any(info.K):
-            return None, "camera_info K is all zero", None
-        if (info.width, info.height) != (w, h):
-            return None, f"{what} size differs from camera_info", (
-                f"{what} image is {w}x{h}, camera_info says {info.width}x{info.height}"
-            )
         try:
-            return PinholeCamera(info.K, w, h), None, None
-        except FrameError as err:
-            return None, "invalid camera_info", str(err)
+            return camera_from_info(info.K, info.width, info.height, w, h, what), None, None
+        except CameraInfoError as err:
+            return None, err.reason, str(err)
 
     def _make_frame(
         self,

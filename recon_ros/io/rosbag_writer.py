@@ -32,6 +32,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from recon_ros.core.errors import ReconError
 
+from .image_codec import ImageEncodeError, encode_compressed, encode_depth
+
 __all__ = ["BagWriteError", "BagWriter", "TransformTuple", "TF_STATIC_QOS"]
 
 #: ``(parent, child, stamp_ns, translation (3,) m, quaternion_xyzw (4,))``
@@ -214,17 +216,11 @@ class BagWriter:
             is_bigendian: store multi-byte pixels big-endian (the reader must honour the flag).
             row_padding_bytes: extra bytes at the end of each row (``step > width * 2|4``).
         """
-        depth = np.asarray(depth_m, dtype=np.float64)
-        if depth.ndim != 2:
-            raise BagWriteError(f"depth must be (H, W), got shape {depth.shape}")
-        h, w = depth.shape
-        if encoding == "16UC1":
-            mm = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0.0)
-            pixels = np.clip(mm, 0, 65535).astype(">u2" if is_bigendian else "<u2")
-        elif encoding == "32FC1":
-            pixels = depth.astype(">f4" if is_bigendian else "<f4")
-        else:
-            raise BagWriteError(f"depth encoding must be '16UC1' or '32FC1', got {encoding!r}")
+        try:
+            pixels = encode_depth(depth_m, encoding, is_bigendian)
+        except ImageEncodeError as err:
+            raise BagWriteError(str(err)) from err
+        h, w = pixels.shape
         self._write_pixels(
             topic, stamp_ns, pixels, w, h, encoding, frame_id, is_bigendian, row_padding_bytes,
             log_time_ns,
@@ -284,22 +280,14 @@ class BagWriter:
             rgb: (H, W, 3) uint8 RGB.
             fmt: ``"jpeg"`` (lossy) or ``"png"`` (lossless).
         """
-        img = np.asarray(rgb)
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise BagWriteError(f"rgb must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
-        bgr = np.ascontiguousarray(img[:, :, ::-1])
-        if fmt == "jpeg":
-            ok, enc = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-        elif fmt == "png":
-            ok, enc = cv2.imencode(".png", bgr)
-        else:
-            raise BagWriteError(f"fmt must be 'jpeg' or 'png', got {fmt!r}")
-        if not ok:
-            raise BagWriteError(f"OpenCV failed to encode a {img.shape} image as {fmt}")
+        try:
+            data, format_string = encode_compressed(rgb, fmt, jpeg_quality)
+        except ImageEncodeError as err:
+            raise BagWriteError(str(err)) from err
         msg = self.typestore.types["sensor_msgs/msg/CompressedImage"](
             header=self.header(stamp_ns, frame_id),
-            format=f"rgb8; {fmt} compressed bgr8",
-            data=np.asarray(enc, dtype=np.uint8).reshape(-1),
+            format=format_string,
+            data=data,
         )
         self.write_message(topic, msg, stamp_ns if log_time_ns is None else log_time_ns)
 

@@ -36,14 +36,13 @@ def test_wall_is_occupied_space_before_it_free_behind_it_unknown():
     grid = mapper.occupancy_grid()
     assert grid.resolution_m == voxel
     ys = np.array([-0.3, 0.0, 0.3])
-    row, col = grid.cell_of(np.full(3, 3.0), ys)
-    assert (grid.data[row, col] == OCCUPIED).all()
-    row, col = grid.cell_of(np.array([0.8, 1.5, 2.5]), np.zeros(3))
-    assert (grid.data[row, col] == FREE).all()
+    assert (grid.value_at(np.full(3, 3.0), ys) == OCCUPIED).all()
+    # Rays descend 0.4 m per metre from the 1 m high camera: they pass below free_below_m
+    # (0.4 m) only beyond x = 1.5 m. Closer, a low obstacle could hide under them: unknown.
+    assert (grid.value_at(np.array([1.8, 2.2, 2.5]), np.zeros(3)) == FREE).all()
+    assert (grid.value_at(np.array([0.5, 1.0, 1.3]), np.zeros(3)) == UNKNOWN).all()
     # Behind the wall (beyond truncation) nothing is known.
-    row, col = grid.cell_of(np.array([3.6]), np.array([0.0]))
-    inside = (0 <= row) & (row < grid.height) & (0 <= col) & (col < grid.width)
-    assert not inside.any() or grid.data[row[inside], col[inside]][0] == UNKNOWN
+    assert grid.value_at(np.array([3.6]), np.array([0.0]))[0] == UNKNOWN
     # No occupied cell anywhere in front of the wall.
     r, c = np.nonzero(grid.data == OCCUPIED)
     x = grid.origin_xy[0] + (c + 0.5) * grid.resolution_m
@@ -52,8 +51,8 @@ def test_wall_is_occupied_space_before_it_free_behind_it_unknown():
 
 def test_obstacle_outside_the_height_band_is_not_projected():
     voxel = 0.05
-    cfg = {"volume": {"voxel_size_m": voxel}, "occupancy": {"min_height_m": 2.0,
-                                                            "max_height_m": 2.5}}
+    cfg = {"volume": {"voxel_size_m": voxel},
+           "occupancy": {"min_height_m": 2.0, "max_height_m": 2.5, "free_below_m": 2.5}}
     mapper = Mapper(MapperConfig.from_dict(cfg))
     # Camera at 1 m height looks down at the floor plane z = 0 (2D band is 2.0-2.5 m).
     T = look_at(np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0]))

@@ -1,0 +1,279 @@
+"""The ``recon-ros`` command line: synth, replay, eval, demo, bench, play.
+
+Library errors (bad config, unreadable bag, missing topic) end in one clear line on stderr and
+exit code 2; nothing here calls ``sys.exit`` from library code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from .core.config import MapperConfig
+from .core.errors import ReconError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="recon_ros: volumetric mapping from RGB-D rosbags (no ROS install needed).")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Storage(str, Enum):
+    sqlite3 = "sqlite3"
+    mcap = "mcap"
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+def _load_config(config: Optional[Path], device: Optional[str], voxel_size_m: Optional[float]
+                 ) -> MapperConfig:
+    cfg = MapperConfig.from_yaml(config) if config else MapperConfig()
+    overrides: dict = {}
+    if device:
+        overrides["device"] = device
+    if voxel_size_m:
+        overrides["voxel_size_m"] = voxel_size_m
+    return cfg.with_overrides(volume=overrides) if overrides else cfg
+
+
+# ---------------------------------------------------------------------------------- synth
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (bag/, ground_truth/, scene.json).")],
+    scene: Annotated[str, typer.Option(help="Scene name: demo or random.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Scene and noise seed.")] = 0,
+    frames: Annotated[int, typer.Option(min=1, help="Number of RGB-D frames.")] = 60,
+    storage: Annotated[Storage, typer.Option(help="rosbag2 storage format.")] = Storage.sqlite3,
+    width: Annotated[int, typer.Option(min=16)] = 640,
+    height: Annotated[int, typer.Option(min=16)] = 480,
+    rate_hz: Annotated[float, typer.Option(min=0.1, help="Image rate.")] = 10.0,
+    noise_sigma: Annotated[float, typer.Option(help="Multiplicative depth noise sigma.")] = 0.0,
+    kinect_noise: Annotated[bool, typer.Option(help="Kinect axial depth noise.")] = False,
+    outliers: Annotated[float, typer.Option(help="Fraction of pixels in outlier blobs.")] = 0.0,
+    holes: Annotated[float, typer.Option(help="Fraction of pixels in holes.")] = 0.0,
+    depth_encoding: Annotated[str, typer.Option(help="16UC1 (mm) or 32FC1 (m).")] = "16UC1",
+) -> None:
+    """Render a synthetic scene (analytic SDF) into a rosbag2 with TF, plus exact ground truth."""
+    from .io.synthetic_dataset import write_synthetic_dataset
+
+    try:
+        info = write_synthetic_dataset(
+            out, scene_name=scene, seed=seed, n_frames=frames, storage=storage.value,
+            width=width, height=height, rate_hz=rate_hz, noise_sigma=noise_sigma,
+            kinect_noise=kinect_noise, outlier_fraction=outliers, hole_fraction=holes,
+            depth_encoding=depth_encoding)
+    except (ReconError, FileExistsError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"wrote {info.n_frames} frames of scene [bold]{scene}[/] (seed {seed}) to "
+                  f"{info.path} ({info.storage}); ground truth in {Path(out) / 'ground_truth'}")
+
+
+# --------------------------------------------------------------------------------- replay
+def _replay_table(result) -> Table:
+    table = Table(title="replay summary", show_header=True)
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    table.add_row("depth messages", str(result.depth_messages))
+    table.add_row("frames integrated", str(result.frames_used))
+    for reason, n in result.drops.most_common():
+        table.add_row(f"dropped: {reason}", str(n))
+    for reason, n in result.color_drops.most_common():
+        table.add_row(f"without color: {reason}", str(n))
+    for stage, s in result.timings.items():
+        table.add_row(f"{stage} ms median / p95", f"{s['median_ms']:.1f} / {s['p95_ms']:.1f}")
+    st = result.stats
+    table.add_row("blocks / voxels", f"{st['blocks']} / {st['voxels']}")
+    table.add_row("voxel memory MiB used / allocated",
+                  f"{st['voxel_used_bytes'] / 2**20:.1f} / {st['voxel_capacity_bytes'] / 2**20:.1f}")
+    table.add_row("bytes per voxel", f"{st['bytes_per_voxel']:.0f}")
+    table.add_row("mesh vertices / faces", f"{result.mesh_vertices} / {result.mesh_faces}")
+    speed = result.bag_duration_s / result.wall_s if result.wall_s else 0.0
+    table.add_row("wall time s (x real time)", f"{result.wall_s:.1f} ({speed:.1f}x)")
+    return table
+
+
+@app.command()
+def replay(
+    bag: Annotated[Path, typer.Argument(help="rosbag2: folder, .db3 or .mcap.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the map files.")],
+    config: Annotated[Optional[Path], typer.Option(help="Mapper config YAML.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="torch device (cpu, cuda:0).")] = None,
+    voxel_size_m: Annotated[Optional[float], typer.Option(help="Override voxel size.")] = None,
+    depth_topic: Annotated[Optional[str], typer.Option()] = None,
+    color_topic: Annotated[Optional[str], typer.Option(help='"" disables color.')] = None,
+    world_frame: Annotated[str, typer.Option(help="TF frame of the map.")] = "map",
+    max_frames: Annotated[Optional[int], typer.Option(min=1)] = None,
+) -> None:
+    """Map a rosbag2 offline: mesh.ply, map.yaml/pgm, map.pt, config.yaml, preview.png."""
+    from .offline import replay_bag
+
+    try:
+        cfg = _load_config(config, device, voxel_size_m)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("integrating", total=None)
+            result = replay_bag(bag, out, cfg, depth_topic=depth_topic, color_topic=color_topic,
+                                world_frame=world_frame, max_frames=max_frames,
+                                progress=lambda done, total: bar.update(task, completed=done,
+                                                                        total=total))
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(_replay_table(result))
+    for name, path in result.outputs.items():
+        console.print(f"  {name:10s} {path}")
+    if result.frames_used == 0:
+        raise _fail("no frame could be integrated (see the drop reasons above)")
+
+
+# ----------------------------------------------------------------------------------- eval
+@app.command(name="eval")
+def evaluate(
+    mesh: Annotated[Path, typer.Argument(help="Predicted mesh (PLY).")],
+    gt: Annotated[Path, typer.Option("--gt", help="Ground truth PLY: mesh or point cloud.")],
+    thresholds_cm: Annotated[str, typer.Option(help="Comma-separated thresholds, cm.")] = "2,5",
+    gt_map: Annotated[Optional[Path], typer.Option(help="Ground-truth Nav2 map YAML.")] = None,
+    pred_map: Annotated[Optional[Path], typer.Option(help="Predicted Nav2 map YAML.")] = None,
+    samples: Annotated[int, typer.Option(min=1000)] = 100_000,
+    json_out: Annotated[Optional[Path], typer.Option(help="Also write metrics as JSON.")] = None,
+) -> None:
+    """Accuracy, completeness, precision, recall and F-score of a mesh against ground truth."""
+    from .evaluation import grid_metrics, mesh_metrics, sample_mesh_points
+    from .io.map_files import read_nav2_map, read_ply
+
+    try:
+        thresholds = tuple(float(t) / 100 for t in thresholds_cm.split(","))
+        pred = read_ply(mesh)
+        truth = read_ply(gt)
+        gt_points = (sample_mesh_points(truth, samples) if truth.num_faces
+                     else truth.vertices.astype(np.float64))
+        metrics = mesh_metrics(pred, gt_points, thresholds, n_samples=samples)
+        grid = None
+        if gt_map and pred_map:
+            grid = grid_metrics(read_nav2_map(pred_map), read_nav2_map(gt_map))
+    except (ReconError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(title=f"{mesh.name} vs {gt.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.as_rows():
+        table.add_row(k, v)
+    if grid is not None:
+        for k, v in vars(grid).items():
+            table.add_row(f"grid {k}", f"{v:.4f}")
+    console.print(table)
+    if json_out:
+        data = {"mesh": {k: v for k, v in metrics.as_rows()},
+                "grid": vars(grid) if grid else None}
+        json_out.write_text(json.dumps(data, indent=2))
+
+
+# ----------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/demo"),
+    frames: Annotated[int, typer.Option(min=2)] = 60,
+    device: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Synthesize the demo scene as a bag, map it offline, score it against ground truth."""
+    import shutil
+
+    from .evaluation import grid_metrics, mesh_metrics
+    from .io.map_files import read_nav2_map, read_ply
+    from .io.synthetic_dataset import write_synthetic_dataset
+    from .offline import replay_bag
+
+    start = time.perf_counter()
+    scene_dir, map_dir = out / "scene", out / "map"
+    if scene_dir.exists():
+        shutil.rmtree(scene_dir)
+    try:
+        console.print(f"[bold]1/3[/] rendering the demo scene ({frames} frames, 640x480) ...")
+        info = write_synthetic_dataset(scene_dir, scene_name="demo", seed=0, n_frames=frames,
+                                       noise_sigma=0.0, kinect_noise=True)
+        console.print(f"[bold]2/3[/] mapping {info.path} ...")
+        cfg = _load_config(None, device, None)
+        result = replay_bag(info.path, map_dir, cfg)
+        console.print(_replay_table(result))
+        console.print("[bold]3/3[/] scoring against the exact ground truth ...")
+        gt_points = read_ply(scene_dir / "ground_truth" / "points.ply").vertices
+        metrics = mesh_metrics(read_ply(result.outputs["mesh"]), gt_points.astype(np.float64),
+                               (0.02, 0.05))
+        grid = grid_metrics(read_nav2_map(result.outputs["grid"]),
+                            read_nav2_map(scene_dir / "ground_truth" / "map.yaml"))
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(title="demo: map vs ground truth")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.as_rows():
+        table.add_row(k, v)
+    for k, v in vars(grid).items():
+        table.add_row(f"2D grid {k}", f"{v:.4f}")
+    console.print(table)
+    console.print(f"outputs in {map_dir}: " + ", ".join(p.name for p in result.outputs.values()))
+    console.print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+# ---------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    voxel_sizes_cm: Annotated[str, typer.Option(help="Comma-separated voxel sizes, cm.")] = "2,4,5",
+    frames_dir: Annotated[Optional[Path], typer.Option(
+        help="3DMatch-style frame folder (default: ../shared/data/3dmatch-seq01 if present, "
+             "else synthetic frames).")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Integrations per voxel size.")] = 30,
+    device: Annotated[str, typer.Option()] = "cpu",
+    compile: Annotated[bool, typer.Option(help="Also time the torch.compile'd kernel.")] = True,
+    growth_frames: Annotated[int, typer.Option(help="Synthetic frames for the map-growth run.")]
+    = 120,
+) -> None:
+    """Integration speed vs Open3D's VoxelBlockGrid on the same frames, in one process."""
+    from .bench import run_benchmarks
+
+    try:
+        run_benchmarks(console, [float(v) / 100 for v in voxel_sizes_cm.split(",")], frames_dir,
+                       repeats, device, compile, growth_frames)
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+
+
+# ----------------------------------------------------------------------------------- play
+@app.command()
+def play(
+    bag: Annotated[Path, typer.Argument(help="rosbag2: folder, .db3 or .mcap.")],
+    rate: Annotated[float, typer.Option(min=0.01, help="Playback speed factor.")] = 1.0,
+    clock_hz: Annotated[float, typer.Option(min=0.0, help="/clock rate (0: none).")] = 100.0,
+    loop: Annotated[bool, typer.Option(help="Start over at the end.")] = False,
+    topics: Annotated[Optional[list[str]], typer.Option("--topic", help="Only these topics.")]
+    = None,
+) -> None:
+    """Publish a rosbag2's messages on their topics with /clock (needs rclpy)."""
+    try:
+        from .ros.bag_player import play as play_bag
+    except ImportError as exc:
+        raise _fail(f"`play` needs ROS 2 (rclpy): {exc}") from exc
+    try:
+        code = play_bag(bag, rate=rate, clock_hz=clock_hz, loop=loop, topics=topics)
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(code=code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

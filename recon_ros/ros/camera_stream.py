@@ -1,0 +1,359 @@
+"""Per-camera bounded queues and the assembly of posed frames from them.
+
+Subscription callbacks only *push* messages here (:meth:`CameraStream.push_depth` etc.); the
+node's integration tick *pulls* ready frames (:meth:`CameraStream.next_frame`). A depth
+message at the head of the queue becomes a :class:`~recon_ros.core.frame.Frame` when its
+camera_info, its pose in the map frame (TF at the image stamp) and, if color is enabled, a
+color image within ``max_color_offset_ns`` are available. The head *waits* for them until it
+has been queued ``timeout_ns`` (steady clock); everything else is decided at once.
+
+Every depth message that does not become a frame is counted in :attr:`CameraStream.drops`
+under a short, stable reason (the detail goes to the ``on_drop`` callback for logging):
+
+==========================================  =================================================
+reason                                      cause
+==========================================  =================================================
+``queue overflow``                          more messages than ``queue_size`` were waiting
+``header stamp is 0``                       a driver that does not stamp its images
+``stamp not newer than the last frame``     stamps going backwards (or repeated)
+``empty frame_id``                          no frame to look the pose up for
+``unsupported encoding X``                  not 16UC1 / mono16 / 32FC1
+``malformed image (...)``                   step or data length inconsistent with the size
+``no camera_info received``                 none within the timeout
+``camera_info K is all zero``               an uncalibrated camera
+``depth size differs from camera_info``     image and camera_info disagree
+``invalid camera_info``                     e.g. a negative focal length
+``TF lookup failed: <tf reason>``           TF missing, or late (not there within the
+                                            timeout), or older than the TF cache
+``no valid depth pixels``                   every pixel is 0, NaN, Inf, negative or outside
+                                            [min_depth_m, max_depth_m]
+``invalid frame``                           the assembled frame failed the core's checks
+==========================================  =================================================
+
+NaN, Inf and negative depths are not a reason to drop a frame: those pixels are set to 0 (no
+measurement, as 16UC1 drivers report) and counted in :attr:`CameraStream.invalid_pixels`; the
+frame is dropped only if no valid pixel remains. Color problems (bad encoding, no color in
+time, color camera_info or TF missing) never drop the frame: it is integrated without color
+and the reason is counted in :attr:`CameraStream.color_drops`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recon_ros.core.errors import FrameError
+from recon_ros.core.frame import Frame, PinholeCamera
+from recon_ros.io.image_codec import (
+    COMPRESSED_IMAGE,
+    DEPTH_ENCODINGS,
+    CameraInfoError,
+    ImageDecodeError,
+    camera_from_info,
+    decode_color,
+    decode_depth,
+)
+from recon_ros.io.tf_buffer import ExtrapolationError, TfLookupError, format_stamp
+
+from .conversions import stamp_ns
+
+__all__ = ["AssemblySettings", "CameraStream", "DropCallback", "LookupFn"]
+
+#: ``lookup(target, source, stamp_ns) -> T_target_source (4, 4)``; raises TfLookupError.
+LookupFn = Callable[[str, str, int], np.ndarray]
+#: ``on_drop(camera, kind, reason, detail)``; kind is ``"depth"`` or ``"color"``.
+DropCallback = Callable[[str, str, str, str], None]
+
+IMAGE = "sensor_msgs/msg/Image"
+
+
+@dataclass(frozen=True)
+class AssemblySettings:
+    """How frames are assembled.
+
+    Attributes:
+        map_frame: frame the poses are looked up in.
+        timeout_ns: how long a queued depth image waits for camera_info, TF and color.
+        max_color_offset_ns: largest |color stamp - depth stamp| for pairing.
+        min_depth_m, max_depth_m: the valid depth range (the core's integration range).
+    """
+
+    map_frame: str
+    timeout_ns: int
+    max_color_offset_ns: int
+    min_depth_m: float
+    max_depth_m: float
+
+
+@dataclass
+class _Queued:
+    msg: Any
+    msgtype: str
+    stamp_ns: int
+    arrival_ns: int
+
+
+class _Drop(Exception):
+    """Internal: the head message is dropped for ``reason``."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail or reason
+
+
+class _Wait(Exception):
+    """Internal: the head message waits for data that may still arrive."""
+
+
+def _clean(frame_id: str) -> str:
+    return frame_id.removeprefix("/")
+
+
+class CameraStream:
+    """Queues, latest camera_infos and counters of one camera namespace (thread-safe).
+
+    Args:
+        name: the camera namespace (used in drop reports).
+        queue_size: depth and color messages kept; the oldest is dropped when full.
+        color: whether color is expected (paired to depth by stamp).
+        on_drop: called for every dropped depth frame and every frame integrated without
+            color, with a detailed message.
+    """
+
+    def __init__(self, name: str, queue_size: int, color: bool,
+                 on_drop: DropCallback | None = None) -> None:
+        self.name = name
+        self.queue_size = int(queue_size)
+        self.color_enabled = color
+        self._on_drop = on_drop
+        self._lock = threading.RLock()
+        self._depth: deque[_Queued] = deque()
+        self._color: deque[_Queued] = deque()
+        self._depth_info: Any = None
+        self._color_info: Any = None
+        self.last_stamp_ns = -1
+        self.received: Counter[str] = Counter()
+        self.integrated = 0
+        self.drops: Counter[str] = Counter()
+        self.color_drops: Counter[str] = Counter()
+        self.invalid_pixels = 0
+
+    # --------------------------------------------------------------------------- input
+
+    def _push(self, queue: deque[_Queued], item: _Queued, drops: Counter[str], kind: str
+              ) -> None:
+        with self._lock:
+            self.received[kind] += 1
+            queue.append(item)
+            if len(queue) > self.queue_size:
+                old = queue.popleft()
+                drops["queue overflow"] += 1
+                detail = (f"queue overflow: {kind} image stamped {format_stamp(old.stamp_ns)} "
+                          f"dropped, more than queue_size={self.queue_size} waiting (the node "
+                          "integrates slower than the camera publishes)")
+            else:
+                return
+        self._report(kind, "queue overflow", detail)
+
+    def push_depth(self, msg: Any, now_ns: int) -> None:
+        """Queue a depth ``Image`` (callback side)."""
+        self._push(self._depth, _Queued(msg, IMAGE, stamp_ns(msg.header.stamp), now_ns),
+                   self.drops, "depth")
+
+    def push_color(self, msg: Any, msgtype: str, now_ns: int) -> None:
+        """Queue a color ``Image`` or ``CompressedImage`` (``msgtype`` says which)."""
+        self._push(self._color, _Queued(msg, msgtype, stamp_ns(msg.header.stamp), now_ns),
+                   self.color_drops, "color")
+
+    def set_depth_info(self, msg: Any) -> None:
+        """Keep the latest depth ``CameraInfo``."""
+        with self._lock:
+            self.received["depth_info"] += 1
+            self._depth_info = msg
+
+    def set_color_info(self, msg: Any) -> None:
+        """Keep the latest color ``CameraInfo``."""
+        with self._lock:
+            self.received["color_info"] += 1
+            self._color_info = msg
+
+    def clear(self) -> None:
+        """Forget queued messages and the last stamp (after a backwards jump of time)."""
+        with self._lock:
+            self._depth.clear()
+            self._color.clear()
+            self.last_stamp_ns = -1
+
+    def queue_depths(self) -> dict[str, int]:
+        with self._lock:
+            return {"depth": len(self._depth), "color": len(self._color)}
+
+    # ------------------------------------------------------------------------ assembly
+
+    def next_frame(self, lookup: LookupFn, settings: AssemblySettings, now_ns: int
+                   ) -> Frame | None:
+        """The next frame ready for integration, or None if the queue is empty or its head
+        is still waiting. Heads that can never become frames are dropped (and counted) on
+        the way. The returned frame's stamp becomes :attr:`last_stamp_ns`."""
+        while True:
+            with self._lock:
+                if not self._depth:
+                    return None
+                head = self._depth[0]
+                try:
+                    frame = self._assemble(head, lookup, settings, now_ns)
+                except _Wait:
+                    return None
+                except _Drop as drop:
+                    self._depth.popleft()
+                    self.drops[drop.reason] += 1
+                    report = ("depth", drop.reason, drop.detail)
+                else:
+                    self._depth.popleft()
+                    self.last_stamp_ns = frame.stamp_ns
+                    self.integrated += 1
+                    return frame
+            self._report(*report)
+
+    def record_drop(self, reason: str, detail: str) -> None:
+        """Count a frame dropped after assembly (e.g. the core refused it) and report it."""
+        with self._lock:
+            self.integrated -= 1
+            self.drops[reason] += 1
+        self._report("depth", reason, detail)
+
+    def _report(self, kind: str, reason: str, detail: str) -> None:
+        if self._on_drop is not None:
+            self._on_drop(self.name, kind, reason, detail)
+
+    def _assemble(self, q: _Queued, lookup: LookupFn, s: AssemblySettings, now_ns: int
+                  ) -> Frame:
+        msg, stamp = q.msg, q.stamp_ns
+        expired = now_ns - q.arrival_ns > s.timeout_ns
+        if stamp == 0:
+            raise _Drop("header stamp is 0")
+        if stamp <= self.last_stamp_ns:
+            raise _Drop("stamp not newer than the last frame",
+                        f"depth stamp {format_stamp(stamp)} is not newer than the last "
+                        f"integrated frame's {format_stamp(self.last_stamp_ns)}")
+        frame_id = _clean(str(msg.header.frame_id))
+        if not frame_id:
+            raise _Drop("empty frame_id")
+        if str(msg.encoding) not in DEPTH_ENCODINGS:
+            raise _Drop(f"unsupported encoding {msg.encoding}",
+                        f"depth encoding '{msg.encoding}' is not one of "
+                        f"{sorted(DEPTH_ENCODINGS)}")
+        info = self._depth_info
+        if info is None:
+            if expired:
+                raise _Drop("no camera_info received",
+                            f"no depth camera_info within {s.timeout_ns / 1e9:g} s")
+            raise _Wait
+        try:
+            T_map_cam = lookup(s.map_frame, frame_id, stamp)
+        except ExtrapolationError as err:
+            if err.direction == "past" or expired:
+                raise _Drop(f"TF lookup failed: {err.reason}", str(err)) from err
+            raise _Wait from err
+        except TfLookupError as err:
+            if expired:
+                raise _Drop(f"TF lookup failed: {err.reason}",
+                            f"{err} (waited {s.timeout_ns / 1e9:g} s)") from err
+            raise _Wait from err
+        try:
+            depth = decode_depth(msg)
+            camera = camera_from_info(info.k, info.width, info.height, depth.shape[1],
+                                      depth.shape[0], "depth")
+        except (ImageDecodeError, CameraInfoError) as err:
+            raise _Drop(err.reason, str(err)) from err
+        depth = self._sanitize(depth, s)
+        color = self._pair_color(frame_id, stamp, lookup, s, expired)
+        try:
+            return Frame(depth=depth, camera=camera, T_world_cam=T_map_cam,
+                         color=color[0] if color else None,
+                         color_camera=color[1] if color else None,
+                         T_cam_color=color[2] if color else np.eye(4),
+                         stamp_ns=stamp, frame_id=frame_id)
+        except FrameError as err:
+            raise _Drop("invalid frame", str(err)) from err
+
+    def _sanitize(self, depth: np.ndarray, s: AssemblySettings) -> np.ndarray:
+        """NaN/Inf/negative pixels -> 0 (counted); drops the frame if nothing valid is left."""
+        bad = ~np.isfinite(depth) | (depth < 0)
+        n_bad = int(bad.sum())
+        if n_bad:
+            depth = np.where(bad, np.float32(0.0), depth)
+            self.invalid_pixels += n_bad
+        if not np.any((depth >= s.min_depth_m) & (depth <= s.max_depth_m) & (depth > 0)):
+            raise _Drop("no valid depth pixels",
+                        f"no pixel of the {depth.shape[1]}x{depth.shape[0]} depth image is in "
+                        f"[{s.min_depth_m:g}, {s.max_depth_m:g}] m ({n_bad} NaN/Inf/negative)")
+        return depth
+
+    def _pair_color(self, depth_frame: str, stamp: int, lookup: LookupFn,
+                    s: AssemblySettings, expired: bool
+                    ) -> tuple[np.ndarray, PinholeCamera, np.ndarray] | None:
+        """(rgb, color camera, T_depth_color) for the depth stamp, or None (reason counted).
+
+        Raises _Wait while a matching color image may still arrive.
+        """
+        if not self.color_enabled:
+            return None
+        queue = self._color
+        best = min(queue, key=lambda c: abs(c.stamp_ns - stamp), default=None)
+        if best is None or abs(best.stamp_ns - stamp) > s.max_color_offset_ns:
+            newer = any(c.stamp_ns > stamp + s.max_color_offset_ns for c in queue)
+            if not (newer or expired):
+                raise _Wait
+            self._drop_old_colors(stamp - s.max_color_offset_ns)
+            return self._no_color(f"no color image within "
+                                  f"{s.max_color_offset_ns / 1e6:g} ms")
+        self._drop_old_colors(best.stamp_ns + 1)
+        try:
+            rgb = decode_color(best.msg, best.msgtype)
+        except ImageDecodeError as err:
+            return self._no_color(err.reason, str(err))
+        info = self._color_info
+        if info is None:
+            return self._no_color("no color camera_info received")
+        try:
+            camera = camera_from_info(info.k, info.width, info.height, rgb.shape[1],
+                                      rgb.shape[0], "color")
+        except CameraInfoError as err:
+            return self._no_color(err.reason, str(err))
+        color_frame = _clean(str(best.msg.header.frame_id)) or depth_frame
+        if color_frame == depth_frame:
+            return rgb, camera, np.eye(4)
+        try:
+            return rgb, camera, lookup(depth_frame, color_frame, stamp)
+        except TfLookupError as err:
+            return self._no_color(f"TF lookup failed: {err.reason}", str(err))
+
+    def _drop_old_colors(self, before_ns: int) -> None:
+        while self._color and self._color[0].stamp_ns < before_ns:
+            self._color.popleft()
+
+    def _no_color(self, reason: str, detail: str | None = None) -> None:
+        self.color_drops[reason] += 1
+        self._report("color", reason, detail or reason)
+        return None
+
+    # -------------------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        """Counters and queue depths for the status topic."""
+        with self._lock:
+            return {
+                "received": dict(self.received),
+                "integrated": self.integrated,
+                "queue": {"depth": len(self._depth), "color": len(self._color)},
+                "drops": dict(self.drops),
+                "color_drops": dict(self.color_drops),
+                "invalid_depth_pixels": self.invalid_pixels,
+            }

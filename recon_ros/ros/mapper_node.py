@@ -1,0 +1,535 @@
+"""``recon_mapper``: the live ROS 2 mapping node.
+
+Inputs (per camera namespace ``<ns>`` of the ``cameras`` parameter, relative and remappable;
+sensor-data QoS):
+
+- ``<ns>/<depth_image_topic>`` (``sensor_msgs/Image``, 16UC1 mm / mono16 / 32FC1 m) and
+  ``<ns>/<depth_info_topic>`` (``CameraInfo``);
+- ``<ns>/<color_image_topic>`` (``Image`` rgb8/bgr8/rgba8/bgra8/mono8) or
+  ``<ns>/<color_image_topic>/compressed`` (``CompressedImage``) and ``<ns>/<color_info_topic>``;
+- ``/tf`` and ``/tf_static`` (``tf2_msgs/TFMessage``, the latter transient-local) into the
+  project's :class:`~recon_ros.io.tf_buffer.TfBuffer`.
+
+Outputs (node-private names): ``~/mesh`` (``visualization_msgs/MarkerArray``, one
+TRIANGLE_LIST marker per voxel block, only changed blocks), ``~/map``
+(``nav_msgs/OccupancyGrid``, transient-local), ``~/occupied_voxels`` (``PointCloud2``),
+``~/status`` (``std_msgs/String`` holding JSON). Services (``std_srvs/Trigger``):
+``~/save_map``, ``~/load_map`` (directory: the ``map_dir`` parameter), ``~/reset``.
+
+Threads: subscription callbacks (a reentrant group) only queue messages
+(:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF; the integration tick, the
+mesh/occupancy/status timers and the services share one mutually exclusive group, so the map
+is only ever touched by one of them at a time. Timers run on the steady clock, so processing
+continues when simulated time (``use_sim_time``) pauses; stamps and TF use message time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from rclpy.timer import Timer
+from nav_msgs.msg import OccupancyGrid
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import MarkerArray
+
+from recon_ros.core.errors import ConfigError, ReconError
+from recon_ros.core.frame import Frame
+from recon_ros.core.mapper import Mapper
+from recon_ros.io.image_codec import COMPRESSED_IMAGE
+from recon_ros.io.map_files import write_nav2_map, write_ply
+from recon_ros.io.tf_buffer import TfBuffer
+
+from . import parameters as P
+from .camera_stream import IMAGE, AssemblySettings, CameraStream
+from .conversions import (
+    add_tf_message,
+    mesh_marker_array_cdr,
+    occupancy_grid_msg,
+    point_cloud_msg,
+)
+
+__all__ = ["MAP_FILES", "MapperNode", "main"]
+
+NODE_NAME = "recon_mapper"
+MESH_NS = "mesh"
+#: Files ``~/save_map`` writes into ``map_dir`` (``~/load_map`` reads the checkpoint).
+MAP_FILES = {"mesh": "mesh.ply", "nav2": "map.yaml", "checkpoint": "map.pt",
+             "config": "config.yaml"}
+
+TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+
+
+def _sensor_qos(depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=qos_profile_sensor_data.reliability,
+                      durability=qos_profile_sensor_data.durability)
+
+
+def _stats_ms(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples, dtype=np.float64)
+    return {"count": int(a.size), "median_ms": float(np.median(a)),
+            "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
+
+
+class MapperNode(Node):
+    """The mapping node (see the module docstring for its interface).
+
+    Raises:
+        ConfigError: the parameters given at start-up are invalid.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for p in P.PARAMETERS:
+            descriptor = ParameterDescriptor(
+                description=p.description + (f" [{p.units}]" if p.units else ""),
+                read_only=p.read_only)
+            self.declare_parameter(p.name, p.default, descriptor)
+        values = self._values()
+        self._config_target = P.validate(values)  # raises ConfigError
+        self.mapper = Mapper(self._config_target)
+        self._map_frame = str(values["map_frame"]).removeprefix("/")
+
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._tf_lock = threading.Lock()
+        self._tf = TfBuffer(cache_time_s=float(values["tf_cache_s"]))
+        self._tf_refused: Counter[str] = Counter()
+        self._time_jumped_back = threading.Event()
+        self._drop_lock = threading.Lock()
+        self._drop_totals: Counter[str] = Counter()
+
+        self._input_group = ReentrantCallbackGroup()
+        self._map_group = MutuallyExclusiveCallbackGroup()
+        self.streams = [self._subscribe_camera(ns, values) for ns in values["cameras"]]
+        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
+                                 callback_group=self._input_group)
+        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                                 TF_STATIC_QOS, callback_group=self._input_group)
+
+        self._mesh_pub = self.create_publisher(MarkerArray, "~/mesh", RELIABLE_QOS)
+        self._grid_pub = self.create_publisher(OccupancyGrid, "~/map", LATCHED_QOS)
+        self._cloud_pub = self.create_publisher(PointCloud2, "~/occupied_voxels", RELIABLE_QOS)
+        self._status_pub = self.create_publisher(String, "~/status", RELIABLE_QOS)
+        for name, callback in (("~/save_map", self._srv_save), ("~/load_map", self._srv_load),
+                               ("~/reset", self._srv_reset)):
+            self.create_service(Trigger, name, callback, callback_group=self._map_group)
+
+        # Mesh bookkeeping: stable marker id per block key, subscribers seen, latencies.
+        self._marker_ids: dict[int, int] = {}
+        self._mesh_subscribers = 0
+        self._mesh_resend_all = False
+        self._occupancy_frames = -1
+        self._last_stamp_ns = 0
+        self._unmeshed_stamps: list[int] = []
+        self._latency: dict[str, list[float]] = defaultdict(list)
+        self._node_times: dict[str, list[float]] = defaultdict(list)
+
+        self._rate_timers: dict[str, Timer] = {}
+        for key, callback in (("tick_rate_hz", self._tick), ("mesh_rate_hz", self._publish_mesh),
+                              ("occupancy_rate_hz", self._publish_occupancy),
+                              ("status_rate_hz", self._publish_status)):
+            self._rate_timers[key] = self.create_timer(1.0, callback, callback_group=self._map_group,
+                                                  clock=self._steady)
+            self._set_rate(key, float(values[key]))
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
+                          on_clock_change=False),
+            post_callback=self._on_time_jump)
+        self.get_logger().info(
+            f"mapping {len(self.streams)} camera(s) {list(values['cameras'])} into frame "
+            f"'{self._map_frame}' at {self.mapper.config.volume.voxel_size_m:g} m voxels on "
+            f"{self.mapper.device}")
+
+    # ------------------------------------------------------------------ parameters
+
+    def _values(self) -> dict[str, Any]:
+        """Current values of every table parameter."""
+        return {p.name: self.get_parameter(p.name).value for p in P.PARAMETERS}
+
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        values = self._values()
+        values.update({p.name: p.value for p in params if p.name in values})
+        try:
+            P.validate(values)
+        except ConfigError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        except (TypeError, ValueError) as err:
+            return SetParametersResult(successful=False, reason=f"invalid value: {err}")
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        values = self._values()
+        for p in params:
+            if p.name in self._rate_timers:
+                self._set_rate(p.name, float(p.value))
+        self._config_target = P.core_config(values)
+        if self._config_target != self.mapper.config:
+            self.get_logger().info(
+                "map parameters changed: they take effect at the next ~/reset (or now, if the "
+                "map is still empty)")
+
+    def _set_rate(self, key: str, rate_hz: float) -> None:
+        timer = self._rate_timers[key]
+        if rate_hz <= 0.0:
+            timer.cancel()
+            return
+        timer.timer_period_ns = int(1e9 / rate_hz)
+        timer.reset()
+
+    def _setting(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------ inputs
+
+    def _subscribe_camera(self, ns: str, values: dict[str, Any]) -> CameraStream:
+        transport = values["color_transport"]
+        stream = CameraStream(ns, int(values["queue_size"]), transport != "none",
+                              on_drop=self._on_drop)
+        qos = _sensor_qos(int(values["queue_size"]))
+        info_qos = _sensor_qos(5)
+        group = self._input_group
+
+        def now() -> int:
+            return self._steady.now().nanoseconds
+
+        self.create_subscription(Image, f"{ns}/{values['depth_image_topic']}",
+                                 lambda m: stream.push_depth(m, now()), qos,
+                                 callback_group=group)
+        self.create_subscription(CameraInfo, f"{ns}/{values['depth_info_topic']}",
+                                 stream.set_depth_info, info_qos, callback_group=group)
+        if transport == "raw":
+            self.create_subscription(Image, f"{ns}/{values['color_image_topic']}",
+                                     lambda m: stream.push_color(m, IMAGE, now()), qos,
+                                     callback_group=group)
+        elif transport == "compressed":
+            self.create_subscription(CompressedImage,
+                                     f"{ns}/{values['color_image_topic']}/compressed",
+                                     lambda m: stream.push_color(m, COMPRESSED_IMAGE, now()),
+                                     qos, callback_group=group)
+        if transport != "none":
+            self.create_subscription(CameraInfo, f"{ns}/{values['color_info_topic']}",
+                                     stream.set_color_info, info_qos, callback_group=group)
+        return stream
+
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        with self._tf_lock:
+            refused = add_tf_message(self._tf, msg, static)
+        if refused:
+            with self._drop_lock:
+                self._tf_refused.update(refused)
+            self.get_logger().warn(f"TF refused: {refused[0]}",
+                                   throttle_duration_sec=self._throttle_s())
+
+    def _lookup(self, target: str, source: str, stamp: int) -> np.ndarray:
+        with self._tf_lock:
+            return self._tf.lookup(target, source, stamp)
+
+    def _on_time_jump(self, jump: TimeJump) -> None:
+        self._time_jumped_back.set()
+
+    def _throttle_s(self) -> float | None:
+        period = float(self._setting("drop_log_period_s"))
+        return period if period > 0 else None
+
+    def _on_drop(self, camera: str, kind: str, reason: str, detail: str) -> None:
+        """Log a dropped frame: each reason's first occurrence in full, then a throttled
+        summary of the counts."""
+        key = f"{camera}: {kind}: {reason}"
+        with self._drop_lock:
+            self._drop_totals[key] += 1
+            first = self._drop_totals[key] == 1
+            summary = ", ".join(f"{k} x{n}" for k, n in self._drop_totals.most_common())
+        what = "dropped depth frame" if kind == "depth" else "integrating without color"
+        if first:
+            self.get_logger().warn(f"[{camera}] {what}: {detail}")
+        else:
+            self.get_logger().warn(f"frames dropped so far: {summary}",
+                                   throttle_duration_sec=self._throttle_s())
+
+    # ------------------------------------------------------------------ integration
+
+    def _settings(self) -> AssemblySettings:
+        ic = self.mapper.config.integration
+        return AssemblySettings(
+            map_frame=self._map_frame,
+            timeout_ns=int(float(self._setting("tf_timeout_s")) * 1e9),
+            max_color_offset_ns=int(float(self._setting("color_max_offset_s")) * 1e9),
+            min_depth_m=ic.min_depth_m, max_depth_m=ic.max_depth_m)
+
+    def _tick(self) -> None:
+        """Integrate every ready frame, for at most one tick period."""
+        if self._time_jumped_back.is_set():
+            self._time_jumped_back.clear()
+            self._on_time_reset()
+        if self.mapper.frames_integrated == 0 and self._config_target != self.mapper.config:
+            self._rebuild_map("map parameters applied")
+        budget_ns = self._rate_timers["tick_rate_hz"].timer_period_ns
+        start = self._steady.now().nanoseconds
+        settings = self._settings()
+        progress = True
+        while progress and self._steady.now().nanoseconds - start < budget_ns:
+            progress = False
+            for stream in self.streams:
+                t0 = time.perf_counter()
+                frame = stream.next_frame(self._lookup, settings, self._steady.now().nanoseconds)
+                self._node_times["assemble"].append((time.perf_counter() - t0) * 1e3)
+                if frame is not None:
+                    self._integrate(stream, frame)
+                    progress = True
+
+    def _integrate(self, stream: CameraStream, frame: Frame) -> None:
+        try:
+            self.mapper.integrate(frame)
+        except ReconError as err:  # e.g. a pose far outside the volume's index range
+            stream.record_drop("integration failed", str(err))
+            return
+        self._last_stamp_ns = max(self._last_stamp_ns, frame.stamp_ns)
+        self._unmeshed_stamps.append(frame.stamp_ns)
+        self._latency["integrated"].append(self._age_ms(frame.stamp_ns))
+
+    def _age_ms(self, stamp: int) -> float:
+        return (self.get_clock().now().nanoseconds - stamp) / 1e6
+
+    def _on_time_reset(self) -> None:
+        """Time jumped backwards (a bag restarted): forget TF and queued frames, keep the map."""
+        self.get_logger().warn("time jumped backwards: clearing the TF buffer and the queues")
+        with self._tf_lock:
+            self._tf.clear()
+        for stream in self.streams:
+            stream.clear()
+
+    def _rebuild_map(self, why: str) -> None:
+        self.mapper = Mapper(self._config_target)
+        self._marker_ids.clear()
+        self._mesh_resend_all = True
+        self._occupancy_frames = -1
+        self._unmeshed_stamps.clear()
+        self.get_logger().info(f"{why}: empty map, {self.mapper.config.volume.voxel_size_m:g} m "
+                               f"voxels on {self.mapper.device}")
+
+    # ------------------------------------------------------------------ outputs
+
+    def _header_stamp(self) -> int:
+        return self._last_stamp_ns or self.get_clock().now().nanoseconds
+
+    def _publish_mesh(self) -> None:
+        """Publish the blocks whose mesh changed; everything after a new subscriber, a reset
+        or a load (DELETEALL first)."""
+        subscribers = self._mesh_pub.get_subscription_count()
+        newcomer = subscribers > self._mesh_subscribers
+        self._mesh_subscribers = subscribers
+        if subscribers == 0:
+            self._unmeshed_stamps.clear()
+            return
+        t0 = time.perf_counter()
+        mesher = self.mapper.mesher
+        changed = self.mapper.update_mesh()
+        resend_all = newcomer or self._mesh_resend_all
+        self._mesh_resend_all = False
+        keys = changed
+        if resend_all:
+            self._marker_ids.clear()
+            keys = mesher.tri_block.unique()
+        elif changed.numel() == 0:
+            return
+        blocks = []
+        for key, mesh in mesher.block_meshes(keys, with_colors=self.mapper.has_color):
+            if mesh.num_faces == 0:
+                marker_id = self._marker_ids.get(key)
+                if marker_id is not None:
+                    blocks.append((marker_id, None))
+                continue
+            marker_id = self._marker_ids.setdefault(key, len(self._marker_ids) + 1)
+            blocks.append((marker_id, mesh))
+        if not blocks and not resend_all:
+            return
+        self._mesh_pub.publish(mesh_marker_array_cdr(
+            self._map_frame, self._header_stamp(), MESH_NS, blocks,
+            delete_all_first=resend_all))
+        self._node_times["mesh_publish"].append((time.perf_counter() - t0) * 1e3)
+        for stamp in self._unmeshed_stamps:
+            self._latency["mesh"].append(self._age_ms(stamp))
+        self._unmeshed_stamps.clear()
+
+    def _publish_occupancy(self) -> None:
+        """Publish the 2D grid and the occupied voxels if the map changed since last time."""
+        if self.mapper.frames_integrated == self._occupancy_frames:
+            return
+        t0 = time.perf_counter()
+        self._occupancy_frames = self.mapper.frames_integrated
+        stamp = self._header_stamp()
+        self._grid_pub.publish(occupancy_grid_msg(self.mapper.occupancy_grid(),
+                                                  self._map_frame, stamp))
+        self._cloud_pub.publish(point_cloud_msg(self.mapper.occupied_voxels(),
+                                                self._map_frame, stamp))
+        self._node_times["occupancy_publish"].append((time.perf_counter() - t0) * 1e3)
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status topic reports (timings and latencies of the last period)."""
+        timings = self.mapper.timer.summary()
+        timings.update({k: _stats_ms(v) for k, v in self._node_times.items() if v})
+        with self._drop_lock:
+            tf_refused = dict(self._tf_refused)
+        with self._tf_lock:
+            tf_frames = len(self._tf.frames())
+        return {
+            "node": self.get_fully_qualified_name(),
+            "stamp_ns": self.get_clock().now().nanoseconds,
+            "frames_integrated": self.mapper.frames_integrated,
+            "config_pending": self._config_target != self.mapper.config,
+            "map": self.mapper.stats(),
+            "mesh_marker_ids": len(self._marker_ids),
+            "cameras": {s.name: s.status() for s in self.streams},
+            "tf": {"frames": tf_frames, "refused": tf_refused},
+            "timings_ms": timings,
+            "latency_ms": {k: _stats_ms(v) for k, v in self._latency.items() if v},
+        }
+
+    def _publish_status(self) -> None:
+        msg = String()
+        msg.data = json.dumps(self.status())
+        self._status_pub.publish(msg)
+        self.mapper.timer.clear()
+        self._node_times.clear()
+        self._latency.clear()
+
+    # ------------------------------------------------------------------ services
+
+    def save_map(self, directory: Path) -> dict[str, Path]:
+        """Write mesh PLY, Nav2 map (yaml + pgm), checkpoint and config into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {k: directory / v for k, v in MAP_FILES.items()}
+        write_ply(paths["mesh"], self.mapper.mesh())
+        paths["nav2_image"] = write_nav2_map(paths["nav2"], self.mapper.occupancy_grid())
+        self.mapper.save(paths["checkpoint"])
+        self.mapper.config.to_yaml(paths["config"])
+        return paths
+
+    def _map_dir(self) -> Path:
+        return Path(str(self._setting("map_dir"))).expanduser()
+
+    def _srv_save(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        directory = self._map_dir()
+        try:
+            paths = self.save_map(directory)
+        except (OSError, ReconError) as err:
+            response.success, response.message = False, f"cannot save map to {directory}: {err}"
+            self.get_logger().error(response.message)
+            return response
+        response.success = True
+        response.message = (f"saved {self.mapper.frames_integrated} frames' map to "
+                            f"{directory.resolve()}: " + ", ".join(p.name for p in paths.values()))
+        self.get_logger().info(response.message)
+        return response
+
+    def _srv_load(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        path = self._map_dir() / MAP_FILES["checkpoint"]
+        try:
+            mapper = Mapper.load(path, device=self._config_target.volume.device)
+        except (OSError, ReconError) as err:
+            response.success, response.message = False, f"cannot load map {path}: {err}"
+            self.get_logger().error(response.message)
+            return response
+        self.mapper = mapper
+        # The map brings its own configuration: make the parameters say so.
+        results = self.set_parameters([Parameter(name, value=value) for name, value
+                                       in P.config_values(mapper.config).items()])
+        for result in results:
+            if not result.successful:
+                self.get_logger().warn(f"loaded map's config not mirrored: {result.reason}")
+        self._config_target = mapper.config
+        self._marker_ids.clear()
+        self._mesh_resend_all = True
+        self._occupancy_frames = -1
+        self._unmeshed_stamps.clear()
+        response.success = True
+        response.message = (f"loaded {path.resolve()} ({mapper.frames_integrated} frames, "
+                            f"{mapper.volume.num_blocks} blocks)")
+        self.get_logger().info(response.message)
+        return response
+
+    def _srv_reset(self, request: Trigger.Request, response: Trigger.Response
+                   ) -> Trigger.Response:
+        self._rebuild_map("reset")
+        self._last_stamp_ns = 0
+        self._mesh_pub.publish(mesh_marker_array_cdr(
+            self._map_frame, self._header_stamp(), MESH_NS, [], delete_all_first=True))
+        self._mesh_resend_all = False
+        self._publish_occupancy()
+        response.success, response.message = True, "map cleared"
+        return response
+
+    # ------------------------------------------------------------------ shutdown
+
+    def autosave(self) -> None:
+        """Save the map into ``autosave_dir`` if that parameter is set (at shutdown)."""
+        directory = str(self._setting("autosave_dir"))
+        if not directory:
+            return
+        try:
+            self.save_map(Path(directory).expanduser())
+            self.get_logger().info(f"autosaved the map to {Path(directory).resolve()}")
+        except (OSError, ReconError) as err:
+            self.get_logger().error(f"autosave to {directory} failed: {err}")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``recon_mapper``: run the node until SIGINT/SIGTERM, then autosave."""
+    rclpy.init(args=sys.argv if args is None else args)
+    try:
+        node = MapperNode()
+    except ConfigError as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.autosave()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

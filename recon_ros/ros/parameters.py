@@ -1,0 +1,257 @@
+"""The mapper node's parameters: one table, declared once, mirrored by ``config/mapper.yaml``.
+
+Every ROS parameter of ``recon_mapper`` is a row of :data:`PARAMETERS` (name, default,
+description, units). Rows named ``<section>.<field>`` mirror a field of the core's
+:class:`~recon_ros.core.config.MapperConfig` and take their default from it, so the table
+cannot drift from the core; the other rows configure the node itself. The node declares
+exactly these parameters, validates every change with :func:`validate` (the core config is
+rebuilt, so a bad value is rejected with the core's :class:`ConfigError` message), and the
+documentation's parameter table is :func:`markdown_table`.
+
+This module imports no ROS package (only the ROS-free core), so it can be used by tests and
+documentation tools anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from recon_ros.core.config import SECTIONS, MapperConfig
+from recon_ros.core.errors import ConfigError
+
+__all__ = [
+    "COLOR_TRANSPORTS",
+    "PARAMETERS",
+    "Param",
+    "by_name",
+    "config_values",
+    "core_config",
+    "defaults",
+    "markdown_table",
+    "validate",
+]
+
+#: Values of ``color_transport``: ``raw`` (sensor_msgs/Image), ``compressed``
+#: (sensor_msgs/CompressedImage on ``<color_image_topic>/compressed``), ``none`` (depth only).
+COLOR_TRANSPORTS = ("raw", "compressed", "none")
+_TOPIC_RE = re.compile(r"^[A-Za-z_~{][A-Za-z0-9_/{}~]*$")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One ROS parameter.
+
+    Attributes:
+        name: ROS name; ``section.field`` for core parameters.
+        default: default value (its Python type fixes the ROS parameter type).
+        description: what it does (shown by ``ros2 param describe``).
+        units: unit of the value (``m``, ``Hz``, ``s``, ...), empty if none.
+        read_only: only settable at start-up (params file / command line).
+    """
+
+    name: str
+    default: Any
+    description: str
+    units: str = ""
+    read_only: bool = False
+
+    @property
+    def section(self) -> str | None:
+        """The core config section this parameter mirrors, or None for node parameters."""
+        head, _, tail = self.name.partition(".")
+        return head if tail and head in SECTIONS else None
+
+    @property
+    def field(self) -> str:
+        """The core config field name (the part after the section)."""
+        return self.name.partition(".")[2]
+
+
+def _core(section: str, field: str, description: str, units: str = "") -> Param:
+    """A row mirroring ``MapperConfig.<section>.<field>``; the default comes from the core."""
+    klass = SECTIONS[section]
+    default = next(f for f in dataclasses.fields(klass) if f.name == field).default
+    return Param(f"{section}.{field}", default, description, units)
+
+
+_NODE_PARAMS: tuple[Param, ...] = (
+    Param("map_frame", "map", "TF frame of the map and of every output (mesh, grid, cloud).",
+          read_only=True),
+    Param("cameras", ["camera"],
+          "Namespaces of the depth cameras, relative to the node's namespace; each one "
+          "subscribes <ns>/<depth_image_topic> etc.", read_only=True),
+    Param("depth_image_topic", "depth/image",
+          "Depth image topic inside each camera namespace (16UC1 mm or 32FC1 m).",
+          read_only=True),
+    Param("depth_info_topic", "depth/camera_info",
+          "Depth CameraInfo topic inside each camera namespace.", read_only=True),
+    Param("color_image_topic", "color/image",
+          "Color image topic inside each camera namespace (rgb8/bgr8/rgba8/bgra8/mono8); "
+          "the compressed transport subscribes <this>/compressed.", read_only=True),
+    Param("color_info_topic", "color/camera_info",
+          "Color CameraInfo topic inside each camera namespace.", read_only=True),
+    Param("color_transport", "raw",
+          "How color arrives: raw (Image), compressed (CompressedImage, jpeg/png) or none.",
+          read_only=True),
+    Param("queue_size", 10,
+          "Depth and color messages kept per camera; when full the oldest is dropped "
+          "(counted as 'queue overflow').", "messages", read_only=True),
+    Param("tick_rate_hz", 30.0,
+          "Rate of the integration timer; one tick integrates every ready frame for up to "
+          "one period.", "Hz"),
+    Param("mesh_rate_hz", 2.0, "Rate of incremental mesh updates (0 = never).", "Hz"),
+    Param("occupancy_rate_hz", 1.0,
+          "Rate of the occupancy grid and occupied-voxel cloud (0 = never).", "Hz"),
+    Param("status_rate_hz", 1.0,
+          "Rate of the JSON status message; timings and latencies cover one period.", "Hz"),
+    Param("tf_timeout_s", 0.5,
+          "How long a frame waits for its TF, camera_info and color before it is dropped "
+          "(steady clock).", "s"),
+    Param("tf_cache_s", 30.0, "History kept per dynamic TF edge.", "s"),
+    Param("color_max_offset_s", 0.02,
+          "Largest |color stamp - depth stamp| for pairing a color image with a depth image.",
+          "s"),
+    Param("drop_log_period_s", 5.0,
+          "Dropped frames are logged at most once per period (the first drop of each reason "
+          "is always logged).", "s"),
+    Param("map_dir", "recon_map",
+          "Directory that ~/save_map writes and ~/load_map reads (relative to the working "
+          "directory)."),
+    Param("autosave_dir", "",
+          "If set, the map is saved into this directory when the node shuts down."),
+)
+
+_CORE_PARAMS: tuple[Param, ...] = (
+    _core("volume", "voxel_size_m", "Voxel edge length.", "m"),
+    _core("volume", "block_size", "Voxels per block edge (4, 8 or 16).", "voxels"),
+    _core("volume", "device", "Torch device of the map, e.g. cpu or cuda:0."),
+    _core("volume", "dtype", "Voxel storage dtype: float32 or float16."),
+    _core("volume", "initial_capacity_blocks",
+          "Blocks allocated up front (storage doubles when full).", "blocks"),
+    _core("integration", "truncation_voxels", "TSDF truncation distance.", "voxels"),
+    _core("integration", "min_depth_m", "Depth readings below are ignored.", "m"),
+    _core("integration", "max_depth_m", "Depth readings above are ignored.", "m"),
+    _core("integration", "weighting",
+          "Measurement weight: constant or inverse_square (1/z^2)."),
+    _core("integration", "max_weight",
+          "Cap of the accumulated voxel weight (lower adapts faster to change)."),
+    _core("integration", "behind_surface_drop",
+          "Down-weight measurements behind the observed surface (as voxblox)."),
+    _core("integration", "alloc_stride_px",
+          "Pixel stride used to find the blocks a frame touches.", "px"),
+    _core("integration", "compile",
+          "Fuse the voxel update with torch.compile (one-off compile at the first frame)."),
+    _core("mesh", "min_weight", "Marching cubes only meshes cubes whose corners have at "
+          "least this weight."),
+    _core("occupancy", "min_height_m", "Lower edge of the height band of the 2D grid "
+          "(map z).", "m"),
+    _core("occupancy", "max_height_m", "Upper edge of the height band of the 2D grid "
+          "(map z).", "m"),
+    _core("occupancy", "resolution_m", "2D cell size (0 = the voxel size).", "m"),
+    _core("occupancy", "occupied_threshold_voxels",
+          "A voxel is occupied when its TSDF is below this many voxels.", "voxels"),
+    _core("occupancy", "min_weight", "Voxels with less weight count as unknown."),
+    _core("occupancy", "free_space_stride_px",
+          "Pixel stride of the rays that carve free space into the 2D grid.", "px"),
+)
+
+#: Every parameter of the mapper node, node parameters first, then the core's.
+PARAMETERS: tuple[Param, ...] = _NODE_PARAMS + _CORE_PARAMS
+
+
+def by_name() -> dict[str, Param]:
+    """``{name: Param}`` of :data:`PARAMETERS`."""
+    return {p.name: p for p in PARAMETERS}
+
+
+def defaults() -> dict[str, Any]:
+    """``{name: default}`` of every parameter."""
+    return {p.name: p.default for p in PARAMETERS}
+
+
+def core_config(values: dict[str, Any]) -> MapperConfig:
+    """The core config built from flat parameter values (``{"volume.voxel_size_m": 0.05}``).
+
+    Raises:
+        ConfigError: a value is invalid (the message names the field and the reason).
+    """
+    nested: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for p in _CORE_PARAMS:
+        if p.name in values:
+            nested[p.section or ""][p.field] = values[p.name]
+    return MapperConfig.from_dict(nested)
+
+
+def config_values(config: MapperConfig) -> dict[str, Any]:
+    """Flat parameter values of a core config (typed like the table's defaults)."""
+    nested = config.to_dict()
+    return {p.name: type(p.default)(nested[p.section or ""][p.field]) for p in _CORE_PARAMS}
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ConfigError(f"{name}={value!r} is invalid: must be a finite number >= 0 "
+                          "(0 disables)")
+
+
+def _check_topic(name: str, value: str) -> None:
+    if not _TOPIC_RE.match(value) or "//" in value or value.endswith("/"):
+        raise ConfigError(f"{name}={value!r} is invalid: not a valid relative topic name")
+
+
+def validate(values: dict[str, Any]) -> MapperConfig:
+    """Check a complete set of parameter values; returns the core config they describe.
+
+    Raises:
+        ConfigError: the first invalid value, with the reason.
+    """
+    for name in ("tick_rate_hz", "mesh_rate_hz", "occupancy_rate_hz", "status_rate_hz"):
+        _check_rate(name, values[name])
+    for name in ("tick_rate_hz", "status_rate_hz"):
+        if values[name] <= 0.0:
+            raise ConfigError(f"{name}={values[name]!r} is invalid: must be > 0")
+    for name in ("tf_timeout_s", "color_max_offset_s", "drop_log_period_s"):
+        if not (math.isfinite(values[name]) and values[name] >= 0.0):
+            raise ConfigError(f"{name}={values[name]!r} is invalid: must be >= 0")
+    if not (math.isfinite(values["tf_cache_s"]) and values["tf_cache_s"] > 0.0):
+        raise ConfigError(f"tf_cache_s={values['tf_cache_s']!r} is invalid: must be > 0")
+    if values["queue_size"] < 1:
+        raise ConfigError(f"queue_size={values['queue_size']!r} is invalid: must be >= 1")
+    if values["color_transport"] not in COLOR_TRANSPORTS:
+        raise ConfigError(f"color_transport={values['color_transport']!r} is invalid: must be "
+                          f"one of {list(COLOR_TRANSPORTS)}")
+    if not str(values["map_frame"]).strip("/"):
+        raise ConfigError("map_frame='' is invalid: must be a frame id")
+    cameras = list(values["cameras"])
+    if not cameras or len(set(cameras)) != len(cameras):
+        raise ConfigError(f"cameras={cameras!r} is invalid: must be a non-empty list of "
+                          "distinct namespaces")
+    for ns in cameras:
+        _check_topic("cameras", ns)
+    for name in ("depth_image_topic", "depth_info_topic", "color_image_topic",
+                 "color_info_topic"):
+        _check_topic(name, values[name])
+    if not str(values["map_dir"]):
+        raise ConfigError("map_dir='' is invalid: must be a directory")
+    return core_config(values)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """The parameter table as Markdown (for ``docs/ros_node.md``)."""
+    rows = ["| parameter | default | units | description |", "|---|---|---|---|"]
+    for p in PARAMETERS:
+        desc = p.description + (" Start-up only." if p.read_only else "")
+        rows.append(f"| `{p.name}` | {_format(p.default)} | {p.units} | {desc} |")
+    return "\n".join(rows) + "\n"
