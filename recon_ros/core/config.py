@@ -151,7 +151,7 @@ class OccupancyConfig:
     occupied_threshold_voxels: float = 0.75
     free_below_m: float = 0.4
     min_weight: float = 1e-3
-    free_space_stride_px: int = 8
+    free_space_stride_px: int = 16
 
     def __post_init__(self) -> None:
         s = "occupancy"

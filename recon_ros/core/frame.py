@@ -81,12 +81,13 @@ class PinholeCamera:
         y = (uv[..., 1] - self.cy) / self.fy * depth
         return torch.stack((x, y, depth), dim=-1)
 
-    def pixel_grid(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-                   ) -> torch.Tensor:
-        """(H, W, 2) pixel coordinates (u, v) of every pixel centre."""
+    def pixel_grid(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   stride: int = 1) -> torch.Tensor:
+        """(H', W', 2) pixel coordinates (u, v) of every ``stride``-th pixel centre in both
+        directions, i.e. of ``image[::stride, ::stride]``."""
         v, u = torch.meshgrid(
-            torch.arange(self.height, device=device, dtype=dtype),
-            torch.arange(self.width, device=device, dtype=dtype),
+            torch.arange(0, self.height, stride, device=device, dtype=dtype),
+            torch.arange(0, self.width, stride, device=device, dtype=dtype),
             indexing="ij",
         )
         return torch.stack((u, v), dim=-1)

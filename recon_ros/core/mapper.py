@@ -83,7 +83,7 @@ class Mapper:
         depth = _as_tensor(frame.depth).to(dev, torch.float32)
         color = None
         if frame.color is not None:
-            color = _as_tensor(frame.color).to(dev).to(torch.float32)
+            color = _as_tensor(frame.color).to(dev).permute(2, 0, 1).contiguous()
         T_cam_color = torch.as_tensor(frame.T_cam_color, dtype=torch.float64)
         return FrameTensors(
             depth=self.integrator.valid_depth(depth),

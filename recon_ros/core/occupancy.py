@@ -71,7 +71,7 @@ class OccupancyMapper:
         """Record the free space crossed by the frame's rays (within the height band)."""
         s = self.stride
         depth = frame.depth[::s, ::s]
-        uv = frame.camera.pixel_grid(depth.device)[::s, ::s]
+        uv = frame.camera.pixel_grid(depth.device, stride=s)
         valid = depth > 0
         if not bool(valid.any()):
             return

@@ -12,13 +12,14 @@ Everything is batched tensor code on the volume's device: no Python loop over vo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .block_hash import pack_coords
 from .frame import PinholeCamera
-from .tsdf_kernel import get_fuse_voxels
+from .tsdf_kernel import get_kernel
 from .volume import BlockVolume
 
 
@@ -30,7 +31,7 @@ class FrameTensors:
         depth: (H, W) float32 metres, invalid pixels already set to 0.
         camera: depth intrinsics.
         T_world_cam: (4, 4) float32 pose of the depth optical frame.
-        color: (Hc, Wc, 3) float32 RGB in [0, 255], or None.
+        color: (3, Hc, Wc) uint8 RGB planes, or None.
         color_camera: intrinsics of ``color``.
         T_color_cam: (4, 4) float32 transform from the depth optical frame to the color one.
     """
@@ -69,7 +70,7 @@ class TsdfIntegrator:
         self.weighting = weighting
         self.max_weight = float(max_weight)
         self.alloc_stride_px = int(alloc_stride_px)
-        self._fuse = get_fuse_voxels(compile)
+        self._compile = compile
 
     def valid_depth(self, depth: torch.Tensor) -> torch.Tensor:
         """(H, W) depth with NaN/Inf/out-of-range readings replaced by 0."""
@@ -79,27 +80,23 @@ class TsdfIntegrator:
     def touched_blocks(self, volume: BlockVolume, frame: FrameTensors) -> torch.Tensor:
         """(N,) distinct keys of the blocks within the truncation band of the frame.
 
-        Each strided pixel's ray segment ``z in [d - trunc, d + trunc]`` is bounded by the
-        axis-aligned box of its two end points' blocks; every block of that box is taken.
+        Each strided pixel's ray segment ``z in [d - trunc, d + trunc]`` is sampled at most
+        half a block apart (3 samples for the usual truncation of half a block or less), and
+        the blocks holding the samples are taken. A segment that only grazes the corner of a
+        block between two samples can miss it for this frame.
         """
         s = self.alloc_stride_px
         depth = frame.depth[::s, ::s]
-        uv = frame.camera.pixel_grid(depth.device)[::s, ::s]
         valid = depth > 0
-        d, uv = depth[valid], uv[valid]
+        d = depth[valid]
+        uv = frame.camera.pixel_grid(depth.device, stride=s)[valid]
+        ray = frame.camera.backproject(uv, torch.ones_like(d))  # (P, 3), z = 1
+        n = int(math.ceil(2 * self.truncation_m / (0.5 * volume.block_size * volume.voxel_size_m)))
+        offsets = torch.linspace(-self.truncation_m, self.truncation_m, n + 1, device=d.device)
+        z = (d[:, None] + offsets[None]).clamp(min=1e-3)  # (P, n + 1)
         R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
-        near = frame.camera.backproject(uv, (d - self.truncation_m).clamp(min=1e-3)) @ R.T + t
-        far = frame.camera.backproject(uv, d + self.truncation_m) @ R.T + t
-        b0, b1 = volume.block_of_points(near), volume.block_of_points(far)
-        lo, hi = torch.minimum(b0, b1), torch.maximum(b0, b1)
-        spanning = (hi != lo).any(dim=1)  # most segments stay inside one block
-        lo_s, hi_s = lo[spanning], hi[spanning]
-        span = int((hi_s - lo_s).max()) + 1 if lo_s.numel() else 1
-        r = torch.arange(span, device=lo.device)
-        offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-        cand = lo_s[:, None, :] + offsets[None]  # (P, span**3, 3)
-        keep = (cand <= hi_s[:, None, :]).all(-1)
-        return torch.unique(torch.cat((pack_coords(lo[~spanning]), pack_coords(cand[keep]))))
+        points = (z[..., None] * (ray @ R.T)[:, None, :] + t).reshape(-1, 3)
+        return torch.unique(pack_coords(volume.block_of_points(points)))
 
     def integrate(self, volume: BlockVolume, frame: FrameTensors) -> torch.Tensor:
         """Fuse one frame; returns the (S,) slots of the blocks that received measurements."""
@@ -115,24 +112,39 @@ class TsdfIntegrator:
         block_cam = block_origin @ R.T + t  # (S, 3)
         cam, dev = frame.camera, volume.device
         f32 = dict(dtype=torch.float32, device=dev)
-        color_args: tuple = (None, None, None, None, None)
-        if frame.color is not None:
-            ccam = frame.color_camera
-            color_args = (frame.color, torch.tensor([ccam.fx, ccam.fy, ccam.cx, ccam.cy], **f32),
-                          frame.T_color_cam[:3, :3], frame.T_color_cam[:3, 3],
-                          volume.color[slots].to(torch.float32))
-        tsdf, weight, color, touched = self._fuse(
+        w_old = volume.weight.index_select(0, slots).to(torch.float32)
+        tsdf, weight, w_new, pixel, touched = self._kernel("depth")(
             block_cam, local_cam, frame.depth,
             torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], **f32),
             torch.tensor(self.truncation_m, **f32), torch.tensor(self.drop_start_m, **f32),
-            torch.tensor(self.max_weight, **f32),
-            self.weighting == "inverse_square",
-            volume.tsdf[slots].to(torch.float32), volume.weight[slots].to(torch.float32),
-            *color_args)
-        volume.tsdf[slots] = tsdf.to(volume.dtype)
-        volume.weight[slots] = weight.to(volume.dtype)
-        if color is not None:
-            volume.color[slots] = color.to(volume.dtype)
+            torch.tensor(self.max_weight, **f32), self.weighting == "inverse_square",
+            volume.tsdf.index_select(0, slots).to(torch.float32), w_old)
+        if frame.color is not None:
+            ccam = frame.color_camera
+            if _registered(frame):  # same pixels as the depth image
+                seen = torch.ones_like(pixel, dtype=torch.bool)
+            else:
+                pixel, seen = self._kernel("color_pixels")(
+                    block_cam, local_cam, frame.T_color_cam[:3, :3], frame.T_color_cam[:3, 3],
+                    torch.tensor([ccam.fx, ccam.fy, ccam.cx, ccam.cy], **f32), ccam.height,
+                    ccam.width)
+            color = self._kernel("color")(volume.color.index_select(0, slots).to(torch.float32),
+                                          w_old, w_new, pixel, seen, frame.color)
+            volume.color.index_copy_(0, slots, color.to(volume.dtype))
+        volume.tsdf.index_copy_(0, slots, tsdf.to(volume.dtype))
+        volume.weight.index_copy_(0, slots, weight.to(volume.dtype))
         changed = slots[touched]
         volume.mark_changed(changed)
         return changed
+
+    def _kernel(self, name: str):
+        return get_kernel(name, self._compile)
+
+
+def _registered(frame: FrameTensors) -> bool:
+    """Whether the color image is pixel-aligned with the depth image."""
+    a, b = frame.camera, frame.color_camera
+    return (a.width, a.height) == (b.width, b.height) and bool(
+        (a.K == b.K).all()) and bool(torch.equal(
+            frame.T_color_cam, torch.eye(4, dtype=frame.T_color_cam.dtype,
+                                         device=frame.T_color_cam.device)))

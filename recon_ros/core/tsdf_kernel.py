@@ -12,15 +12,12 @@ from collections.abc import Callable
 import torch
 
 
-def fuse_voxels(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Tensor,
-                intr: torch.Tensor, trunc_m: torch.Tensor, drop_start_m: torch.Tensor,
-                max_weight: torch.Tensor,
-                inverse_square: bool, tsdf: torch.Tensor, weight: torch.Tensor,
-                color_img: torch.Tensor | None, color_intr: torch.Tensor | None,
-                R_color_cam: torch.Tensor | None, t_color_cam: torch.Tensor | None,
-                color: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Fuse one depth (and color) image into S blocks of V voxels.
+def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Tensor,
+               intr: torch.Tensor, trunc_m: torch.Tensor, drop_start_m: torch.Tensor,
+               max_weight: torch.Tensor, inverse_square: bool, tsdf: torch.Tensor,
+               weight: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fuse one depth image into S blocks of V voxels.
 
     Args:
         block_cam: (S, 3) position of each block's voxel (0, 0, 0) in the depth optical frame.
@@ -34,18 +31,15 @@ def fuse_voxels(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.T
         max_weight: () weight cap.
         inverse_square: weight measurements by ``1 / depth**2`` instead of 1.
         tsdf: (S, V) current TSDF, metres. weight: (S, V) current weight.
-        color_img: (Hc, Wc, 3) RGB in [0, 255], or None (then the other color args are None).
-        color_intr: (4,) intrinsics of the color image.
-        R_color_cam: (3, 3), t_color_cam: (3,) depth optical frame -> color optical frame.
-        color: (S, V, 3) current color.
 
     Returns:
-        ``(tsdf, weight, color, touched)``: updated (S, V) TSDF and weight, (S, V, 3) color
-        (None without a color image) and (S,) bool, whether the block got any measurement.
+        ``(tsdf, weight, w_new, pixel, touched)``: updated (S, V) TSDF and capped weight, the
+        (S, V) weight of this frame's measurement (0 = not updated), the (S, V) int64 flat
+        depth pixel each voxel projects to, and (S,) bool, whether a block got any measurement.
     """
     p = block_cam[:, None, :] + local_cam[None]  # (S, V, 3)
-    d, inside = _lookup(depth[..., None], p, intr)
-    d = d[..., 0]
+    pixel, inside = _pixel_index(p, intr, depth.shape[0], depth.shape[1])
+    d = _gather(depth, pixel)
     sdf = d - p[..., 2]
     update = inside & (d > 0) & (sdf >= -trunc_m)
     if inverse_square:
@@ -55,44 +49,72 @@ def fuse_voxels(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.T
     drop = ((trunc_m + sdf) / (trunc_m - drop_start_m).clamp(min=1e-6)).clamp(min=0.0)
     w_new = torch.where(sdf < -drop_start_m, w_new * drop, w_new)
     w_sum = weight + w_new
-    safe = w_sum.clamp(min=1e-12)
-    tsdf_out = torch.where(update, (tsdf * weight + torch.minimum(sdf, trunc_m) * w_new) / safe,
-                           tsdf)
-    color_out = None
-    if color_img is not None:
-        # Written out element-wise (not ``p @ R.T``) so the whole update fuses into one loop.
-        p_col = (p[..., 0:1] * R_color_cam[:, 0] + p[..., 1:2] * R_color_cam[:, 1]
-                 + p[..., 2:3] * R_color_cam[:, 2] + t_color_cam)
-        rgb, seen = _lookup(color_img, p_col, color_intr)
-        w_col = torch.where(seen & update, w_new, 0.0)[..., None]
-        mixed = (color * weight[..., None] + rgb * w_col) / (weight[..., None] + w_col).clamp(
-            min=1e-12)
-        color_out = torch.where(w_col > 0, mixed, color)
-    return tsdf_out, w_sum.clamp(max=max_weight), color_out, update.any(dim=1)
+    tsdf_out = torch.where(update, (tsdf * weight + torch.minimum(sdf, trunc_m) * w_new)
+                           / w_sum.clamp(min=1e-12), tsdf)
+    return tsdf_out, w_sum.clamp(max=max_weight), w_new, pixel, update.any(dim=1)
 
 
-def _lookup(image: torch.Tensor, p: torch.Tensor, intr: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest-pixel values (..., C) of camera-frame points (..., 3) in an (H, W, C) image,
-    and whether each point is in front of the camera and inside the image."""
-    h, w = image.shape[0], image.shape[1]
+def fuse_color(color: torch.Tensor, weight: torch.Tensor, w_new: torch.Tensor,
+               pixel: torch.Tensor, seen: torch.Tensor, color_img: torch.Tensor
+               ) -> torch.Tensor:
+    """Weighted running average of color.
+
+    Args:
+        color: (S, V, 3) current RGB. weight: (S, V) weight before this frame.
+        w_new: (S, V) this frame's measurement weight (from :func:`fuse_depth`).
+        pixel: (S, V) int64 flat index into the color image; seen: (S, V) bool, valid pixel.
+        color_img: (3, Hc, Wc) uint8 or float RGB planes in [0, 255].
+
+    Returns:
+        (S, V, 3) updated color.
+    """
+    w_col = torch.where(seen, w_new, 0.0)
+    fused = w_col > 0
+    denom = (weight + w_col).clamp(min=1e-12)
+    return torch.stack([
+        torch.where(fused, (color[..., c] * weight + _gather(color_img[c], pixel) * w_col)
+                    / denom, color[..., c]) for c in range(3)], dim=-1)
+
+
+def color_pixels(block_cam: torch.Tensor, local_cam: torch.Tensor, R_color_cam: torch.Tensor,
+                 t_color_cam: torch.Tensor, color_intr: torch.Tensor, height: int, width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, V) flat color-image pixel of each voxel and whether it is inside the image, for a
+    color camera with its own intrinsics and extrinsics (depth optical -> color optical)."""
+    p = block_cam[:, None, :] + local_cam[None]
+    # Written out element-wise (not ``p @ R.T``) so it fuses into one loop.
+    p_col = (p[..., 0:1] * R_color_cam[:, 0] + p[..., 1:2] * R_color_cam[:, 1]
+             + p[..., 2:3] * R_color_cam[:, 2] + t_color_cam)
+    return _pixel_index(p_col, color_intr, height, width)
+
+
+def _gather(image: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
+    """Values of an (H, W) image at (...) flat pixel indices, as float32 (``index_select`` is
+    much faster than advanced indexing in eager mode)."""
+    return image.reshape(-1).index_select(0, pixel.reshape(-1)).reshape(pixel.shape).to(
+        torch.float32)
+
+
+def _pixel_index(p: torch.Tensor, intr: torch.Tensor, height: int, width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat index of the nearest pixel of camera-frame points (..., 3), and whether each point
+    is in front of the camera and inside the ``height x width`` image (index 0 where not)."""
     z = p[..., 2]
     zs = torch.where(z > 0, z, 1.0)
     u = torch.round(p[..., 0] / zs * intr[0] + intr[2])
     v = torch.round(p[..., 1] / zs * intr[1] + intr[3])
-    inside = (z > 0) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-    flat = torch.where(inside, v * w + u, 0.0).to(torch.int64)
-    return image.reshape(h * w, -1)[flat], inside
+    inside = (z > 0) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+    return torch.where(inside, v * width + u, 0.0).to(torch.int64), inside
 
 
-_compiled: Callable | None = None
+KERNELS = {"depth": fuse_depth, "color": fuse_color, "color_pixels": color_pixels}
+_compiled: dict[str, Callable] = {}
 
 
-def get_fuse_voxels(compiled: bool) -> Callable:
-    """:func:`fuse_voxels`, or its ``torch.compile``-d version (built once per process)."""
-    global _compiled
+def get_kernel(name: str, compiled: bool) -> Callable:
+    """A kernel of :data:`KERNELS`, or its ``torch.compile``-d version (built once)."""
     if not compiled:
-        return fuse_voxels
-    if _compiled is None:
-        _compiled = torch.compile(fuse_voxels, dynamic=True)
-    return _compiled
+        return KERNELS[name]
+    if name not in _compiled:
+        _compiled[name] = torch.compile(KERNELS[name], dynamic=True)
+    return _compiled[name]

@@ -50,7 +50,6 @@ import numpy as np
 from recon_ros.core.errors import FrameError
 from recon_ros.core.frame import Frame, PinholeCamera
 from recon_ros.io.image_codec import (
-    COMPRESSED_IMAGE,
     DEPTH_ENCODINGS,
     CameraInfoError,
     ImageDecodeError,

@@ -35,11 +35,12 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -49,8 +50,8 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from rclpy.timer import Timer
-from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -72,6 +73,7 @@ from .conversions import (
     occupancy_grid_msg,
     point_cloud_msg,
 )
+from .runtime import spin_until, stop_on_signals
 
 __all__ = ["MAP_FILES", "MapperNode", "main"]
 
@@ -151,6 +153,8 @@ class MapperNode(Node):
 
         # Mesh bookkeeping: stable marker id per block key, subscribers seen, latencies.
         self._marker_ids: dict[int, int] = {}
+        self._mesh_messages = 0
+        self._meshed_frames = 0
         self._mesh_subscribers = 0
         self._mesh_resend_all = False
         self._occupancy_frames = -1
@@ -163,8 +167,8 @@ class MapperNode(Node):
         for key, callback in (("tick_rate_hz", self._tick), ("mesh_rate_hz", self._publish_mesh),
                               ("occupancy_rate_hz", self._publish_occupancy),
                               ("status_rate_hz", self._publish_status)):
-            self._rate_timers[key] = self.create_timer(1.0, callback, callback_group=self._map_group,
-                                                  clock=self._steady)
+            self._rate_timers[key] = self.create_timer(
+                1.0, callback, callback_group=self._map_group, clock=self._steady)
             self._set_rate(key, float(values[key]))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -380,13 +384,18 @@ class MapperNode(Node):
             blocks.append((marker_id, mesh))
         if not blocks and not resend_all:
             return
-        self._mesh_pub.publish(mesh_marker_array_cdr(
-            self._map_frame, self._header_stamp(), MESH_NS, blocks,
-            delete_all_first=resend_all))
+        self._send_markers(blocks, delete_all_first=resend_all)
         self._node_times["mesh_publish"].append((time.perf_counter() - t0) * 1e3)
         for stamp in self._unmeshed_stamps:
             self._latency["mesh"].append(self._age_ms(stamp))
         self._unmeshed_stamps.clear()
+
+    def _send_markers(self, blocks: list[tuple[int, Any]], delete_all_first: bool) -> None:
+        self._mesh_pub.publish(mesh_marker_array_cdr(
+            self._map_frame, self._header_stamp(), MESH_NS, blocks,
+            delete_all_first=delete_all_first))
+        self._mesh_messages += 1
+        self._meshed_frames = self.mapper.frames_integrated
 
     def _publish_occupancy(self) -> None:
         """Publish the 2D grid and the occupied voxels if the map changed since last time."""
@@ -415,7 +424,9 @@ class MapperNode(Node):
             "frames_integrated": self.mapper.frames_integrated,
             "config_pending": self._config_target != self.mapper.config,
             "map": self.mapper.stats(),
-            "mesh_marker_ids": len(self._marker_ids),
+            "mesh": {"marker_ids": len(self._marker_ids), "messages": self._mesh_messages,
+                     "frames_integrated": self._meshed_frames},
+            "occupancy_frames_integrated": self._occupancy_frames,
             "cameras": {s.name: s.status() for s in self.streams},
             "tf": {"frames": tf_frames, "refused": tf_refused},
             "timings_ms": timings,
@@ -491,8 +502,7 @@ class MapperNode(Node):
                    ) -> Trigger.Response:
         self._rebuild_map("reset")
         self._last_stamp_ns = 0
-        self._mesh_pub.publish(mesh_marker_array_cdr(
-            self._map_frame, self._header_stamp(), MESH_NS, [], delete_all_first=True))
+        self._send_markers([], delete_all_first=True)
         self._mesh_resend_all = False
         self._publish_occupancy()
         response.success, response.message = True, "map cleared"
@@ -513,22 +523,27 @@ class MapperNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``recon_mapper``: run the node until SIGINT/SIGTERM, then autosave."""
-    rclpy.init(args=sys.argv if args is None else args)
+    """Console script ``recon_mapper``: run the node until SIGINT/SIGTERM, then autosave.
+
+    Returns:
+        0 after a clean shutdown, 2 if the parameters are invalid.
+    """
+    rclpy.init(args=sys.argv if args is None else args,
+               signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = MapperNode()
     except ConfigError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=4)
+    stop = stop_on_signals()
+    executor = Executor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until(executor, stop, threads=4)
     finally:
         executor.shutdown()
+        node.get_logger().info("shutting down")
         node.autosave()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -98,6 +98,8 @@ def _screen_rect(shape_lo: np.ndarray, shape_hi: np.ndarray, camera: PinholeCame
                         for y in (shape_lo[1], shape_hi[1]) for z in (shape_lo[2], shape_hi[2])])
     R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
     pc = (corners - t) @ R  # rows: R^T (p - t)
+    if np.all(pc[:, 2] <= 0):  # entirely behind the camera: hits have camera z = t > 0
+        return None
     if np.any(pc[:, 2] <= 1e-6):
         return 0, h, 0, w
     u = pc[:, 0] / pc[:, 2] * camera.fx + camera.cx
@@ -109,9 +111,11 @@ def _screen_rect(shape_lo: np.ndarray, shape_hi: np.ndarray, camera: PinholeCame
     return v0, v1, u0, u1
 
 
-#: Rays are cast in bands of about this many pixels: small enough for the L2 cache
-#: (2.5x faster in float64 on CPU than whole images).
-BAND_PIXELS = 65536
+#: On CPU, rays are cast in bands of at most this many pixels: small enough for the L2 cache
+#: (about 2.5x faster in float64 than whole images) and below torch's intra-op grain size
+#: (32768), so each op runs on one thread: no OpenMP stragglers on a shared, oversubscribed
+#: machine. On GPUs the whole image is one band.
+BAND_PIXELS = 32767
 
 
 def _cast_band(scene: Scene, o: tuple[float, float, float],
@@ -145,7 +149,9 @@ def _cast_band(scene: Scene, o: tuple[float, float, float],
     return t, part
 
 
-def _bands(camera: PinholeCamera) -> list[tuple[int, int]]:
+def _bands(camera: PinholeCamera, device: torch.device | str) -> list[tuple[int, int]]:
+    if torch.device(device).type != "cpu":
+        return [(0, camera.height)]
     rows = max(1, BAND_PIXELS // camera.width)
     return [(r, min(camera.height, r + rows)) for r in range(0, camera.height, rows)]
 
@@ -176,7 +182,7 @@ def cast_camera_rays(scene: Scene, camera: PinholeCamera, T_world_cam: np.ndarra
     T = _check_pose(T_world_cam)
     rects = [_screen_rect(*s.aabb(), camera, T) for s in scene.objects]
     ts, parts = [], []
-    for r0, r1 in _bands(camera):
+    for r0, r1 in _bands(camera, device):
         o, d = _band_rays(camera, T, r0, r1, device, dtype)
         t, part = _cast_band(scene, o, d, r0, r1, camera.width, rects)  # type: ignore[arg-type]
         ts.append(t)
@@ -225,9 +231,11 @@ def render(scene: Scene, camera: PinholeCamera, T_world_cam: np.ndarray, *,
     h, w = camera.height, camera.width
     rects = [_screen_rect(*s.aabb(), camera, T) for s in scene.objects]
     depth64 = torch.empty(h * w, dtype=dtype, device=device)
-    part_all = torch.empty(h * w, dtype=torch.int64, device=device)
+    depth32 = torch.empty(h * w, dtype=torch.float32, device=device)
+    part16 = torch.empty(h * w, dtype=torch.int16, device=device)
     rgb_t = torch.empty(h * w, 3, dtype=torch.uint8, device=device) if color else None
-    for r0, r1 in _bands(camera):
+    # every op below works on one band (see BAND_PIXELS), including the output conversions
+    for r0, r1 in _bands(camera, device):
         o, d = _band_rays(camera, T, r0, r1, device, dtype)
         t, part = _cast_band(scene, o, d, r0, r1, w, rects)  # type: ignore[arg-type]
         valid = torch.isfinite(t)
@@ -235,18 +243,17 @@ def render(scene: Scene, camera: PinholeCamera, T_world_cam: np.ndarray, *,
             valid &= t <= max_range_m
         depth = torch.where(valid, t, 0.0)
         part.masked_fill_(~valid, -1)
-        depth64[r0 * w:r1 * w] = depth
-        part_all[r0 * w:r1 * w] = part
+        sl = slice(r0 * w, r1 * w)
+        depth64[sl] = depth
+        depth32[sl] = depth
+        part16[sl] = part
         if rgb_t is not None:
-            rgb_t[r0 * w:r1 * w] = _shade(scene, o, d, depth, part, valid)
-    depth64 = depth64.view(h, w)
-    part_all = part_all.view(h, w)
-    rgb = rgb_t.view(h, w, 3).cpu().numpy() if rgb_t is not None else None
+            rgb_t[sl] = _shade(scene, o, d, depth, part, valid)
     return RenderResult(
-        depth=depth64.to(torch.float32).cpu().numpy(),
-        color=rgb,
-        part=part_all.to(torch.int16).cpu().numpy(),
-        depth64=depth64,
+        depth=depth32.view(h, w).cpu().numpy(),
+        color=rgb_t.view(h, w, 3).cpu().numpy() if rgb_t is not None else None,
+        part=part16.view(h, w).cpu().numpy(),
+        depth64=depth64.view(h, w),
     )
 
 

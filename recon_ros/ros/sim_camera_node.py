@@ -1,0 +1,189 @@
+"""``recon_sim_camera``: a synthetic RGB-D camera on a robot driving around a scene.
+
+Publishes, at ``rate_hz`` and stamped with the node's clock, what a depth camera driver and a
+localisation stack would:
+
+- ``depth/image`` (16UC1 mm or 32FC1 m), ``depth/camera_info``, ``color/image`` (rgb8) or
+  ``color/image/compressed`` (jpeg), ``color/camera_info``: relative names, so run it in the
+  camera's namespace (``--ros-args -r __ns:=/camera``); color is registered to depth (same
+  optical frame);
+- ``/tf`` (map -> odom -> base_link at every image stamp) and ``/tf_static`` (base_link ->
+  camera_link -> camera_depth_optical_frame, transient-local).
+
+The scene is :func:`recon_ros.io.synthetic.make_scene` ``(scene, scene_seed)`` and the path
+:func:`~recon_ros.io.synthetic.room_scan_trajectory` with ``frames_per_loop`` poses, looped.
+All images are rendered and encoded at start-up, so publishing costs only serialisation.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import Executor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from tf2_msgs.msg import TFMessage
+
+from recon_ros.core.errors import ConfigError, ReconError
+from recon_ros.io.synthetic import (
+    NoiseConfig,
+    default_camera,
+    iter_frames,
+    make_scene,
+    room_scan_trajectory,
+)
+
+from .conversions import (
+    camera_info_msg,
+    color_msg,
+    compressed_msg,
+    depth_msg,
+    ns_to_time,
+    tf_message,
+)
+from .runtime import spin_until, stop_on_signals
+
+__all__ = ["SimCameraNode", "main"]
+
+NODE_NAME = "recon_sim_camera"
+
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+#: name -> (default, description); all start-up only except ``rate_hz``.
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "scene": ("demo", "Synthetic scene name (demo, random)."),
+    "scene_seed": (0, "Seed of random scenes."),
+    "width": (320, "Image width [px]."),
+    "height": (240, "Image height [px]."),
+    "rate_hz": (10.0, "Publishing rate [Hz] (settable at run time)."),
+    "frames_per_loop": (60, "Poses on one loop around the room (rendered at start-up)."),
+    "max_frames": (0, "Stop publishing after this many frames (0 = loop forever)."),
+    "depth_encoding": ("16UC1", "Depth encoding: 16UC1 (mm) or 32FC1 (m)."),
+    "color_transport": ("raw", "raw (rgb8 Image), compressed (jpeg) or none."),
+    "kinect_noise": (False, "Add Kinect-like axial depth noise."),
+}
+
+
+class SimCameraNode(Node):
+    """Publishes pre-rendered frames of a synthetic scene with TF (see the module docstring).
+
+    Raises:
+        ConfigError: invalid parameters.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, read_only=name != "rate_hz"))
+        v = {name: self.get_parameter(name).value for name in PARAMETERS}
+        if v["color_transport"] not in ("raw", "compressed", "none"):
+            raise ConfigError(f"color_transport={v['color_transport']!r} is invalid: must be "
+                              "raw, compressed or none")
+        if not v["rate_hz"] > 0 or v["frames_per_loop"] < 1 or v["max_frames"] < 0:
+            raise ConfigError("rate_hz must be > 0, frames_per_loop >= 1, max_frames >= 0")
+        scene = make_scene(v["scene"], int(v["scene_seed"]))
+        camera = default_camera(int(v["width"]), int(v["height"]))
+        self.trajectory = room_scan_trajectory(scene, int(v["frames_per_loop"]))
+        frame_id = self.trajectory.rig.optical_frame
+        color = v["color_transport"] != "none"
+        noise = NoiseConfig(kinect_axial=bool(v["kinect_noise"]))
+        self._depth: list[Image] = []
+        self._color: list[Image | CompressedImage] = []
+        for frame in iter_frames(scene, camera, self.trajectory, noise=noise, color=color):
+            self._depth.append(depth_msg(frame.depth, 0, frame_id, v["depth_encoding"]))
+            if frame.color is not None:
+                self._color.append(compressed_msg(frame.color, 0, frame_id)
+                                   if v["color_transport"] == "compressed"
+                                   else color_msg(frame.color, 0, frame_id))
+        self._info = camera_info_msg(camera, 0, frame_id)
+        self._max_frames = int(v["max_frames"])
+        self.published = 0
+
+        self._depth_pub = self.create_publisher(Image, "depth/image", IMAGE_QOS)
+        self._depth_info_pub = self.create_publisher(CameraInfo, "depth/camera_info", IMAGE_QOS)
+        self._color_pub = None
+        if v["color_transport"] == "raw":
+            self._color_pub = self.create_publisher(Image, "color/image", IMAGE_QOS)
+        elif v["color_transport"] == "compressed":
+            self._color_pub = self.create_publisher(CompressedImage, "color/image/compressed",
+                                                    IMAGE_QOS)
+        self._color_info_pub = (self.create_publisher(CameraInfo, "color/camera_info", IMAGE_QOS)
+                                if color else None)
+        self._tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
+        static_pub = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        now = self.get_clock().now().nanoseconds
+        static_pub.publish(tf_message([(p, c, now, t, q) for p, c, _, t, q
+                                       in self.trajectory.tf_static()]))
+        self._static_pub = static_pub  # keep the latched publisher alive
+        self._timer = self.create_timer(1.0 / float(v["rate_hz"]), self._publish)
+        self.add_on_set_parameters_callback(self._on_set)
+        self.get_logger().info(
+            f"publishing {len(self._depth)} pre-rendered {camera.width}x{camera.height} frames "
+            f"of scene '{scene.name}' at {v['rate_hz']:g} Hz in a loop")
+
+    def _on_set(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name == "rate_hz":
+                if not (isinstance(p.value, float) and p.value > 0):
+                    return SetParametersResult(successful=False, reason="rate_hz must be > 0")
+                self._timer.timer_period_ns = int(1e9 / p.value)
+        return SetParametersResult(successful=True)
+
+    def _publish(self) -> None:
+        if self._max_frames and self.published >= self._max_frames:
+            self._timer.cancel()
+            self.get_logger().info(f"published {self.published} frames, stopping")
+            return
+        i = self.published % len(self._depth)
+        stamp = self.get_clock().now().nanoseconds
+        self._tf_pub.publish(tf_message([(p, c, stamp, t, q) for p, c, _, t, q
+                                         in self.trajectory.tf_dynamic(i)]))
+        header_stamp = ns_to_time(stamp)
+        self._info.header.stamp = header_stamp
+        self._depth_info_pub.publish(self._info)
+        depth = self._depth[i]
+        depth.header.stamp = header_stamp
+        self._depth_pub.publish(depth)
+        if self._color_pub is not None and self._color_info_pub is not None:
+            self._color_info_pub.publish(self._info)
+            color = self._color[i]
+            color.header.stamp = header_stamp
+            self._color_pub.publish(color)
+        self.published += 1
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``recon_sim_camera``; returns 0 after SIGINT/SIGTERM, 2 on bad
+    parameters."""
+    rclpy.init(args=sys.argv if args is None else args,
+               signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = SimCameraNode()
+    except (ConfigError, ReconError) as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
+        rclpy.try_shutdown()
+        return 2
+    stop = stop_on_signals()
+    executor = Executor()
+    executor.add_node(node)
+    try:
+        spin_until(executor, stop, threads=1)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,106 @@
+"""What a launch file starts, read from its Python AST (the ``launch`` packages are not
+installable here), and the exact command line ``launch_ros`` would run for it."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH_DIR = REPO / "launch"
+
+
+def module_constants(path: Path) -> dict[str, Any]:
+    """Module-level ``NAME = <literal>`` assignments of a Python file."""
+    tree = ast.parse(path.read_text())
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return out
+
+
+def calls(path: Path, func: str) -> list[ast.Call]:
+    """Every call of ``func(...)`` (by simple name) in a Python file."""
+    tree = ast.parse(path.read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name) and n.func.id == func]
+
+
+def keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def resolve(expr: ast.expr | None, constants: dict[str, Any]) -> Any:
+    """A literal or a module constant's value (None for anything else)."""
+    if expr is None:
+        return None
+    if isinstance(expr, ast.Name):
+        return constants.get(expr.id)
+    try:
+        return ast.literal_eval(expr)
+    except ValueError:
+        return None
+
+
+@dataclass
+class NodeSpec:
+    """A ``launch_ros.actions.Node`` of a launch file.
+
+    Attributes:
+        executable, name: the console script and node name.
+        parameter_items: the source text of each ``parameters=[...]`` element.
+        dict_keys: keys of the parameter dict(s) in ``parameters``.
+        remappings: ``(from, to)`` pairs.
+    """
+
+    executable: str
+    name: str
+    namespace: str | None
+    parameter_items: list[str] = field(default_factory=list)
+    dict_keys: list[str] = field(default_factory=list)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def node_specs(path: Path) -> list[NodeSpec]:
+    """Every ``Node(...)`` of a launch file with its literal/constant arguments."""
+    constants = module_constants(path)
+    out = []
+    for call in calls(path, "Node"):
+        spec = NodeSpec(executable=resolve(keyword(call, "executable"), constants),
+                        name=resolve(keyword(call, "name"), constants),
+                        namespace=resolve(keyword(call, "namespace"), constants))
+        params = keyword(call, "parameters")
+        if isinstance(params, ast.List):
+            for item in params.elts:
+                spec.parameter_items.append(ast.unparse(item))
+                if isinstance(item, ast.Dict):
+                    spec.dict_keys += [resolve(k, constants) for k in item.keys if k is not None]
+        remaps = resolve(keyword(call, "remappings"), constants)
+        spec.remappings = [tuple(r) for r in remaps or []]
+        out.append(spec)
+    return out
+
+
+def mapper_command(venv_bin: Path, overlay: Path | None = None, camera: str = "camera",
+                   use_sim_time: bool = False, extra: dict[str, str] | None = None
+                   ) -> list[str]:
+    """The command ``mapping.launch.py`` runs for the mapper (see its docstring): params file
+    and overlay (default: the params file again, as the launch file's default), use_sim_time
+    and the camera namespace; ``extra`` parameters are appended as ``-p name:=value``
+    (test-only speed settings)."""
+    constants = module_constants(LAUNCH_DIR / "mapping.launch.py")
+    params = REPO / constants["PARAMS_FILE"]
+    cmd = [str(venv_bin / constants["MAPPER_EXECUTABLE"]), "--ros-args",
+           "-r", f"__node:={constants['MAPPER_NAME']}",
+           "--params-file", str(params), "--params-file", str(overlay or params),
+           "-p", f"use_sim_time:={str(use_sim_time).lower()}", "-p", f"cameras:=[{camera}]"]
+    for name, value in (extra or {}).items():
+        cmd += ["-p", f"{name}:={value}"]
+    return cmd
