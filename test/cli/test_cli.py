@@ -1,0 +1,77 @@
+"""The recon-ros command line end to end, as a user runs it (real subprocesses, real files)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recon_ros.io.map_files import read_nav2_map, read_ply
+
+EXE = [sys.executable, "-m", "recon_ros.cli"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=900, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"recon-ros {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "demo"
+    run("synth", str(out), "--frames", "24", "--width", "320", "--height", "240",
+        "--storage", "mcap", "--kinect-noise")
+    return out
+
+
+def test_synth_writes_bag_and_ground_truth(dataset):
+    assert (dataset / "bag" / "metadata.yaml").is_file()
+    assert any(p.suffix == ".mcap" for p in (dataset / "bag").iterdir())
+    gt = read_ply(dataset / "ground_truth" / "points.ply")
+    assert gt.num_vertices > 1000 and gt.num_faces == 0
+    assert read_nav2_map(dataset / "ground_truth" / "map.yaml").data.size > 0
+    meta = json.loads((dataset / "scene.json").read_text())
+    assert meta["frames"] == 24 and meta["noise"]["kinect_axial"] is True
+
+
+def test_replay_then_eval_scores_the_map_against_ground_truth(dataset, tmp_path):
+    maps = tmp_path / "maps"
+    out = run("replay", str(dataset / "bag"), "--out", str(maps), "--voxel-size-m", "0.04")
+    assert "frames integrated" in out.stdout
+    for name in ("mesh.ply", "map.yaml", "map.pgm", "map.pt", "config.yaml", "preview.png"):
+        assert (maps / name).is_file(), name
+    mesh = read_ply(maps / "mesh.ply")
+    assert mesh.num_faces > 1000 and mesh.colors is not None
+    metrics_file = tmp_path / "metrics.json"
+    out = run("eval", str(maps / "mesh.ply"), "--gt", str(dataset / "ground_truth" / "points.ply"),
+              "--thresholds-cm", "8", "--gt-map", str(dataset / "ground_truth" / "map.yaml"),
+              "--pred-map", str(maps / "map.yaml"), "--json-out", str(metrics_file))
+    metrics = json.loads(metrics_file.read_text())
+    # F-score at 2 voxels (8 cm) against the exact surface.
+    assert float(metrics["mesh"]["F-score @ 8 cm"]) >= 0.95, out.stdout
+    assert metrics["grid"]["occupied_iou"] > 0.6
+    assert metrics["grid"]["obstacles_marked_free"] < 0.05
+
+
+def test_errors_are_one_clear_line_and_exit_code_2(tmp_path):
+    out = run("replay", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), check=False)
+    assert out.returncode == 2 and "error" in out.stderr.lower()
+    assert "Traceback" not in out.stderr
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("volume:\n  voxel_size_m: -1\n")
+    out = run("replay", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(cfg),
+              check=False)
+    assert out.returncode == 2 and "volume.voxel_size_m" in out.stderr
+
+
+def test_replay_of_a_bag_without_images_lists_its_topics(shared_data, tmp_path):
+    out = run("replay", str(shared_data / "rosbags" / "nav2_turtlebot.mcap"), "--out",
+              str(tmp_path / "o"), check=False)
+    assert out.returncode == 2
+    assert "/amcl_pose" in out.stderr and "/tf" in out.stderr
