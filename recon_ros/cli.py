@@ -150,14 +150,13 @@ def evaluate(
 ) -> None:
     """Accuracy, completeness, precision, recall and F-score of a mesh against ground truth."""
     from .evaluation import grid_metrics, mesh_metrics, sample_mesh_points
-    from .io.map_files import read_nav2_map, read_ply
+    from .io.map_files import ply_has_faces, read_nav2_map, read_ply, read_points
 
     try:
         thresholds = tuple(float(t) / 100 for t in thresholds_cm.split(","))
         pred = read_ply(mesh)
-        truth = read_ply(gt)
-        gt_points = (sample_mesh_points(truth, samples) if truth.num_faces
-                     else truth.vertices.astype(np.float64))
+        gt_points = (sample_mesh_points(read_ply(gt), samples) if ply_has_faces(gt)
+                     else read_points(gt))
         metrics = mesh_metrics(pred, gt_points, thresholds, n_samples=samples)
         grid = None
         if gt_map and pred_map:
@@ -190,7 +189,7 @@ def demo(
     import shutil
 
     from .evaluation import grid_metrics, mesh_metrics
-    from .io.map_files import read_nav2_map, read_ply
+    from .io.map_files import read_nav2_map, read_ply, read_points
     from .io.synthetic_dataset import write_synthetic_dataset
     from .offline import replay_bag
 
@@ -207,9 +206,8 @@ def demo(
         result = replay_bag(info.path, map_dir, cfg)
         console.print(_replay_table(result))
         console.print("[bold]3/3[/] scoring against the exact ground truth ...")
-        gt_points = read_ply(scene_dir / "ground_truth" / "points.ply").vertices
-        metrics = mesh_metrics(read_ply(result.outputs["mesh"]), gt_points.astype(np.float64),
-                               (0.02, 0.05))
+        gt_points = read_points(scene_dir / "ground_truth" / "points.ply")
+        metrics = mesh_metrics(read_ply(result.outputs["mesh"]), gt_points, (0.02, 0.05))
         grid = grid_metrics(read_nav2_map(result.outputs["grid"]),
                             read_nav2_map(scene_dir / "ground_truth" / "map.yaml"))
     except ReconError as exc:

@@ -94,6 +94,32 @@ def read_ply(path: PathLike) -> TriangleMesh:
     )
 
 
+def read_points(path: PathLike) -> np.ndarray:
+    """(N, 3) float64 points of a PLY: its vertices (mesh or point cloud alike).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    import open3d as o3d
+
+    return np.asarray(o3d.io.read_point_cloud(str(path)).points, dtype=np.float64).reshape(-1, 3)
+
+
+def ply_has_faces(path: PathLike) -> bool:
+    """Whether a PLY file declares a non-empty face element (reads the header only)."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.strip()
+            if line.startswith(b"element face"):
+                return int(line.split()[2]) > 0
+            if line == b"end_header":
+                return False
+    return False
+
+
 def _check_mesh(mesh: TriangleMesh) -> None:
     n = mesh.num_vertices
     if mesh.vertices.ndim != 2 or mesh.vertices.shape[1] != 3:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recon_ros.io.map_files import read_nav2_map, read_ply
+from recon_ros.io.map_files import ply_has_faces, read_nav2_map, read_ply, read_points
 
 EXE = [sys.executable, "-m", "recon_ros.cli"]
 
@@ -33,8 +33,8 @@ def dataset(tmp_path_factory) -> Path:
 def test_synth_writes_bag_and_ground_truth(dataset):
     assert (dataset / "bag" / "metadata.yaml").is_file()
     assert any(p.suffix == ".mcap" for p in (dataset / "bag").iterdir())
-    gt = read_ply(dataset / "ground_truth" / "points.ply")
-    assert gt.num_vertices > 1000 and gt.num_faces == 0
+    points = dataset / "ground_truth" / "points.ply"
+    assert not ply_has_faces(points) and len(read_points(points)) > 1000
     assert read_nav2_map(dataset / "ground_truth" / "map.yaml").data.size > 0
     meta = json.loads((dataset / "scene.json").read_text())
     assert meta["frames"] == 24 and meta["noise"]["kinect_axial"] is True
