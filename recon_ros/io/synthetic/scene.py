@@ -134,7 +134,8 @@ class Scene:
         """:meth:`albedo` on (N,) coordinate components (faster: no (N, 3) temporaries)."""
         face = self.room.face_index_xyz(px, py, pz)
         idx = torch.where(part <= 0, face, part + 5)
-        base = self.palette(px).index_select(0, idx)
+        pal = self.palette(px)
+        base = torch.stack([pal[:, k].contiguous()[idx] for k in range(3)], dim=1)
         # 3D checker, boundaries at (k + 1/2) cells: the demo scene's axis-aligned faces
         # (floor z = 0, walls at multiples of the cell) never sit on a boundary.
         k = 1.0 / self.checker_size_m

@@ -73,10 +73,28 @@ def _big(dtype: torch.dtype) -> float:
     return 1e300 if dtype == torch.float64 else 1e30
 
 
+# Note on CPU threading: torch runs "VML" unary ops (sqrt, reciprocal, ... and so
+# ``float / tensor``) in parallel from 2048 elements, but ordinary element-wise kernels only
+# from 32768. The renderer works in bands below 32768 pixels, so it avoids the former (using
+# ``pow(0.5)`` and tensor / tensor division): a single thread per band never waits for a
+# descheduled OpenMP worker on a busy machine.
+
+
+def _rdiv(num: Scalar, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` for a float or tensor numerator, without torch's reciprocal kernel."""
+    if not isinstance(num, torch.Tensor):
+        num = torch.full((), num, dtype=den.dtype, device=den.device)
+    return num / den
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(0.5)
+
+
 def _inv(d: torch.Tensor) -> torch.Tensor:
     """1 / d with +-0 mapped to +-big (finite), so slab products never form inf * 0."""
     big = _big(d.dtype)
-    return (1.0 / d).clamp_(-big, big)
+    return _rdiv(1.0, d).clamp_(-big, big)
 
 
 def _interval_hit(t_near: torch.Tensor, t_far: torch.Tensor, eps: float,
@@ -99,10 +117,10 @@ def _roots(a: Scalar, half_b: torch.Tensor, c: Scalar
     """
     disc = half_b * half_b - a * c
     ok = disc >= 0
-    sq = torch.sqrt(disc.clamp(min=0.0))  # clamp: sqrt of negatives is slow (and NaN)
+    sq = _sqrt(disc.clamp(min=0.0))  # clamp: sqrt of negatives is slow (and NaN)
     q = -(half_b + torch.copysign(sq, half_b))
     r0 = q / a
-    r1 = c / q
+    r1 = _rdiv(c, q)
     return torch.minimum(r0, r1), torch.maximum(r0, r1), ok
 
 
