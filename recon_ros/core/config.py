@@ -85,7 +85,9 @@ class IntegrationConfig:
             a weight falling linearly to 0 at the truncation distance (as voxblox does); this
             keeps silhouettes seen from other views from pulling surfaces inwards.
         alloc_stride_px: pixel stride used to find the blocks a frame touches. At depth z a
-            stride of s pixels spans ``z * s / fx`` metres, which must stay well below a block.
+            stride of s pixels spans ``z * s / fx`` metres, which must stay well below a block;
+            0 (default) picks the largest stride spanning at most a quarter block at
+            ``max_depth_m``.
         compile: fuse the per-voxel update with ``torch.compile`` (several times faster; the
             first frame of a process pays a one-off compilation, cached on disk afterwards).
     """
@@ -96,7 +98,7 @@ class IntegrationConfig:
     weighting: str = "constant"
     max_weight: float = 100.0
     behind_surface_drop: bool = True
-    alloc_stride_px: int = 4
+    alloc_stride_px: int = 0
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -109,8 +111,8 @@ class IntegrationConfig:
         _require(self.weighting in WEIGHTING_MODES, s, "weighting",
                  f"must be one of {list(WEIGHTING_MODES)}", self.weighting)
         _require(self.max_weight > 0.0, s, "max_weight", "must be > 0", self.max_weight)
-        _require(1 <= self.alloc_stride_px <= 16, s, "alloc_stride_px", "must be in [1, 16]",
-                 self.alloc_stride_px)
+        _require(0 <= self.alloc_stride_px <= 16, s, "alloc_stride_px",
+                 "must be in [0, 16] (0 = automatic)", self.alloc_stride_px)
 
 
 @dataclass

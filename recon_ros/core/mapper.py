@@ -45,10 +45,10 @@ class Mapper:
         truncation_m = ic.truncation_voxels * vc.voxel_size_m
         self.volume = BlockVolume(vc.voxel_size_m, vc.block_size, truncation_m, self.device,
                                   vc.torch_dtype, vc.initial_capacity_blocks)
-        self.integrator = TsdfIntegrator(truncation_m, ic.min_depth_m, ic.max_depth_m,
-                                         ic.weighting, ic.max_weight, ic.alloc_stride_px,
-                                         vc.voxel_size_m if ic.behind_surface_drop else None,
-                                         ic.compile)
+        self.integrator = TsdfIntegrator(
+            truncation_m, ic.weighting, ic.max_weight, ic.alloc_stride_px,
+            drop_start_m=vc.voxel_size_m if ic.behind_surface_drop else None,
+            compile=ic.compile)
         self.mesher = IncrementalMesher(self.volume, self.config.mesh.min_weight)
         self.occupancy = OccupancyMapper(
             resolution_m=oc.resolution_m or vc.voxel_size_m,
@@ -83,15 +83,17 @@ class Mapper:
         depth = _as_tensor(frame.depth).to(dev, torch.float32)
         color = None
         if frame.color is not None:
-            color = _as_tensor(frame.color).to(dev).permute(2, 0, 1).contiguous()
+            color = _as_tensor(frame.color).to(dev)
         T_cam_color = torch.as_tensor(frame.T_cam_color, dtype=torch.float64)
         return FrameTensors(
-            depth=self.integrator.valid_depth(depth),
+            depth=depth,
             camera=frame.camera,
             T_world_cam=torch.as_tensor(frame.T_world_cam, dtype=torch.float32).to(dev),
             color=color,
             color_camera=frame.color_cam,
             T_color_cam=torch.linalg.inv(T_cam_color).to(dev, torch.float32),
+            min_depth_m=self.config.integration.min_depth_m,
+            max_depth_m=self.config.integration.max_depth_m,
         )
 
     # ------------------------------------------------------------------ outputs

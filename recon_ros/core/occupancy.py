@@ -72,7 +72,7 @@ class OccupancyMapper:
         s = self.stride
         depth = frame.depth[::s, ::s]
         uv = frame.camera.pixel_grid(depth.device, stride=s)
-        valid = depth > 0
+        valid = frame.valid(depth)
         if not bool(valid.any()):
             return
         R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
@@ -90,20 +90,26 @@ class OccupancyMapper:
         if not bool(keep.any()):
             return
         ray, s0, s1, length = ray[keep], s0[keep], s1[keep], length[keep]
-        step = 0.75 * self.resolution_m / length  # parameter step per sample
+        step = 0.9 * self.resolution_m / length  # parameter step: < one cell per sample
         n = int(((s1 - s0) / step).max().ceil()) + 1
         k = torch.arange(n, device=ray.device, dtype=ray.dtype)
         sk = s0[:, None] + k[None] * step[:, None]  # (N, n)
-        inside = sk <= s1[:, None]
-        pts = (t + sk[..., None] * ray[:, None, :])[inside]  # (M, 3)
-        self._mark_free(torch.round(pts[:, :2] / self.resolution_m).to(torch.int64), pts[:, 2])
+        ray_id, sample = torch.nonzero(sk <= s1[:, None], as_tuple=True)  # ray-major order
+        sk, r = sk[ray_id, sample, None], ray[ray_id]  # (M, 1), (M, 3)
+        xy = t[:2] + sk * r[:, :2]
+        self._mark_free(torch.round(xy / self.resolution_m).to(torch.int64),
+                        t[2] + sk[:, 0] * r[:, 2])
 
     def _mark_free(self, cells: torch.Tensor, z: torch.Tensor) -> None:
-        """Record that (N, 2) cells were seen free at heights (N,), allocating their tiles."""
+        """Record that (N, 2) cells were seen free at heights (N,), allocating their tiles.
+
+        Cells come ray by ray, so consecutive ones mostly share a tile: collapsing runs first
+        makes the sort in ``unique`` cheap."""
         tile = torch.div(cells, TILE, rounding_mode="floor")
         local = cells - tile * TILE
-        tile_keys, inverse = torch.unique(_pack_xy(tile), return_inverse=True)
-        slots = self._tiles.insert_or_find(tile_keys)[0][inverse]
+        runs, run_of = torch.unique_consecutive(_pack_xy(tile), return_inverse=True)
+        tile_keys, key_of_run = torch.unique(runs, return_inverse=True)
+        slots = self._tiles.insert_or_find(tile_keys)[0][key_of_run[run_of]]
         if len(self._tiles) > self._free_z.shape[0]:
             self._free_z = torch.cat((self._free_z, self._new_tiles(len(self._tiles))))
         flat = slots * (TILE * TILE) + local[:, 0] * TILE + local[:, 1]

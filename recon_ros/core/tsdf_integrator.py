@@ -28,10 +28,11 @@ class FrameTensors:
     """A frame moved to the volume's device (see :class:`~recon_ros.core.frame.Frame`).
 
     Attributes:
-        depth: (H, W) float32 metres, invalid pixels already set to 0.
+        depth: (H, W) float32 metres as measured (0, NaN, Inf or out-of-range = invalid; see
+            :meth:`valid`).
         camera: depth intrinsics.
         T_world_cam: (4, 4) float32 pose of the depth optical frame.
-        color: (3, Hc, Wc) uint8 RGB planes, or None.
+        color: (Hc, Wc, 3) uint8 RGB, or None.
         color_camera: intrinsics of ``color``.
         T_color_cam: (4, 4) float32 transform from the depth optical frame to the color one.
     """
@@ -42,6 +43,12 @@ class FrameTensors:
     color: torch.Tensor | None
     color_camera: PinholeCamera
     T_color_cam: torch.Tensor
+    min_depth_m: float
+    max_depth_m: float
+
+    def valid(self, depth: torch.Tensor) -> torch.Tensor:
+        """Bool mask of usable readings (NaN and Inf fail both comparisons)."""
+        return (depth >= self.min_depth_m) & (depth <= self.max_depth_m)
 
 
 class TsdfIntegrator:
@@ -49,33 +56,30 @@ class TsdfIntegrator:
 
     Args:
         truncation_m: truncation distance, metres.
-        min_depth_m: depths below are invalid.
-        max_depth_m: depths above are invalid.
         weighting: ``"constant"`` or ``"inverse_square"`` (weight ``1 / depth**2``).
         max_weight: cap of the accumulated weight.
-        alloc_stride_px: pixel stride used when finding the blocks a frame touches.
+        alloc_stride_px: pixel stride used when finding the blocks a frame touches
+            (0 = :meth:`auto_stride`).
         drop_start_m: measurements more than this behind the surface get a weight falling
             linearly to 0 at the truncation distance (None: no drop).
         compile: run the per-voxel update through ``torch.compile`` (fused; the first frame
             pays a one-off compilation of tens of seconds, cached on disk afterwards).
     """
 
-    def __init__(self, truncation_m: float, min_depth_m: float, max_depth_m: float,
-                 weighting: str, max_weight: float, alloc_stride_px: int,
+    def __init__(self, truncation_m: float, weighting: str, max_weight: float, alloc_stride_px: int,
                  drop_start_m: float | None = None, compile: bool = False) -> None:
         self.truncation_m = float(truncation_m)
         self.drop_start_m = self.truncation_m if drop_start_m is None else float(drop_start_m)
-        self.min_depth_m = float(min_depth_m)
-        self.max_depth_m = float(max_depth_m)
         self.weighting = weighting
         self.max_weight = float(max_weight)
         self.alloc_stride_px = int(alloc_stride_px)
         self._compile = compile
 
-    def valid_depth(self, depth: torch.Tensor) -> torch.Tensor:
-        """(H, W) depth with NaN/Inf/out-of-range readings replaced by 0."""
-        ok = torch.isfinite(depth) & (depth >= self.min_depth_m) & (depth <= self.max_depth_m)
-        return torch.where(ok, depth, torch.zeros_like(depth))
+    @staticmethod
+    def auto_stride(volume: BlockVolume, camera: PinholeCamera, max_depth_m: float) -> int:
+        """Pixel stride whose footprint at the maximum depth is a quarter block at most."""
+        block_m = volume.block_size * volume.voxel_size_m
+        return int(min(16, max(1, camera.fx * block_m / (4 * max_depth_m))))
 
     def touched_blocks(self, volume: BlockVolume, frame: FrameTensors) -> torch.Tensor:
         """(N,) distinct keys of the blocks within the truncation band of the frame.
@@ -85,9 +89,10 @@ class TsdfIntegrator:
         the blocks holding the samples are taken. A segment that only grazes the corner of a
         block between two samples can miss it for this frame.
         """
-        s = self.alloc_stride_px
+        s = self.alloc_stride_px or self.auto_stride(volume, frame.camera,
+                                                                   frame.max_depth_m)
         depth = frame.depth[::s, ::s]
-        valid = depth > 0
+        valid = frame.valid(depth)
         d = depth[valid]
         uv = frame.camera.pixel_grid(depth.device, stride=s)[valid]
         ray = frame.camera.backproject(uv, torch.ones_like(d))  # (P, 3), z = 1
@@ -116,6 +121,7 @@ class TsdfIntegrator:
         tsdf, weight, w_new, pixel, touched = self._kernel("depth")(
             block_cam, local_cam, frame.depth,
             torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], **f32),
+            torch.tensor([frame.min_depth_m, frame.max_depth_m], **f32),
             torch.tensor(self.truncation_m, **f32), torch.tensor(self.drop_start_m, **f32),
             torch.tensor(self.max_weight, **f32), self.weighting == "inverse_square",
             volume.tsdf.index_select(0, slots).to(torch.float32), w_old)

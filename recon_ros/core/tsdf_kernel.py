@@ -13,7 +13,7 @@ import torch
 
 
 def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Tensor,
-               intr: torch.Tensor, trunc_m: torch.Tensor, drop_start_m: torch.Tensor,
+               intr: torch.Tensor, depth_range: torch.Tensor, trunc_m: torch.Tensor, drop_start_m: torch.Tensor,
                max_weight: torch.Tensor, inverse_square: bool, tsdf: torch.Tensor,
                weight: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -23,8 +23,9 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         block_cam: (S, 3) position of each block's voxel (0, 0, 0) in the depth optical frame.
         local_cam: (V, 3) offset of each voxel from its block's first voxel, rotated into the
             depth optical frame (so a voxel's camera position is ``block_cam + local_cam``).
-        depth: (H, W) metres, 0 = invalid.
+        depth: (H, W) metres as measured.
         intr: (4,) ``fx, fy, cx, cy`` of the depth image, pixels.
+        depth_range: (2,) valid ``min, max`` depth, metres (NaN/Inf fail the comparisons).
         trunc_m: () truncation distance, metres.
         drop_start_m: () behind the surface by more than this, a measurement's weight falls
             linearly to 0 at ``trunc_m`` (pass ``trunc_m`` for no drop).
@@ -39,9 +40,9 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
     """
     p = block_cam[:, None, :] + local_cam[None]  # (S, V, 3)
     pixel, inside = _pixel_index(p, intr, depth.shape[0], depth.shape[1])
-    d = _gather(depth, pixel)
+    d = depth.reshape(-1).index_select(0, pixel.reshape(-1)).reshape(pixel.shape)
     sdf = d - p[..., 2]
-    update = inside & (d > 0) & (sdf >= -trunc_m)
+    update = inside & (d >= depth_range[0]) & (d <= depth_range[1]) & (sdf >= -trunc_m)
     if inverse_square:
         w_new = torch.where(update, 1.0 / (d * d).clamp(min=1e-6), 0.0)
     else:
@@ -63,17 +64,16 @@ def fuse_color(color: torch.Tensor, weight: torch.Tensor, w_new: torch.Tensor,
         color: (S, V, 3) current RGB. weight: (S, V) weight before this frame.
         w_new: (S, V) this frame's measurement weight (from :func:`fuse_depth`).
         pixel: (S, V) int64 flat index into the color image; seen: (S, V) bool, valid pixel.
-        color_img: (3, Hc, Wc) uint8 or float RGB planes in [0, 255].
+        color_img: (Hc, Wc, 3) uint8 RGB.
 
     Returns:
         (S, V, 3) updated color.
     """
-    w_col = torch.where(seen, w_new, 0.0)
-    fused = w_col > 0
-    denom = (weight + w_col).clamp(min=1e-12)
-    return torch.stack([
-        torch.where(fused, (color[..., c] * weight + _gather(color_img[c], pixel) * w_col)
-                    / denom, color[..., c]) for c in range(3)], dim=-1)
+    w_col = torch.where(seen, w_new, 0.0)[..., None]
+    w_old = weight[..., None]
+    rgb = color_img.reshape(-1, 3).index_select(0, pixel.reshape(-1)).reshape(color.shape)
+    mixed = (color * w_old + rgb.to(torch.float32) * w_col) / (w_old + w_col).clamp(min=1e-12)
+    return torch.where(w_col > 0, mixed, color)
 
 
 def color_pixels(block_cam: torch.Tensor, local_cam: torch.Tensor, R_color_cam: torch.Tensor,
@@ -86,13 +86,6 @@ def color_pixels(block_cam: torch.Tensor, local_cam: torch.Tensor, R_color_cam: 
     p_col = (p[..., 0:1] * R_color_cam[:, 0] + p[..., 1:2] * R_color_cam[:, 1]
              + p[..., 2:3] * R_color_cam[:, 2] + t_color_cam)
     return _pixel_index(p_col, color_intr, height, width)
-
-
-def _gather(image: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
-    """Values of an (H, W) image at (...) flat pixel indices, as float32 (``index_select`` is
-    much faster than advanced indexing in eager mode)."""
-    return image.reshape(-1).index_select(0, pixel.reshape(-1)).reshape(pixel.shape).to(
-        torch.float32)
 
 
 def _pixel_index(p: torch.Tensor, intr: torch.Tensor, height: int, width: int

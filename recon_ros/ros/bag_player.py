@@ -73,7 +73,7 @@ def _publishers(node: Node, connections: list[Any]) -> dict[int, Publisher]:
         if conn.topic not in by_topic:
             klass = _message_class(conn.msgtype)
             if klass is None:
-                node.get_logger().warn(f"skipping {conn.topic}: message type {conn.msgtype} is "
+                node.get_logger().warning(f"skipping {conn.topic}: message type {conn.msgtype} is "
                                        "not installed")
                 continue
             if _latched(conn):

@@ -258,7 +258,7 @@ class MapperNode(Node):
         if refused:
             with self._drop_lock:
                 self._tf_refused.update(refused)
-            self.get_logger().warn(f"TF refused: {refused[0]}",
+            self.get_logger().warning(f"TF refused: {refused[0]}",
                                    throttle_duration_sec=self._throttle_s())
 
     def _lookup(self, target: str, source: str, stamp: int) -> np.ndarray:
@@ -282,9 +282,9 @@ class MapperNode(Node):
             summary = ", ".join(f"{k} x{n}" for k, n in self._drop_totals.most_common())
         what = "dropped depth frame" if kind == "depth" else "integrating without color"
         if first:
-            self.get_logger().warn(f"[{camera}] {what}: {detail}")
+            self.get_logger().warning(f"[{camera}] {what}: {detail}")
         else:
-            self.get_logger().warn(f"frames dropped so far: {summary}",
+            self.get_logger().warning(f"frames dropped so far: {summary}",
                                    throttle_duration_sec=self._throttle_s())
 
     # ------------------------------------------------------------------ integration
@@ -333,7 +333,7 @@ class MapperNode(Node):
 
     def _on_time_reset(self) -> None:
         """Time jumped backwards (a bag restarted): forget TF and queued frames, keep the map."""
-        self.get_logger().warn("time jumped backwards: clearing the TF buffer and the queues")
+        self.get_logger().warning("time jumped backwards: clearing the TF buffer and the queues")
         with self._tf_lock:
             self._tf.clear()
         for stream in self.streams:
@@ -486,7 +486,7 @@ class MapperNode(Node):
                                        in P.config_values(mapper.config).items()])
         for result in results:
             if not result.successful:
-                self.get_logger().warn(f"loaded map's config not mirrored: {result.reason}")
+                self.get_logger().warning(f"loaded map's config not mirrored: {result.reason}")
         self._config_target = mapper.config
         self._marker_ids.clear()
         self._mesh_resend_all = True

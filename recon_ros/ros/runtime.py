@@ -14,6 +14,7 @@ from rclpy.executors import (
     ShutdownException,
     TimeoutException,
 )
+from rclpy.task import Task
 
 __all__ = ["spin_until", "stop_on_signals"]
 
@@ -33,16 +34,19 @@ def spin_until(executor: Executor, stop: threading.Event, threads: int) -> None:
 
     rclpy's ``MultiThreadedExecutor`` is not used because its ``shutdown`` destroys its guard
     condition before its thread pool drains, and callbacks still queued then raise.
+
+    Raises:
+        Exception: the first exception a callback raised (after the pool has drained).
     """
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: set[Future[None]] = set()
+        pending: dict[Future[None], Task[None]] = {}
         while not stop.is_set() and rclpy.ok():
             try:
                 handler, _, _ = executor.wait_for_ready_callbacks(timeout_sec=0.1)
             except (TimeoutException, ShutdownException, ExternalShutdownException):
                 continue
-            pending.add(pool.submit(handler))
-            done = {f for f in pending if f.done()}
-            pending -= done
-            for future in done:
-                future.result()  # a callback's exception is a bug: let it surface
+            pending[pool.submit(handler)] = handler
+            for future in [f for f in pending if f.done()]:
+                error = pending.pop(future).exception()
+                if error is not None:  # a callback raised: that is a bug, let it surface
+                    raise error

@@ -1,0 +1,218 @@
+"""Latent feature voxels (NeuralFusion) stored in the blocks of a :class:`BlockVolume`.
+
+A :class:`LatentVolume` owns no index of its own: it holds per-slot tensors aligned with the
+slots of a :class:`~recon_ros.core.volume.BlockVolume` (same hash map, same block layout, same
+voxel geometry: voxel ``(i, j, k)`` centred at ``(i, j, k) * voxel_size_m``). Blocks are
+allocated through that volume, and the volume's ``tsdf`` / ``weight`` receive the TSDF decoded
+from the latent features, so meshing, occupancy and export read the decoded map unchanged.
+
+Per-slot tensors (``N`` = the volume's capacity, ``V = B**3``, ``F`` feature channels):
+``features`` (N, V, F) float32 latent code, 0 = never updated; ``count`` (N, V) float32 number
+of frames that updated the voxel (capped by the integrator); ``occupancy`` (N, V) float32
+decoded occupancy probability (0 where not decoded); ``dirty`` (N,) bool, the block changed
+since it was last decoded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .block_hash import pack_coords
+from .errors import VolumeError
+from .volume import BlockVolume
+
+LATENT_FORMAT = "recon_ros.latent_volume.v1"
+#: Update count at which the confidence channel reaches 0.5 (see :func:`encode_count`).
+COUNT_HALF = 4.0
+
+
+def encode_count(count: torch.Tensor) -> torch.Tensor:
+    """Confidence channel fed to the networks: ``count / (count + COUNT_HALF)`` in [0, 1)."""
+    return count / (count + COUNT_HALF)
+
+
+class LatentVolume:
+    """F feature channels and an update count per voxel, in the blocks of ``volume``.
+
+    Args:
+        volume: the block volume whose index (and slots) are shared; it receives the decoded
+            TSDF.
+        feature_channels: ``F``.
+    """
+
+    def __init__(self, volume: BlockVolume, feature_channels: int) -> None:
+        if feature_channels < 1:
+            raise VolumeError(f"feature_channels must be >= 1, got {feature_channels}")
+        self.volume = volume
+        self.feature_channels = int(feature_channels)
+        self._allocate_storage(volume.capacity)
+        self._halo_cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
+
+    def _allocate_storage(self, capacity: int) -> None:
+        v, dev = self.volume.voxels_per_block, self.volume.device
+        self.features = torch.zeros((capacity, v, self.feature_channels), device=dev)
+        self.count = torch.zeros((capacity, v), device=dev)
+        self.occupancy = torch.zeros((capacity, v), device=dev)
+        self.dirty = torch.zeros(capacity, dtype=torch.bool, device=self.volume.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.volume.device
+
+    @property
+    def capacity(self) -> int:
+        return int(self.count.shape[0])
+
+    def _grow_to_volume(self) -> None:
+        """Append zero slots until this storage matches the volume's capacity (the volume
+        doubles its own storage inside ``allocate_keys``). ``torch.cat`` keeps autograd."""
+        extra = self.volume.capacity - self.capacity
+        if extra <= 0:
+            return
+        v, f, dev = self.volume.voxels_per_block, self.feature_channels, self.device
+        self.features = torch.cat((self.features, torch.zeros((extra, v, f), device=dev)))
+        self.count = torch.cat((self.count, torch.zeros((extra, v), device=dev)))
+        self.occupancy = torch.cat((self.occupancy, torch.zeros((extra, v), device=dev)))
+        self.dirty = torch.cat((self.dirty, torch.zeros(extra, dtype=torch.bool, device=dev)))
+
+    # ------------------------------------------------------------------ voxel addressing
+    def voxel_flat_index(self, voxels: torch.Tensor, allocate: bool) -> torch.Tensor:
+        """Flat voxel index ``slot * V + local`` of global voxel indices.
+
+        Args:
+            voxels: (..., 3) int64 global voxel indices.
+            allocate: allocate absent blocks (else their voxels get -1).
+
+        Returns:
+            (...) int64 index into ``features.view(-1, F)`` / ``count.view(-1)``; -1 for voxels
+            of unallocated blocks when ``allocate`` is False.
+        """
+        B = self.volume.block_size
+        flat_vox = voxels.reshape(-1, 3)
+        block = torch.div(flat_vox, B, rounding_mode="floor")
+        local = flat_vox - block * B
+        linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
+        keys, inverse = torch.unique(pack_coords(block), return_inverse=True)
+        if allocate:
+            slots = self.volume.allocate_keys(keys)
+            self._grow_to_volume()
+        else:
+            slots = self.volume.index.lookup(keys)
+        slot = slots[inverse]
+        flat = torch.where(slot >= 0, slot * self.volume.voxels_per_block + linear, -1)
+        return flat.reshape(voxels.shape[:-1])
+
+    def flat_to_voxels(self, flat: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`voxel_flat_index`: (M,) flat indices -> (M, 3) int64 voxels."""
+        v = self.volume.voxels_per_block
+        slot, local = torch.div(flat, v, rounding_mode="floor"), flat % v
+        return (self.volume.slot_coords(slot) * self.volume.block_size
+                + self.volume.local_offsets[local])
+
+    # ------------------------------------------------------------------ neighbourhoods
+    def voxel_neighbourhoods(self, flat: torch.Tensor) -> torch.Tensor:
+        """Features of the 3x3x3 neighbourhood of voxels, for the translator.
+
+        Args:
+            flat: (M,) flat indices (see :meth:`voxel_flat_index`) of allocated voxels.
+
+        Returns:
+            (M, F + 1, 3, 3, 3): features and :func:`encode_count` of each neighbour (zeros where a
+            neighbour's block is not allocated); axis order x, y, z.
+        """
+        r = torch.arange(-1, 2, device=self.device)
+        offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
+        nbr = self.voxel_flat_index(self.flat_to_voxels(flat)[:, None, :] + offsets[None],
+                                    allocate=False)  # (M, 27)
+        x = self._gather_channels(nbr)  # (M, 27, F + 1)
+        return x.permute(0, 2, 1).reshape(-1, self.feature_channels + 1, 3, 3, 3)
+
+    def block_neighbourhoods(self, slots: torch.Tensor) -> torch.Tensor:
+        """Features of blocks grown by a one-voxel halo from their 26 neighbour blocks.
+
+        Args:
+            slots: (S,) block slots.
+
+        Returns:
+            (S, F + 1, B + 2, B + 2, B + 2): features and encoded count; the block's own voxel
+            ``(x, y, z)`` sits at ``[..., x + 1, y + 1, z + 1]``; zeros where a neighbour block
+            is absent.
+        """
+        B, vol = self.volume.block_size, self.volume
+        nbr_offsets, sample_nbr, sample_local = self._halo_layout(B)
+        coords = vol.slot_coords(slots)  # (S, 3)
+        nbr = vol.find((coords[:, None, :] + nbr_offsets[None]).reshape(-1, 3)).reshape(-1, 27)
+        sample_slot = nbr[:, sample_nbr]  # (S, (B + 2)^3)
+        flat = torch.where(sample_slot >= 0,
+                           sample_slot * vol.voxels_per_block + sample_local[None], -1)
+        x = self._gather_channels(flat)  # (S, (B+2)^3, F + 1)
+        n = B + 2
+        return x.permute(0, 2, 1).reshape(-1, self.feature_channels + 1, n, n, n)
+
+    def _halo_layout(self, B: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(27, 3) neighbour-block offsets, and for each of the (B + 2)^3 halo samples the
+        index of its neighbour block (into the offsets) and its linear index in that block."""
+        key = (B, 1, str(self.device))
+        if key not in self._halo_cache:
+            r = torch.arange(-1, 2, device=self.device)
+            offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
+            s = torch.arange(-1, B + 1, device=self.device)
+            sample = torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(-1, 3)
+            block = torch.div(sample, B, rounding_mode="floor")  # in {-1, 0, 1}
+            local = sample - block * B
+            nbr_index = ((block[:, 0] + 1) * 3 + block[:, 1] + 1) * 3 + block[:, 2] + 1
+            linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
+            self._halo_cache[key] = (offsets, nbr_index, linear)
+        return self._halo_cache[key]
+
+    def _gather_channels(self, flat: torch.Tensor) -> torch.Tensor:
+        """(...) flat indices (-1 = absent) -> (..., F + 1) features and :func:`encode_count`."""
+        present = flat >= 0
+        idx = flat.clamp(min=0).reshape(-1)
+        feats = self.features.reshape(-1, self.feature_channels).index_select(0, idx)
+        count = self.count.reshape(-1).index_select(0, idx)
+        x = torch.cat((feats, encode_count(count)[:, None]), dim=1)
+        x = x * present.reshape(-1, 1).to(x.dtype)
+        return x.reshape(*flat.shape, self.feature_channels + 1)
+
+    # ------------------------------------------------------------------ lifecycle
+    def detach(self) -> None:
+        """Cut the autograd history of the features (truncated backpropagation)."""
+        self.features = self.features.detach()
+
+    def reset(self) -> None:
+        """Forget every block (the shared volume is reset too)."""
+        self.volume.reset()
+        self._allocate_storage(self.volume.capacity)
+
+    def to(self, device: torch.device | str) -> "LatentVolume":
+        """Move the latent tensors (and the shared volume) to ``device``; returns self."""
+        self.volume.to(device)
+        for name in ("features", "count", "occupancy", "dirty"):
+            setattr(self, name, getattr(self, name).to(self.volume.device))
+        self._halo_cache.clear()
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor | int | str]:
+        """Latent payload of the allocated slots (the volume saves the index itself)."""
+        n = self.volume.num_blocks
+        return {"format": LATENT_FORMAT, "feature_channels": self.feature_channels,
+                "features": self.features[:n].detach().cpu().clone(),
+                "count": self.count[:n].cpu().clone(),
+                "occupancy": self.occupancy[:n].cpu().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` into slots ``0 .. n-1`` of the (already loaded) volume."""
+        if state.get("format") != LATENT_FORMAT:
+            raise VolumeError(f"not a latent volume state (expected format {LATENT_FORMAT})")
+        n = int(state["count"].shape[0])
+        if int(state["feature_channels"]) != self.feature_channels or n != self.volume.num_blocks:
+            raise VolumeError("latent state does not match the volume (blocks or channels)")
+        self._allocate_storage(self.volume.capacity)
+        self.features[:n] = state["features"].to(self.device)
+        self.count[:n] = state["count"].to(self.device)
+        self.occupancy[:n] = state["occupancy"].to(self.device)
+
+    def bytes_per_voxel(self) -> float:
+        """Bytes of latent payload (features, count, occupancy) per voxel."""
+        return float(4 * (self.feature_channels + 2))

@@ -1,0 +1,77 @@
+"""Safe weight files and resumable training checkpoints of the latent fusion model.
+
+Both are written with ``torch.save`` and read with ``torch.load(weights_only=True)``: they hold
+only plain containers (dicts, lists, str, int, float, bool) and tensors, so loading never runs
+arbitrary pickled code.
+
+- Weights (shipped in ``recon_ros/models/weights/``): ``{"format": WEIGHTS_FORMAT,
+  "model_config": ModelConfig dict, "state_dict": {name: tensor}, "meta": {...}}``.
+- Training checkpoints add the optimizer state, the number of finished sequences, the loss
+  history and the training configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import ReconError
+from .networks import LatentFusionModel, ModelConfig
+
+WEIGHTS_FORMAT = "recon_ros.latent_fusion.weights.v1"
+TRAINING_FORMAT = "recon_ros.latent_fusion.training.v1"
+#: The weights ``fusion.weights: ""`` refers to (trained by ``recon-ros train latent-fusion``).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "latent_fusion_small.pt"
+
+
+def _read(path: Path, expected_format: str) -> dict[str, Any]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ReconError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        raise ReconError(f"{path} is not a recon_ros file of format {expected_format}")
+    return state
+
+
+def save_weights(model: LatentFusionModel, path: str | Path, meta: dict[str, Any]) -> None:
+    """Write an inference-only weight file (CPU tensors, model config, metadata)."""
+    state = {"format": WEIGHTS_FORMAT, "model_config": model.config.to_dict(),
+             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "meta": meta}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, str(path))
+
+
+def load_weights(path: str | Path = "", device: torch.device | str = "cpu"
+                 ) -> tuple[LatentFusionModel, dict[str, Any]]:
+    """A model in eval mode on ``device`` and its metadata; ``""`` = the shipped weights."""
+    p = Path(path) if str(path) else DEFAULT_WEIGHTS
+    state = _read(p, WEIGHTS_FORMAT)
+    model = LatentFusionModel(ModelConfig.from_dict(state["model_config"]))
+    try:
+        model.load_state_dict(state["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ReconError(f"{p}: weights do not match the model config: {exc}") from exc
+    return model.to(device).eval(), dict(state.get("meta", {}))
+
+
+def save_training_state(path: str | Path, model: LatentFusionModel,
+                        optimizer: torch.optim.Optimizer, sequences_done: int,
+                        history: dict[str, list[float]], train_config: dict[str, Any]) -> None:
+    """Write a resumable checkpoint (atomically: temp file, then rename)."""
+    state = {"format": TRAINING_FORMAT, "model_config": model.config.to_dict(),
+             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "sequences_done": int(sequences_done),
+             "history": history, "train_config": train_config}
+    p = Path(path)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    torch.save(state, str(tmp))
+    tmp.replace(p)
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """The dict written by :func:`save_training_state` (tensors on CPU)."""
+    return _read(Path(path), TRAINING_FORMAT)

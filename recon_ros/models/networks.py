@@ -1,0 +1,138 @@
+"""The two networks of latent fusion (NeuralFusion, Weder et al. 2021).
+
+- :class:`FusionNet`: a fully convolutional 2D network over the image grid (no normalization
+  layers, zero padding: any resolution) mapping the view-aligned latent features of the
+  ``2n + 1`` ray samples, their confidences and the measurement (depth, ray direction,
+  validity) to normalized feature updates (``tanh``) for the same samples. A per-pixel encoder
+  (1x1 convolutions) is followed by three 3x3 convolutions with dilations 1, 2, 4 (receptive
+  field 15 px, enough to see an outlier blob and its surroundings) and a per-pixel decoder
+  that sees both the pixel's own encoding and its context.
+- :class:`Translator`: a 3D network over a voxel's 3x3x3 feature neighbourhood (one valid
+  3x3x3 convolution, then 1x1x1 convolutions) decoding a normalized TSDF (``tanh``, 1 = the
+  truncation) and an occupancy logit. Applied to ``(N, F + 1, 3, 3, 3)`` single-voxel
+  neighbourhoods (training) or to whole blocks with a one-voxel halo
+  ``(S, F + 1, B + 2, B + 2, B + 2)`` (inference): the same weights, the same result.
+
+:class:`LatentFusionModel` bundles both with their :class:`ModelConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError
+from ..core.latent_integrator import LatentIntegrator, fusion_input_channels
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a latent fusion model (stored with its weights).
+
+    Attributes:
+        feature_channels: ``F``, latent channels per voxel.
+        samples_per_side: ``n``; ``2n + 1`` samples one voxel apart per ray.
+        fusion_hidden: channels of the fusion network's hidden layers.
+        translator_hidden: channels of the translator's hidden layers.
+        truncation_voxels: TSDF scale of the translator's output (its targets are the true
+            signed distance clamped to +-this many voxels).
+    """
+
+    feature_channels: int = 8
+    samples_per_side: int = 4
+    fusion_hidden: int = 32
+    translator_hidden: int = 32
+    truncation_voxels: float = 4.0
+
+    def __post_init__(self) -> None:
+        for name in ("feature_channels", "samples_per_side", "fusion_hidden",
+                     "translator_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name}={value!r} is invalid: must be an int >= 1")
+        if not 1.0 <= self.truncation_voxels <= 32.0:
+            raise ConfigError(f"model.truncation_voxels={self.truncation_voxels!r} is invalid: "
+                              "must be in [1, 32]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+class FusionNet(nn.Module):
+    """``(B, C, H, W) -> (B, (2n + 1) * F, H, W)`` feature updates in [-1, 1].
+
+    Args:
+        feature_channels: ``F``.
+        samples_per_side: ``n``.
+        hidden: hidden channels.
+    """
+
+    def __init__(self, feature_channels: int, samples_per_side: int, hidden: int) -> None:
+        super().__init__()
+        c_in = fusion_input_channels(feature_channels, samples_per_side)
+        c_out = (2 * samples_per_side + 1) * feature_channels
+        self.encode = nn.Sequential(nn.Conv2d(c_in, hidden, 1), nn.ReLU(),
+                                    nn.Conv2d(hidden, hidden, 1), nn.ReLU())
+        self.context = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4), nn.ReLU())
+        self.decode = nn.Sequential(nn.Conv2d(2 * hidden, hidden, 1), nn.ReLU(),
+                                    nn.Conv2d(hidden, c_out, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.encode(x)
+        return torch.tanh(self.decode(torch.cat((e, self.context(e)), dim=1)))
+
+
+class Translator(nn.Module):
+    """``(N, F + 1, D, D, D) -> (N, 2, D - 2, D - 2, D - 2)``: channel 0 normalized TSDF in
+    [-1, 1], channel 1 occupancy logit.
+
+    Args:
+        feature_channels: ``F``.
+        hidden: hidden channels.
+    """
+
+    def __init__(self, feature_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv3d(feature_channels + 1, hidden, 3), nn.ReLU(),
+                                 nn.Conv3d(hidden, hidden, 1), nn.ReLU(),
+                                 nn.Conv3d(hidden, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return torch.cat((torch.tanh(out[:, :1]), out[:, 1:]), dim=1)
+
+
+class LatentFusionModel(nn.Module):
+    """Fusion network + translator of one :class:`ModelConfig`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.fusion = FusionNet(config.feature_channels, config.samples_per_side,
+                                config.fusion_hidden)
+        self.translator = Translator(config.feature_channels, config.translator_hidden)
+
+    def integrator(self, max_count: float) -> LatentIntegrator:
+        """A :class:`LatentIntegrator` running these networks."""
+        return LatentIntegrator(self.fusion, self.translator, self.config.samples_per_side,
+                                self.config.truncation_voxels, max_count)
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts: fusion network, translator, total."""
+        f = sum(p.numel() for p in self.fusion.parameters())
+        t = sum(p.numel() for p in self.translator.parameters())
+        return {"fusion": f, "translator": t, "total": f + t}
