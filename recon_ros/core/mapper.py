@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .config import MapperConfig
-from .errors import VolumeError
+from .checkpoint import read_checkpoint
 from .frame import Frame
 from .marching_cubes import IncrementalMesher
 from .mesh import TriangleMesh
@@ -142,13 +142,7 @@ class Mapper:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "Mapper":
         """Read a checkpoint written by :meth:`save`, optionally onto another device."""
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise VolumeError(f"cannot read map checkpoint {path}: {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != MAPPER_FORMAT:
-            raise VolumeError(f"{path} is not a recon_ros map checkpoint "
-                              f"(expected format {MAPPER_FORMAT})")
+        state = read_checkpoint(path, MAPPER_FORMAT, "map")
         config = MapperConfig.from_dict(state["config"])
         if device is not None:
             config = config.with_overrides(volume={"device": device})

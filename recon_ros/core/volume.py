@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .block_hash import BlockHashMap, pack_coords, unpack_keys
-from .errors import VolumeError
+from .checkpoint import read_checkpoint
 
 CHECKPOINT_FORMAT = "recon_ros.block_volume.v1"
 
@@ -175,14 +175,7 @@ class BlockVolume:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "BlockVolume":
         """Read a checkpoint written by :meth:`save` onto ``device``."""
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise VolumeError(f"cannot read volume checkpoint {path}: {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise VolumeError(f"{path} is not a recon_ros volume checkpoint "
-                              f"(expected format {CHECKPOINT_FORMAT})")
-        return cls.from_state_dict(state, device)
+        return cls.from_state_dict(read_checkpoint(path, CHECKPOINT_FORMAT, "volume"), device)
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> "BlockVolume":

@@ -183,3 +183,16 @@ def test_reset_forgets_the_map(device):
     assert mapper.mesh().num_faces > 0
     mapper.reset()
     assert mapper.volume.num_blocks == 0 and mapper.mesh().num_faces == 0
+
+
+def test_loading_something_else_is_a_clear_error(tmp_path):
+    from recon_ros.core import VolumeError
+    from recon_ros.core.volume import BlockVolume
+
+    bad = tmp_path / "not_a_map.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(VolumeError, match="cannot read map checkpoint"):
+        Mapper.load(bad)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(VolumeError, match="not a recon_ros volume checkpoint"):
+        BlockVolume.load(tmp_path / "other.pt")
