@@ -13,6 +13,7 @@ Everything is batched tensor code on the volume's device: no Python loop over vo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ class FrameTensors:
         color: (Hc, Wc, 3) uint8 RGB, or None.
         color_camera: intrinsics of ``color``.
         T_color_cam: (4, 4) float32 transform from the depth optical frame to the color one.
+        min_depth_m, max_depth_m: readings outside this range are invalid, metres.
     """
 
     depth: torch.Tensor
@@ -143,7 +145,7 @@ class TsdfIntegrator:
         volume.mark_changed(changed)
         return changed
 
-    def _kernel(self, name: str):
+    def _kernel(self, name: str) -> Callable:
         return get_kernel(name, self._compile)
 
 
