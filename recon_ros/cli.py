@@ -1,4 +1,4 @@
-"""The ``recon-ros`` command line: synth, replay, eval, demo, bench, play.
+"""The ``recon-ros`` command line: synth, replay, eval, demo, bench, play, train, eval-fusion.
 
 Library errors (bad config, unreadable bag, missing topic) end in one clear line on stderr and
 exit code 2; nothing here calls ``sys.exit`` from library code.
@@ -267,6 +267,93 @@ def play(
     except ReconError as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(code=code)
+
+
+# ---------------------------------------------------------------------------------- train
+train_app = typer.Typer(no_args_is_help=True, help="Train the learned models.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("latent-fusion")
+def train_latent_fusion(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (checkpoint, weights, "
+                                      "loss.png).")] = Path("out/train/latent_fusion_small"),
+    preset: Annotated[str, typer.Option(help="small (2 CPU cores) or full (GPU).")] = "small",
+    sequences: Annotated[Optional[int], typer.Option(min=1, help="Override the number of "
+                                                     "training sequences.")] = None,
+    time_limit_min: Annotated[Optional[float], typer.Option(
+        help="Stop after this much training time (all resumed runs together).")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option()] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = True,
+    ship: Annotated[bool, typer.Option(help="Copy the final weights into the package "
+                                       "(recon_ros/models/weights/).")] = False,
+) -> None:
+    """Train latent fusion (NeuralFusion) on generated synthetic rooms; seeded, resumable."""
+    import shutil
+
+    from .models.checkpoint import DEFAULT_WEIGHTS
+    from .models.train import preset as make_preset
+    from .models.train import train
+
+    try:
+        cfg = make_preset(preset, sequences=sequences, seed=seed, device=device,
+                          threads=threads,
+                          time_limit_s=None if time_limit_min is None else 60 * time_limit_min)
+        result = train(cfg, out, resume=resume, log=lambda line: print(line, flush=True))
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"{result.sequences_done}/{cfg.sequences} sequences in "
+                  f"{result.wall_s / 60:.1f} min; weights: {result.weights}; curves: "
+                  f"{result.out_dir / 'loss.png'}")
+    if ship and result.weights is not None:
+        shutil.copyfile(result.weights, DEFAULT_WEIGHTS)
+        console.print(f"shipped as {DEFAULT_WEIGHTS}")
+
+
+# ---------------------------------------------------------------------------- eval-fusion
+@app.command("eval-fusion")
+def eval_fusion(
+    out_md: Annotated[Path, typer.Option(help="Markdown report.")]
+    = Path("docs/latent_fusion_eval.md"),
+    json_out: Annotated[Optional[Path], typer.Option(help="Also write all numbers as JSON.")]
+    = Path("out/eval_fusion/results.json"),
+    scenes: Annotated[int, typer.Option(min=1, help="Held-out rooms.")] = 3,
+    frames: Annotated[int, typer.Option(min=2, help="Frames per room.")] = 40,
+    width: Annotated[int, typer.Option(min=16)] = 160,
+    height: Annotated[int, typer.Option(min=16)] = 120,
+    weights: Annotated[str, typer.Option(help='Latent weights ("" = shipped).')] = "",
+    real: Annotated[bool, typer.Option(help="Also run ../shared/data/3dmatch-seq01.")] = True,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """TSDF fusion vs latent fusion on identical noisy inputs: held-out synthetic rooms x
+    (sigma x outliers), and real frames."""
+    import dataclasses
+    import sys
+
+    import torch
+
+    from .models.evaluate import EvalConfig, evaluate
+
+    torch.set_num_threads(threads)
+    cfg = EvalConfig(scenes=scenes, frames=frames, width=width, height=height, weights=weights)
+    if not real:
+        cfg = dataclasses.replace(cfg, real_frames=None)
+    command = " ".join(["recon-ros", *sys.argv[1:]])
+    try:
+        _, _, checks = evaluate(cfg, out_md, json_out, command,
+                                log=lambda line: print(line, flush=True))
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(title="latent fusion goals")
+    table.add_column("goal")
+    table.add_column("met")
+    table.add_column("measured")
+    for name, ok, text in checks:
+        table.add_row(name, "yes" if ok else "no", text)
+    console.print(table)
+    console.print(f"report: {out_md}")
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """Typed, validated configuration of the mapping core.
 
 Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
-``mesh``, ``occupancy``. Every field name carries its unit. ``MapperConfig.from_dict`` rejects
-unknown keys so that a typo in a YAML file is an error, not a silently ignored setting.
+``mesh``, ``occupancy``, ``fusion``. Every field name carries its unit.
+``MapperConfig.from_dict`` rejects unknown keys so that a typo in a YAML file is an error, not
+a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -170,11 +171,43 @@ class OccupancyConfig:
                  "must be in [1, 64]", self.free_space_stride_px)
 
 
+FUSION_METHODS = ("tsdf", "latent")
+
+
+@dataclass
+class FusionConfig:
+    """How depth is fused into the map.
+
+    Attributes:
+        method: ``tsdf`` (classical projective TSDF fusion, with color) or ``latent`` (learned
+            fusion in a latent feature volume, NeuralFusion-style; the TSDF is decoded from it
+            lazily for meshing, occupancy and export; geometry only, no color).
+        weights: weight file of the latent model; ``""`` = the shipped default
+            (``recon_ros/models/weights/latent_fusion_small.pt``). The latent feature channels
+            and samples per ray are those of the weights.
+        max_count: cap of the per-voxel update count of the latent running average (lower
+            values let the map adapt faster to change).
+    """
+
+    method: str = "tsdf"
+    weights: str = ""
+    max_count: float = 64.0
+
+    def __post_init__(self) -> None:
+        s = "fusion"
+        _require(self.method in FUSION_METHODS, s, "method",
+                 f"must be one of {list(FUSION_METHODS)}", self.method)
+        _require(isinstance(self.weights, str), s, "weights", "must be a path or \"\"",
+                 self.weights)
+        _require(self.max_count >= 1.0, s, "max_count", "must be >= 1", self.max_count)
+
+
 SECTIONS: dict[str, type] = {
     "volume": VolumeConfig,
     "integration": IntegrationConfig,
     "mesh": MeshConfig,
     "occupancy": OccupancyConfig,
+    "fusion": FusionConfig,
 }
 
 
@@ -186,6 +219,7 @@ class MapperConfig:
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

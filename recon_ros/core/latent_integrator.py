@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .latent_volume import LatentVolume, encode_count
+from .latent_volume import LatentVolume, encode_count, neighbour_offsets
 from .tsdf_integrator import FrameTensors
 
 #: Depth input of the fusion network is ``depth_m / DEPTH_SCALE_M``.
@@ -139,6 +139,12 @@ class LatentIntegrator:
     def samples(self) -> int:
         return 2 * self.samples_per_side + 1
 
+    def to(self, device: torch.device | str) -> "LatentIntegrator":
+        """Move both networks to ``device``; returns self."""
+        self.fusion_net.to(device)
+        self.translator.to(device)
+        return self
+
     # ------------------------------------------------------------------ fusion
     def integrate(self, latent: LatentVolume, frame: FrameTensors,
                   differentiable: bool = False) -> LatentUpdate:
@@ -185,6 +191,7 @@ class LatentIntegrator:
 
     def _running_average(self, latent: LatentVolume, voxel_ids: torch.Tensor,
                          mean: torch.Tensor, differentiable: bool) -> None:
+        """Count-weighted running average of the (U, F) pooled updates into their voxels."""
         F = latent.feature_channels
         feats = latent.features.reshape(-1, F)
         count = latent.count.reshape(-1)
@@ -229,8 +236,7 @@ class LatentIntegrator:
         if dirty.numel() == 0:
             return dirty
         latent.dirty[:n] = False
-        r = torch.arange(-1, 2, device=vol.device)
-        offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
+        offsets = neighbour_offsets(vol.device)
         near = vol.find((vol.slot_coords(dirty)[:, None, :] + offsets[None]).reshape(-1, 3))
         slots = torch.unique(near[near >= 0])
         scale_m = self.truncation_voxels * vol.voxel_size_m

@@ -31,6 +31,37 @@ def encode_count(count: torch.Tensor) -> torch.Tensor:
     return count / (count + COUNT_HALF)
 
 
+def neighbour_offsets(device: torch.device | str) -> torch.Tensor:
+    """(27, 3) int64 offsets of a 3x3x3 neighbourhood, x-major (x, then y, then z)."""
+    r = torch.arange(-1, 2, device=device)
+    return torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
+
+
+def voxel_flat_index(volume: BlockVolume, voxels: torch.Tensor, allocate: bool
+                     ) -> torch.Tensor:
+    """Flat index ``slot * V + local`` of global voxel indices in ``volume``'s storage.
+
+    Args:
+        volume: the block volume.
+        voxels: (..., 3) int64 global voxel indices.
+        allocate: allocate absent blocks (else their voxels get -1).
+
+    Returns:
+        (...) int64 index into ``volume.tsdf.view(-1)`` (and any per-voxel tensor aligned with
+        its slots); -1 for voxels of unallocated blocks when ``allocate`` is False.
+    """
+    B = volume.block_size
+    flat_vox = voxels.reshape(-1, 3)
+    block = torch.div(flat_vox, B, rounding_mode="floor")
+    local = flat_vox - block * B
+    linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
+    keys, inverse = torch.unique(pack_coords(block), return_inverse=True)
+    slots = volume.allocate_keys(keys) if allocate else volume.index.lookup(keys)
+    slot = slots[inverse]
+    flat = torch.where(slot >= 0, slot * volume.voxels_per_block + linear, -1)
+    return flat.reshape(voxels.shape[:-1])
+
+
 class LatentVolume:
     """F feature channels and an update count per voxel, in the blocks of ``volume``.
 
@@ -77,7 +108,8 @@ class LatentVolume:
 
     # ------------------------------------------------------------------ voxel addressing
     def voxel_flat_index(self, voxels: torch.Tensor, allocate: bool) -> torch.Tensor:
-        """Flat voxel index ``slot * V + local`` of global voxel indices.
+        """Flat voxel index ``slot * V + local`` of global voxel indices (see
+        :func:`voxel_flat_index`), growing the latent storage with the volume.
 
         Args:
             voxels: (..., 3) int64 global voxel indices.
@@ -87,20 +119,10 @@ class LatentVolume:
             (...) int64 index into ``features.view(-1, F)`` / ``count.view(-1)``; -1 for voxels
             of unallocated blocks when ``allocate`` is False.
         """
-        B = self.volume.block_size
-        flat_vox = voxels.reshape(-1, 3)
-        block = torch.div(flat_vox, B, rounding_mode="floor")
-        local = flat_vox - block * B
-        linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
-        keys, inverse = torch.unique(pack_coords(block), return_inverse=True)
+        flat = voxel_flat_index(self.volume, voxels, allocate)
         if allocate:
-            slots = self.volume.allocate_keys(keys)
             self._grow_to_volume()
-        else:
-            slots = self.volume.index.lookup(keys)
-        slot = slots[inverse]
-        flat = torch.where(slot >= 0, slot * self.volume.voxels_per_block + linear, -1)
-        return flat.reshape(voxels.shape[:-1])
+        return flat
 
     def flat_to_voxels(self, flat: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`voxel_flat_index`: (M,) flat indices -> (M, 3) int64 voxels."""
@@ -120,8 +142,7 @@ class LatentVolume:
             (M, F + 1, 3, 3, 3): features and :func:`encode_count` of each neighbour (zeros where a
             neighbour's block is not allocated); axis order x, y, z.
         """
-        r = torch.arange(-1, 2, device=self.device)
-        offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
+        offsets = neighbour_offsets(self.device)
         nbr = self.voxel_flat_index(self.flat_to_voxels(flat)[:, None, :] + offsets[None],
                                     allocate=False)  # (M, 27)
         x = self._gather_channels(nbr)  # (M, 27, F + 1)
@@ -154,8 +175,7 @@ class LatentVolume:
         index of its neighbour block (into the offsets) and its linear index in that block."""
         key = (B, 1, str(self.device))
         if key not in self._halo_cache:
-            r = torch.arange(-1, 2, device=self.device)
-            offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
+            offsets = neighbour_offsets(self.device)
             s = torch.arange(-1, B + 1, device=self.device)
             sample = torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(-1, 3)
             block = torch.div(sample, B, rounding_mode="floor")  # in {-1, 0, 1}

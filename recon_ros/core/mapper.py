@@ -20,6 +20,8 @@ import torch
 from .config import MapperConfig
 from .checkpoint import read_checkpoint
 from .frame import Frame
+from .latent_integrator import LatentIntegrator
+from .latent_volume import LatentVolume
 from .marching_cubes import IncrementalMesher
 from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
@@ -32,7 +34,9 @@ MAPPER_FORMAT = "recon_ros.mapper.v1"
 
 
 class Mapper:
-    """Incremental TSDF mapping on one torch device.
+    """Incremental mapping on one torch device: classical TSDF fusion, or learned latent fusion
+    (``fusion.method: latent``) whose TSDF is decoded lazily into the same block volume before
+    any output (mesh, occupancy, checkpoint) is produced.
 
     Args:
         config: the whole mapping configuration (validated on construction).
@@ -57,6 +61,15 @@ class Mapper:
             free_below_m=oc.free_below_m,
             min_weight=oc.min_weight, truncation_m=truncation_m,
             free_space_stride_px=oc.free_space_stride_px, device=self.device)
+        self.latent: LatentVolume | None = None
+        self.latent_integrator: LatentIntegrator | None = None
+        if self.config.fusion.method == "latent":
+            # Imported here: the learned models live above the core and import it.
+            from ..models.checkpoint import load_weights
+
+            model, _ = load_weights(self.config.fusion.weights, self.device)
+            self.latent_integrator = model.integrator(self.config.fusion.max_count)
+            self.latent = LatentVolume(self.volume, model.config.feature_channels)
         self.timer = StageTimer(self.device)
         self.frames_integrated = 0
         self.has_color = False
@@ -71,12 +84,25 @@ class Mapper:
         with self.timer("upload"):
             ft = self._to_device(frame)
         with self.timer("integrate"):
-            changed = self.integrator.integrate(self.volume, ft)
+            if self.latent is None:
+                changed = self.integrator.integrate(self.volume, ft).numel()
+                self.has_color |= ft.color is not None
+            else:
+                with torch.no_grad():
+                    voxels = self.latent_integrator.integrate(self.latent, ft).voxels
+                changed = torch.unique(torch.div(voxels, self.volume.voxels_per_block,
+                                                 rounding_mode="floor")).numel()
         with self.timer("free_space"):
             self.occupancy.carve(ft)
         self.frames_integrated += 1
-        self.has_color |= ft.color is not None
-        return int(changed.numel())
+        return int(changed)
+
+    def decode(self) -> None:
+        """Latent fusion only: decode the blocks changed since the last call into the volume's
+        TSDF and weight (every output calls this first; a no-op for TSDF fusion)."""
+        if self.latent is not None:
+            with self.timer("decode"):
+                self.latent_integrator.decode_dirty(self.latent)
 
     def _to_device(self, frame: Frame) -> FrameTensors:
         dev = self.device
@@ -99,6 +125,7 @@ class Mapper:
     # ------------------------------------------------------------------ outputs
     def update_mesh(self) -> torch.Tensor:
         """Re-mesh changed blocks; returns the (K,) keys of the blocks whose mesh changed."""
+        self.decode()
         with self.timer("mesh"):
             return self.mesher.update()
 
@@ -110,25 +137,32 @@ class Mapper:
 
     def occupied_voxels(self) -> np.ndarray:
         """(N, 3) float32 centres of occupied voxels, map frame, metres."""
+        self.decode()
         with self.timer("occupancy"):
             return self.occupancy.occupied_points(self.volume).cpu().numpy()
 
     def occupancy_grid(self) -> OccupancyGrid2D:
         """The 2D occupancy grid over the configured height band."""
+        self.decode()
         with self.timer("occupancy"):
             return self.occupancy.grid(self.volume)
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
         """Forget the whole map (configuration and timers are kept)."""
-        self.volume.reset()
+        if self.latent is not None:
+            self.latent.reset()  # resets the shared volume too
+        else:
+            self.volume.reset()
         self.mesher.reset()
         self.occupancy.reset()
         self.frames_integrated = 0
         self.has_color = False
 
     def save(self, path: str | Path) -> None:
-        """Write the map (volume, free space, config) to one checkpoint file."""
+        """Write the map (volume, latent features if any, free space, config) to one
+        checkpoint file."""
+        self.decode()
         state = {
             "format": MAPPER_FORMAT,
             "config": self.config.to_dict(),
@@ -137,6 +171,8 @@ class Mapper:
             "frames_integrated": self.frames_integrated,
             "has_color": self.has_color,
         }
+        if self.latent is not None:
+            state["latent"] = self.latent.state_dict()
         torch.save(state, str(path))
 
     @classmethod
@@ -148,6 +184,9 @@ class Mapper:
             config = config.with_overrides(volume={"device": device})
         mapper = cls(config)
         mapper.volume = BlockVolume.from_state_dict(state["volume"], mapper.device)
+        if mapper.latent is not None:
+            mapper.latent = LatentVolume(mapper.volume, mapper.latent.feature_channels)
+            mapper.latent.load_state_dict(state["latent"])
         mapper.mesher = IncrementalMesher(mapper.volume, config.mesh.min_weight)
         mapper.occupancy.load_state_dict(state["occupancy"])
         mapper.frames_integrated = int(state["frames_integrated"])
@@ -158,7 +197,11 @@ class Mapper:
         """Move the map to another device (in place); returns self."""
         self.device = torch.device(device)
         self.config = self.config.with_overrides(volume={"device": str(self.device)})
-        self.volume.to(self.device)
+        if self.latent is not None:
+            self.latent.to(self.device)  # moves the shared volume too
+            self.latent_integrator.to(self.device)
+        else:
+            self.volume.to(self.device)
         self.mesher.reset()
         self.occupancy.to(self.device)
         self.timer.device = self.device
@@ -172,7 +215,8 @@ class Mapper:
             "frames_integrated": self.frames_integrated,
             "blocks": self.volume.num_blocks,
             "voxels": self.volume.num_blocks * self.volume.voxels_per_block,
-            "bytes_per_voxel": self.volume.bytes_per_voxel(),
+            "bytes_per_voxel": self.volume.bytes_per_voxel() + (
+                self.latent.bytes_per_voxel() if self.latent is not None else 0.0),
             **mem,
             "mesh_triangles": int(self.mesher.tri_edge.shape[0]),
         }

@@ -12,6 +12,7 @@ blocks whose voxels (or whose upper neighbours' voxels) changed since the last u
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .block_hash import pack_coords
@@ -182,6 +183,31 @@ class IncrementalMesher:
             out.append((key, self._weld(self.tri_edge[rows], self.tri_pos[rows],
                                         self.tri_rgb[rows], with_colors)))
         return out
+
+    def block_triangles(self, block_keys: torch.Tensor | None = None, with_colors: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Unwelded triangles of ``block_keys`` (None: of every block that has some), grouped
+        by block, e.g. for one ``TRIANGLE_LIST`` marker per block (no shared vertices needed;
+        vectorised, unlike :meth:`block_meshes`).
+
+        Returns:
+            ``(keys (K,) int64, counts (K,) int64, positions (T, 3, 3) float32 metres,
+            colors (T, 3, 3) uint8 or None)``: the distinct ``block_keys`` ascending, the
+            number of triangles of each (0: the block has no surface any more), and the
+            triangles' corners, block after block in that order.
+        """
+        keys = torch.unique(self.tri_block if block_keys is None
+                            else block_keys.to(self.tri_block.device))
+        rows = torch.nonzero(torch.isin(self.tri_block, keys)).squeeze(1)
+        rows = rows[torch.argsort(self.tri_block[rows], stable=True)]
+        sorted_blocks = self.tri_block[rows]
+        counts = (torch.searchsorted(sorted_blocks, keys, right=True)
+                  - torch.searchsorted(sorted_blocks, keys))
+        colors = None
+        if with_colors:
+            colors = self.tri_rgb[rows].round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        return (keys.cpu().numpy(), counts.cpu().numpy(), self.tri_pos[rows].cpu().numpy(),
+                colors)
 
     def mesh(self, with_colors: bool = True, block_keys: torch.Tensor | None = None
              ) -> TriangleMesh:

@@ -12,6 +12,7 @@ arbitrary pickled code.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "latent_fusion_s
 def _read(path: Path, expected_format: str) -> dict[str, Any]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ReconError(f"cannot read {path}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != expected_format:
         raise ReconError(f"{path} is not a recon_ros file of format {expected_format}")

@@ -1,0 +1,273 @@
+"""Latent fusion: extraction and integration index math by hand, decoding consistency,
+determinism, checkpoints, a tiny overfit run, and the shipped weights against TSDF fusion."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from recon_ros.core import Mapper, MapperConfig
+from recon_ros.core.errors import ConfigError, ReconError
+from recon_ros.core.frame import PinholeCamera
+from recon_ros.core.latent_integrator import LatentIntegrator, pool_updates, ray_sample_voxels
+from recon_ros.core.latent_volume import LatentVolume
+from recon_ros.core.volume import BlockVolume
+from recon_ros.models.checkpoint import (DEFAULT_WEIGHTS, load_training_state, load_weights,
+                                         save_weights)
+from recon_ros.models.data import NoiseRanges, frame_tensors, training_sequence
+from recon_ros.models.networks import LatentFusionModel, ModelConfig
+from recon_ros.models.train import TrainConfig, train, train_sequence
+
+TINY_MODEL = ModelConfig(feature_channels=4, samples_per_side=2, fusion_hidden=8,
+                         translator_hidden=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _camera(width: int, height: int, f: float, cx: float, cy: float) -> PinholeCamera:
+    return PinholeCamera(np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]]), width, height)
+
+
+# ------------------------------------------------------------------------- extraction
+def test_ray_samples_one_pixel_by_hand(device):
+    # Pixel (0, 0) on the optical axis, identity pose, depth 1.0 m, voxel 0.1 m, n = 2:
+    # samples at z = 0.8, 0.9, 1.0, 1.1, 1.2 -> voxels (0, 0, 8..12).
+    depth = torch.tensor([[1.0]], device=device)
+    voxels, ray = ray_sample_voxels(depth, (1.0, 1.0, 0.0, 0.0), torch.eye(4, device=device),
+                                    0.1, 2)
+    assert voxels.shape == (1, 1, 5, 3) and ray.shape == (1, 1, 3)
+    assert voxels[0, 0].tolist() == [[0, 0, 8], [0, 0, 9], [0, 0, 10], [0, 0, 11], [0, 0, 12]]
+    assert torch.allclose(ray[0, 0], torch.tensor([0.0, 0.0, 1.0], device=device))
+
+
+def test_ray_samples_oblique_pixel_and_pose_by_hand(device):
+    # Pixel (1, 0) with fx = 1, cx = 0: ray (1, 0, 1), |ray| = sqrt(2). Depth 1 m means the
+    # point (1, 0, 1); samples are one voxel (0.1 m) apart along the unit ray, i.e.
+    # (1 + k * 0.1 / sqrt(2)) * (1, 0, 1). The camera sits at (0, 0, 5) in the map, with
+    # optical x = map x, optical z = map -z (turned upside down about x).
+    depth = torch.tensor([[0.0, 1.0]], device=device)
+    T = torch.tensor([[1.0, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 5], [0, 0, 0, 1]],
+                     device=device)
+    voxels, _ = ray_sample_voxels(depth, (1.0, 1.0, 0.0, 0.0), T, 0.1, 1)
+    s = [1 + k * 0.1 / math.sqrt(2) for k in (-1, 0, 1)]  # 0.929, 1.0, 1.071
+    expected = [[round(10 * v), 0, round(10 * (5 - v))] for v in s]
+    assert expected == [[9, 0, 41], [10, 0, 40], [11, 0, 39]]
+    assert voxels[0, 1].tolist() == expected
+
+
+def test_pool_updates_mean_pools_collisions():
+    flat = torch.tensor([7, 5, 5, 9, 5])
+    updates = torch.tensor([[4.0, 4.0], [1.0, 0.0], [3.0, 2.0], [0.0, 1.0], [2.0, 1.0]])
+    voxels, mean, inverse = pool_updates(flat, updates)
+    assert voxels.tolist() == [5, 7, 9]
+    assert mean.tolist() == [[2.0, 1.0], [4.0, 4.0], [0.0, 1.0]]
+    assert inverse.tolist() == [1, 0, 0, 2, 0]
+
+
+class _FixedUpdates(nn.Module):
+    """A stand-in fusion network returning a given (1, K * F, H, W) tensor."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[2:] == self.out.shape[2:]
+        return self.out
+
+
+def test_integration_by_hand(device):
+    # Two pixels whose rays (x = -+0.5 mm at 1 m) hit the same voxels: every sample collides.
+    F, n = 2, 1
+    K = 2 * n + 1
+    cam = _camera(2, 1, 1000.0, 0.5, 0.0)
+    vol = BlockVolume(0.1, 4, 0.4, device, initial_capacity_blocks=1)
+    latent = LatentVolume(vol, F)
+    ft = frame_tensors(np.array([[1.0, 1.0]], np.float32), cam, np.eye(4), 0.1, 5.0, device)
+    out = torch.zeros(1, K * F, 1, 2, device=device)
+    out[0, :, 0, 0], out[0, :, 0, 1] = 1.0, -0.5  # pooled mean 0.25
+    integ = LatentIntegrator(_FixedUpdates(out), nn.Identity(), n, 4.0, max_count=2.0)
+    update = integ.integrate(latent, ft)
+    assert latent.flat_to_voxels(update.voxels).tolist() == [[0, 0, 9], [0, 0, 10], [0, 0, 11]]
+    feats = latent.features.reshape(-1, F)[update.voxels]
+    assert torch.allclose(feats, torch.full((K, F), 0.25, device=device))
+    assert latent.count.reshape(-1)[update.voxels].tolist() == [1.0] * K
+    assert float(update.update_variance) == pytest.approx(2 * 0.75 ** 2)  # F * 0.75^2
+    assert int(latent.count.sum()) == K  # nothing else was touched
+    assert latent.dirty[:vol.num_blocks].all()
+    # Second frame: updates 1.0 -> running average (1 * 0.25 + 1.0) / 2 = 0.625, count 2.
+    out.fill_(1.0)
+    integ.integrate(latent, ft)
+    assert torch.allclose(latent.features.reshape(-1, F)[update.voxels],
+                          torch.full((K, F), 0.625, device=device))
+    # Third frame: the count is capped at max_count = 2: (2 * 0.625 + 1) / 3 = 0.75.
+    integ.integrate(latent, ft)
+    assert torch.allclose(latent.features.reshape(-1, F)[update.voxels],
+                          torch.full((K, F), 0.75, device=device))
+    assert latent.count.reshape(-1)[update.voxels].tolist() == [2.0] * K
+
+
+def test_invalid_pixels_are_skipped(device):
+    cam = _camera(3, 1, 100.0, 1.0, 0.0)
+    vol = BlockVolume(0.1, 4, 0.4, device)
+    latent = LatentVolume(vol, 2)
+    out = torch.ones(1, 3 * 2, 1, 3, device=device)
+    integ = LatentIntegrator(_FixedUpdates(out), nn.Identity(), 1, 4.0, max_count=10.0)
+    ft = frame_tensors(np.array([[0.0, np.nan, 9.0]], np.float32), cam, np.eye(4), 0.1, 5.0,
+                       device)
+    assert integ.integrate(latent, ft).voxels.numel() == 0 and vol.num_blocks == 0
+
+
+# --------------------------------------------------------------------------- decoding
+def test_block_decoding_equals_single_voxel_decoding(device):
+    torch.manual_seed(0)
+    model = LatentFusionModel(TINY_MODEL).to(device)
+    vol = BlockVolume(0.05, 4, 0.2, device)
+    latent = LatentVolume(vol, TINY_MODEL.feature_channels)
+    # random features in a 2 x 2 x 1 patch of blocks, some voxels unobserved
+    flat = latent.voxel_flat_index(torch.tensor([[x, y, z] for x in range(8) for y in range(8)
+                                                 for z in range(4)], device=device),
+                                   allocate=True)
+    latent.features.reshape(-1, 4)[flat] = torch.randn(flat.numel(), 4, device=device)
+    latent.count.reshape(-1)[flat] = torch.randint(0, 3, (flat.numel(),), device=device).float()
+    latent.dirty[:vol.num_blocks] = True
+    integ = model.integrator(64.0)
+    slots = integ.decode_dirty(latent)
+    assert slots.numel() == vol.num_blocks == 4
+    with torch.no_grad():
+        tsdf, occ = integ.decode_voxels(latent, flat)
+    seen = latent.count.reshape(-1)[flat] > 0
+    expect = (tsdf * 4.0 * 0.05).clamp(-0.2, 0.2)
+    assert torch.allclose(vol.tsdf.reshape(-1)[flat][seen], expect[seen], atol=1e-5)
+    assert torch.all(vol.tsdf.reshape(-1)[flat][~seen] == 0.2)
+    assert torch.allclose(latent.occupancy.reshape(-1)[flat][seen], torch.sigmoid(occ)[seen],
+                          atol=1e-5)
+    assert torch.equal(vol.weight.reshape(-1)[flat], latent.count.reshape(-1)[flat])
+    assert integ.decode_dirty(latent).numel() == 0  # nothing changed since
+
+
+# ------------------------------------------------------------- training and checkpoints
+def _tiny_train_config(**kw) -> TrainConfig:
+    base = dict(model=TINY_MODEL, sequences=2, frames_per_sequence=2, tbptt_frames=1,
+                resolutions=((32, 24),), warmup_sequences=1, checkpoint_every=1,
+                validate_every=100, validation_sequences=1, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_is_deterministic_and_resumable(tmp_path):
+    cfg = _tiny_train_config(sequences=3)
+    a = train(cfg, tmp_path / "a", log=lambda _: None)
+    # stopped by its time limit after one sequence, then resumed without the limit
+    b_partial = train(_tiny_train_config(sequences=3, time_limit_s=1e-9), tmp_path / "b",
+                      log=lambda _: None)
+    assert b_partial.sequences_done == 1 and not b_partial.finished
+    assert load_training_state(tmp_path / "b" / "checkpoint.pt")["sequences_done"] == 1
+    b = train(cfg, tmp_path / "b", log=lambda _: None)
+    assert a.finished and b.finished and b.sequences_done == 3
+    with pytest.raises(ConfigError):  # another configuration cannot resume this run
+        train(_tiny_train_config(sequences=3, learning_rate=0.1), tmp_path / "b",
+              log=lambda _: None)
+    wa, _ = load_weights(a.weights)
+    wb, _ = load_weights(b.weights)
+    for (k, va), (_, vb) in zip(wa.state_dict().items(), wb.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
+    other = train(_tiny_train_config(sequences=1, seed=1), tmp_path / "c", log=lambda _: None)
+    wc, _ = load_weights(other.weights)
+    assert not torch.equal(wc.fusion.decode[-1].weight, wa.fusion.decode[-1].weight)
+
+
+def test_weights_round_trip(tmp_path):
+    torch.manual_seed(3)
+    model = LatentFusionModel(TINY_MODEL)
+    save_weights(model, tmp_path / "w.pt", {"note": "test"})
+    loaded, meta = load_weights(tmp_path / "w.pt")
+    assert meta == {"note": "test"} and loaded.config == TINY_MODEL
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    x = torch.randn(1, 5, 3, 3, 3)
+    assert torch.equal(model.translator(x), loaded.translator(x))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ReconError):
+        load_weights(tmp_path / "bad.pt")
+
+
+def test_tiny_overfit_loss_falls():
+    model_cfg = ModelConfig(feature_channels=4, samples_per_side=2, fusion_hidden=16,
+                            translator_hidden=16)
+    cfg = _tiny_train_config(model=model_cfg, frames_per_sequence=2, tbptt_frames=2)
+    clean = NoiseRanges(clean_fraction=1.0, outlier_fractions=(0.0,), hole_fractions=(0.0,))
+    seq = training_sequence(0, 0, 2, 60, ((32, 24),), clean)
+    torch.manual_seed(0)
+    model = LatentFusionModel(model_cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = [train_sequence(model, opt, seq, cfg)["loss"] for _ in range(40)]
+    assert np.mean(losses[-5:]) < 0.4 * np.mean(losses[:3]), losses
+
+
+# ---------------------------------------------------------------- mapper and shipped weights
+def test_fusion_config_is_validated():
+    with pytest.raises(ConfigError):
+        MapperConfig.from_dict({"fusion": {"method": "magic"}})
+    with pytest.raises(ConfigError):
+        MapperConfig.from_dict({"fusion": {"max_count": 0.5}})
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped weights")
+def test_shipped_weights_beat_tsdf_fusion_with_outliers():
+    from recon_ros.io.synthetic import (NoiseConfig, apply_noise, default_camera,
+                                        make_random_scene, render_depth,
+                                        visible_surface_points)
+    from recon_ros.models.data import EVALUATION_SEED_BASE, scan_poses
+    from recon_ros.models.evaluate import EvalConfig, compare
+
+    model, meta = load_weights()
+    assert meta["sequences_done"] > 0
+    cfg = EvalConfig(frames=12, width=96, height=72, mesh_samples=20_000, real_frames=None)
+    scene = make_random_scene(EVALUATION_SEED_BASE + 7)
+    poses = scan_poses(scene, np.random.default_rng(7), cfg.frames, cfg.frames_per_loop)
+    camera = default_camera(cfg.width, cfg.height)
+    noise = NoiseConfig(multiplicative_sigma=0.01, outlier_fraction=0.10)
+    depths = [apply_noise(render_depth(scene, camera, T), noise, np.random.default_rng(i))
+              for i, T in enumerate(poses)]
+    gt = visible_surface_points(scene, poses, camera, stride=2, max_range_m=cfg.max_depth_m)
+    _, tsdf, latent = compare(scene, depths, poses, camera, gt, cfg)
+    assert latent.mad_m < 0.9 * tsdf.mad_m, (latent.mad_m, tsdf.mad_m)
+    assert latent.fscore[0.05] > tsdf.fscore[0.05], (latent.fscore, tsdf.fscore)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped weights")
+def test_mapper_latent_path_meshes_saves_and_loads(tmp_path, device):
+    from recon_ros.io.synthetic import (default_camera, iter_frames, make_random_scene,
+                                        room_scan_trajectory)
+
+    scene = make_random_scene(3_000_011)  # a held-out room
+    frames = list(iter_frames(scene, default_camera(64, 48), room_scan_trajectory(scene, 40),
+                              color=True))[:4]
+    cfg = MapperConfig.from_dict({"volume": {"device": device}, "fusion": {"method": "latent"}})
+    mapper = Mapper(cfg)
+    for f in frames:
+        assert mapper.integrate(f) > 0
+    mesh = mapper.mesh()
+    assert mesh.num_faces > 500 and mesh.colors is None  # latent fusion is geometry only
+    assert mapper.occupied_voxels().shape[0] > 100
+    mapper.save(tmp_path / "map.pt")
+    again = Mapper.load(tmp_path / "map.pt")
+    assert again.latent is not None
+    n = mapper.volume.num_blocks
+    assert torch.equal(again.latent.features[:n].cpu(), mapper.latent.features[:n].cpu())
+    assert again.mesh().num_faces == mesh.num_faces
+    mapper.reset()
+    assert mapper.volume.num_blocks == 0 and float(mapper.latent.count.sum()) == 0.0
+
