@@ -2,7 +2,8 @@
 
 For each voxel size, the same 640x480 frames are integrated ``repeats`` times (cycling through
 the frames) by recon_ros (eager, and fused with ``torch.compile`` when asked) and by Open3D's
-tensor ``VoxelBlockGrid`` with the same truncation (4 voxels), block size (8) and depth range.
+tensor ``VoxelBlockGrid`` with the same truncation (4 voxels), block size (8) and depth range,
+interleaved frame by frame so that a busy machine slows every system alike.
 Reported: median ms per frame (TSDF + color integration, block allocation included; recon_ros's
 2D free-space carving is reported on its own line), the ratio recon_ros / Open3D, full mesh
 extraction time for both, and bytes per allocated voxel. A second run integrates a long
@@ -70,64 +71,115 @@ def _config(voxel_m: float, device: str, compile: bool) -> MapperConfig:
                         "compile": compile}})
 
 
-def time_recon_ros(frames: list[Frame], voxel_m: float, repeats: int, device: str,
-                   compile: bool) -> dict[str, float]:
-    mapper = Mapper(_config(voxel_m, device, compile))
-    mapper.integrate(frames[0])  # warm-up (and compilation) outside the measurement
-    mapper.reset()
-    mapper.timer.clear()
-    for i in range(repeats):
-        mapper.integrate(frames[i % len(frames)])
-    s = mapper.timer.summary()
-    t0 = time.perf_counter()
-    mesh = mapper.mesh()
-    mesh_ms = (time.perf_counter() - t0) * 1e3
-    return {"integrate_ms": s["upload"]["median_ms"] + s["integrate"]["median_ms"],
-            "free_space_ms": s["free_space"]["median_ms"], "mesh_ms": mesh_ms,
-            "faces": mesh.num_faces, "bytes_per_voxel": mapper.volume.bytes_per_voxel(),
-            "voxels": mapper.volume.num_blocks * mapper.volume.voxels_per_block}
+class ReconRosRunner:
+    """recon_ros's TSDF integration (upload + block search + fusion; the 2D free-space carving
+    that Open3D has no equivalent of is timed separately)."""
+
+    def __init__(self, frames: list[Frame], voxel_m: float, device: str, compile: bool) -> None:
+        self.frames = frames
+        self.mapper = Mapper(_config(voxel_m, device, compile))
+        self.mapper.integrate(frames[0])  # warm-up (and compilation) outside the measurement
+        self.mapper.reset()
+        self.carve_ms: list[float] = []
+
+    def integrate(self, i: int) -> float:
+        m = self.mapper
+        with m.timer("bench"):
+            ft = m._to_device(self.frames[i % len(self.frames)])
+            m.integrator.integrate(m.volume, ft)
+        t0 = time.perf_counter()
+        m.occupancy.carve(ft)
+        self.carve_ms.append((time.perf_counter() - t0) * 1e3)
+        return m.timer.samples["bench"][-1]
+
+    def mesh(self) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        mesh = self.mapper.mesh()
+        return (time.perf_counter() - t0) * 1e3, mesh.num_faces
+
+    def memory(self) -> tuple[float, int]:
+        vol = self.mapper.volume
+        return vol.bytes_per_voxel(), vol.num_blocks * vol.voxels_per_block
 
 
-def time_open3d(frames: list[Frame], voxel_m: float, repeats: int) -> dict[str, float] | None:
-    try:
+class Open3DRunner:
+    """Open3D's tensor VoxelBlockGrid with the same truncation, block size and depth range."""
+
+    def __init__(self, frames: list[Frame], voxel_m: float) -> None:
         import open3d as o3d
         import open3d.core as o3c
-    except ImportError:
-        return None
-    dev = o3c.Device("CPU:0")
-    vbg = o3d.t.geometry.VoxelBlockGrid(
-        attr_names=("tsdf", "weight", "color"),
-        attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=((1), (1), (3)),
-        voxel_size=voxel_m, block_resolution=8, block_count=100_000, device=dev)
-    prepared = []
-    for f in frames:
-        depth_mm = np.round(np.nan_to_num(np.asarray(f.depth)) * 1000).astype(np.uint16)
-        prepared.append((o3d.t.geometry.Image(o3c.Tensor(depth_mm)),
-                         o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(f.color)))
-                         if f.color is not None else None,
-                         o3c.Tensor(f.camera.K, o3c.float64),
-                         o3c.Tensor(np.linalg.inv(f.T_world_cam), o3c.float64)))
-    times = []
-    for i in range(repeats + 1):
-        depth, color, K, extrinsic = prepared[i % len(prepared)]
+
+        self.o3d, self.o3c = o3d, o3c
+        self.vbg = o3d.t.geometry.VoxelBlockGrid(
+            attr_names=("tsdf", "weight", "color"),
+            attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=((1), (1), (3)),
+            voxel_size=voxel_m, block_resolution=8, block_count=100_000,
+            device=o3c.Device("CPU:0"))
+        self.prepared = []
+        for f in frames:
+            depth_mm = np.round(np.nan_to_num(np.asarray(f.depth)) * 1000).astype(np.uint16)
+            self.prepared.append((
+                o3d.t.geometry.Image(o3c.Tensor(depth_mm)),
+                o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(f.color)))
+                if f.color is not None else None,
+                o3c.Tensor(f.camera.K, o3c.float64),
+                o3c.Tensor(np.linalg.inv(f.T_world_cam), o3c.float64)))
+        self.integrate(0)  # warm-up
+        self.vbg = o3d.t.geometry.VoxelBlockGrid(
+            attr_names=("tsdf", "weight", "color"),
+            attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=((1), (1), (3)),
+            voxel_size=voxel_m, block_resolution=8, block_count=100_000,
+            device=o3c.Device("CPU:0"))
+
+    def integrate(self, i: int) -> float:
+        depth, color, K, extrinsic = self.prepared[i % len(self.prepared)]
         t0 = time.perf_counter()
-        coords = vbg.compute_unique_block_coordinates(depth, K, extrinsic, 1000.0, MAX_DEPTH_M,
-                                                      TRUNCATION_VOXELS)
+        coords = self.vbg.compute_unique_block_coordinates(depth, K, extrinsic, 1000.0,
+                                                           MAX_DEPTH_M, TRUNCATION_VOXELS)
         if color is not None:
-            vbg.integrate(coords, depth, color, K, K, extrinsic, 1000.0, MAX_DEPTH_M,
-                          TRUNCATION_VOXELS)
+            self.vbg.integrate(coords, depth, color, K, K, extrinsic, 1000.0, MAX_DEPTH_M,
+                               TRUNCATION_VOXELS)
         else:
-            vbg.integrate(coords, depth, K, extrinsic, 1000.0, MAX_DEPTH_M, TRUNCATION_VOXELS)
-        if i > 0:  # the first call is a warm-up
-            times.append((time.perf_counter() - t0) * 1e3)
-    t0 = time.perf_counter()
-    mesh = vbg.extract_triangle_mesh()
-    mesh_ms = (time.perf_counter() - t0) * 1e3
-    n_blocks = vbg.hashmap().size()
-    return {"integrate_ms": float(np.median(times)), "mesh_ms": mesh_ms,
-            "faces": int(mesh.triangle.indices.shape[0]) if "indices" in mesh.triangle else 0,
-            "bytes_per_voxel": 4.0 * (1 + 1 + 3),  # the float32 attributes configured above
-            "voxels": n_blocks * 512}
+            self.vbg.integrate(coords, depth, K, extrinsic, 1000.0, MAX_DEPTH_M,
+                               TRUNCATION_VOXELS)
+        return (time.perf_counter() - t0) * 1e3
+
+    def mesh(self) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        mesh = self.vbg.extract_triangle_mesh()
+        ms = (time.perf_counter() - t0) * 1e3
+        return ms, int(mesh.triangle.indices.shape[0]) if "indices" in mesh.triangle else 0
+
+    def memory(self) -> tuple[float, int]:
+        # The float32 attributes configured above: TSDF 1 + weight 1 + color 3 channels.
+        return 4.0 * (1 + 1 + 3), self.vbg.hashmap().size() * 512
+
+
+def compare(frames: list[Frame], voxel_m: float, repeats: int, device: str, compile: bool
+            ) -> dict[str, dict[str, float]]:
+    """Integrate the same frames with every system, interleaved frame by frame so that all of
+    them see the same machine load; returns per-system medians and sizes."""
+    runners: dict = {"recon_ros eager": ReconRosRunner(frames, voxel_m, device, False)}
+    if compile:
+        runners["recon_ros compiled"] = ReconRosRunner(frames, voxel_m, device, True)
+    if device == "cpu":
+        try:
+            runners["Open3D VoxelBlockGrid"] = Open3DRunner(frames, voxel_m)
+        except ImportError:
+            pass
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(repeats):
+        for name, runner in runners.items():
+            times[name].append(runner.integrate(i))
+    out = {}
+    for name, runner in runners.items():
+        mesh_ms, faces = runner.mesh()
+        bytes_per_voxel, voxels = runner.memory()
+        out[name] = {"integrate_ms": float(np.median(times[name])), "mesh_ms": mesh_ms,
+                     "faces": faces, "bytes_per_voxel": bytes_per_voxel, "voxels": voxels}
+        if isinstance(runner, ReconRosRunner):
+            out[name]["free_space_ms"] = float(np.median(runner.carve_ms))
+    return out
 
 
 def map_growth(n_frames: int, voxel_m: float, device: str, compile: bool) -> dict[str, float]:
@@ -158,12 +210,8 @@ def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Pat
                 "bytes/voxel", "voxels"):
         table.add_column(col, justify="right")
     for voxel in voxel_sizes_m:
-        runs = {"recon_ros eager": time_recon_ros(frames, voxel, repeats, device, False)}
-        if compile:
-            runs["recon_ros compiled"] = time_recon_ros(frames, voxel, repeats, device, True)
-        reference = time_open3d(frames, voxel, repeats) if device == "cpu" else None
-        if reference:
-            runs["Open3D VoxelBlockGrid"] = reference
+        runs = compare(frames, voxel, repeats, device, compile)
+        reference = runs.get("Open3D VoxelBlockGrid")
         for name, r in runs.items():
             ratio = r["integrate_ms"] / reference["integrate_ms"] if reference else float("nan")
             table.add_row(f"{voxel * 100:g} cm", name, f"{r['integrate_ms']:.2f}",
