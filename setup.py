@@ -29,7 +29,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.py"))),
-        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.rviz"))),
+        (f"share/{PACKAGE}/config",
+         sorted(glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"))),
     ],
     python_requires=">=3.10",
     # Dependencies are installed by scripts/setup_venv.sh (requirements/*.txt) or rosdep
@@ -40,5 +41,9 @@ setup(
     maintainer_email="recon_ros@example.com",
     description="Volumetric mapping (TSDF, learned fusion) for ROS 2: meshes and Nav2 maps.",
     license="Apache-2.0",
-    entry_points={"console_scripts": [f"recon-ros = {PACKAGE}.cli:main"]},
+    entry_points={"console_scripts": [
+        f"recon-ros = {PACKAGE}.cli:main",
+        f"recon_mapper = {PACKAGE}.ros.mapper_node:main",
+        f"recon_sim_camera = {PACKAGE}.ros.sim_camera_node:main",
+    ]},
 )

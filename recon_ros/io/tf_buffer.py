@@ -394,10 +394,14 @@ class TfBuffer:
                 del edge.stamps[:n_old], edge.translations[:n_old], edge.quaternions[:n_old]
         return True
 
-    def clear(self) -> None:
-        """Forget every frame and transform."""
-        self._static.clear()
+    def clear(self, keep_static: bool = False) -> None:
+        """Forget every frame and transform; with ``keep_static`` only the dynamic ones (what
+        tf2 does when time jumps back, e.g. a bag restarting)."""
         self._dynamic.clear()
+        if keep_static:
+            self._frames = {f for child, edge in self._static.items() for f in (child, edge.parent)}
+            return
+        self._static.clear()
         self._frames.clear()
 
     # ------------------------------------------------------------------------------ queries

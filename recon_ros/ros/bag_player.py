@@ -20,6 +20,8 @@ publisher. A topic whose message type has no Python package here is skipped with
 from __future__ import annotations
 
 import importlib
+import math
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -73,8 +75,8 @@ def _publishers(node: Node, connections: list[Any]) -> dict[int, Publisher]:
         if conn.topic not in by_topic:
             klass = _message_class(conn.msgtype)
             if klass is None:
-                node.get_logger().warning(f"skipping {conn.topic}: message type {conn.msgtype} is "
-                                       "not installed")
+                node.get_logger().warning(
+                    f"skipping {conn.topic}: message type {conn.msgtype} is not installed")
                 continue
             if _latched(conn):
                 qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, conn.msgcount),
@@ -98,7 +100,7 @@ def play(bag: Path, rate: float = 1.0, clock_hz: float = 100.0, loop: bool = Fal
         rate: playback speed (1 = real time, 2 = twice as fast); > 0.
         clock_hz: rate of ``/clock`` messages (0 = no ``/clock``).
         loop: start again from the beginning at the end (time jumps back; ``recon_mapper``
-            then clears its TF buffer and queues).
+            then clears its dynamic TF and queues).
         topics: only these topics (default: every topic of the bag).
 
     Returns:
@@ -116,69 +118,86 @@ def play(bag: Path, rate: float = 1.0, clock_hz: float = 100.0, loop: bool = Fal
         logger.error(f"cannot open bag {bag}: {err}")
         return EXIT_ERROR
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
     node = Node(NODE_NAME)
     try:
-        connections = [c for c in reader.connections if topics is None or c.topic in topics]
-        publishers = _publishers(node, connections)
-        if not publishers:
-            logger.error(f"nothing to play: topics {topics} not in bag {bag} "
-                         f"(it has {sorted({c.topic for c in reader.connections})})")
-            return EXIT_ERROR
-        clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE))
-        start_ns, end_ns = reader.start_time, reader.end_time
-        clock = Clock()
-        last_clock = [start_ns]
-
-        def publish_clock(t_ns: int) -> None:
-            """Publish the playback time; never backwards within one pass of the bag."""
-            last_clock[0] = max(last_clock[0], t_ns)
-            if clock_hz > 0:
-                clock.clock = ns_to_time(last_clock[0])
-                clock_pub.publish(clock)
-
-        publish_clock(start_ns)
-        _wait_for_subscribers(list(publishers.values()), stop)
-        counts: Counter[str] = Counter()
-        while not stop.is_set():
-            wall0 = time.monotonic()
-            last_clock[0] = start_ns
-            period = 1.0 / clock_hz if clock_hz > 0 else float("inf")
-            next_clock = wall0
-            for conn, t_ns, raw in reader.messages(connections=connections):
-                pub = publishers.get(conn.id)
-                if pub is None:
-                    continue
-                due = wall0 + (t_ns - start_ns) / 1e9 / rate
-                while not stop.is_set():  # sleep until due, ticking /clock on the way
-                    now = time.monotonic()
-                    if now >= next_clock:
-                        publish_clock(start_ns + int((now - wall0) * rate * 1e9))
-                        next_clock = now + period
-                    if now >= due:
-                        break
-                    time.sleep(max(0.0, min(due, next_clock) - now))
-                if stop.is_set():
-                    break
-                publish_clock(t_ns)
-                pub.publish(bytes(raw))
-                counts[conn.topic] += 1
-            if not loop or stop.is_set():
-                break
-            logger.info("end of bag, looping")
-        if not stop.is_set():
-            publish_clock(end_ns)
-        summary = ", ".join(f"{topic} x{n}" for topic, n in sorted(counts.items()))
-        logger.info(f"published {sum(counts.values())} messages: {summary}")
-        return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
+        with stop_on_signals() as stop:
+            return _play(node, reader, rate, clock_hz, loop, topics, stop)
     finally:
         reader.close()
         node.destroy_node()
         rclpy.try_shutdown()
 
 
-def _wait_for_subscribers(publishers: list[Publisher], stop: Any) -> None:
+class _ClockPublisher:
+    """``/clock`` at the playback time, never backwards within one pass of the bag."""
+
+    def __init__(self, node: Node, hz: float) -> None:
+        self.period_s = 1.0 / hz if hz > 0 else math.inf
+        self._pub = node.create_publisher(Clock, "/clock", QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self._msg = Clock()
+        self._last_ns = 0
+
+    def restart(self, t_ns: int) -> None:
+        """Start a pass at ``t_ns`` (time may jump back when looping)."""
+        self._last_ns = t_ns
+        self.publish(t_ns)
+
+    def publish(self, t_ns: int) -> None:
+        if math.isinf(self.period_s):
+            return
+        self._last_ns = max(self._last_ns, t_ns)
+        self._msg.clock = ns_to_time(self._last_ns)
+        self._pub.publish(self._msg)
+
+
+def _play(node: Node, reader: Any, rate: float, clock_hz: float, loop: bool,
+          topics: list[str] | None, stop: threading.Event) -> int:
+    logger = node.get_logger()
+    connections = [c for c in reader.connections if topics is None or c.topic in topics]
+    publishers = _publishers(node, connections)
+    if not publishers:
+        logger.error(f"nothing to play: topics {topics} not in the bag (it has "
+                     f"{sorted({c.topic for c in reader.connections})})")
+        return EXIT_ERROR
+    clock = _ClockPublisher(node, clock_hz)
+    start_ns = reader.start_time
+    clock.restart(start_ns)
+    _wait_for_subscribers(list(publishers.values()), stop)
+    counts: Counter[str] = Counter()
+    while not stop.is_set():
+        wall0 = time.monotonic()
+        clock.restart(start_ns)
+        next_clock = wall0
+        for conn, t_ns, raw in reader.messages(connections=connections):
+            pub = publishers.get(conn.id)
+            if pub is None:
+                continue
+            due = wall0 + (t_ns - start_ns) / 1e9 / rate
+            while not stop.is_set():  # sleep until due, ticking /clock on the way
+                now = time.monotonic()
+                if now >= next_clock:
+                    clock.publish(start_ns + int((now - wall0) * rate * 1e9))
+                    next_clock = now + clock.period_s
+                if now >= due:
+                    break
+                time.sleep(max(0.0, min(due, next_clock) - now))
+            if stop.is_set():
+                break
+            clock.publish(t_ns)
+            pub.publish(bytes(raw))
+            counts[conn.topic] += 1
+        if not loop or stop.is_set():
+            break
+        logger.info("end of bag, looping")
+    if not stop.is_set():
+        clock.publish(reader.end_time)
+    summary = ", ".join(f"{topic} x{n}" for topic, n in sorted(counts.items()))
+    logger.info(f"published {sum(counts.values())} messages: {summary}")
+    return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
+
+
+def _wait_for_subscribers(publishers: list[Publisher], stop: threading.Event) -> None:
     """Up to DISCOVERY_TIMEOUT_S for a first subscriber, then DISCOVERY_SETTLE_S more."""
     deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
     while not stop.is_set() and time.monotonic() < deadline:

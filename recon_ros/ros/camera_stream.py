@@ -4,8 +4,9 @@ Subscription callbacks only *push* messages here (:meth:`CameraStream.push_depth
 node's integration tick *pulls* ready frames (:meth:`CameraStream.next_frame`). A depth
 message at the head of the queue becomes a :class:`~recon_ros.core.frame.Frame` when its
 camera_info, its pose in the map frame (TF at the image stamp) and, if color is enabled, a
-color image within ``max_color_offset_ns`` are available. The head *waits* for them until it
-has been queued ``timeout_ns`` (steady clock); everything else is decided at once.
+color image within ``max_color_offset_ns`` are available. The head *waits* for them up to
+``timeout_ns`` (steady clock) from the first time the tick tried it, so time spent queued
+behind other frames does not count; everything else is decided at once.
 
 Every depth message that does not become a frame is counted in :attr:`CameraStream.drops`
 under a short, stable reason (the detail goes to the ``on_drop`` callback for logging):
@@ -69,6 +70,8 @@ LookupFn = Callable[[str, str, int], np.ndarray]
 DropCallback = Callable[[str, str, str, str], None]
 
 IMAGE = "sensor_msgs/msg/Image"
+#: ``(rgb (H, W, 3) uint8, color camera, T_depth_color (4, 4))`` or None (no color).
+ColorResult = tuple[np.ndarray, PinholeCamera, np.ndarray] | None
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class _Queued:
     msg: Any
     msgtype: str
     stamp_ns: int
-    arrival_ns: int
+    first_try_ns: int | None = None  # when it first reached the head of the queue
 
 
 class _Drop(Exception):
@@ -160,14 +163,14 @@ class CameraStream:
                 return
         self._report(kind, "queue overflow", detail)
 
-    def push_depth(self, msg: Any, now_ns: int) -> None:
+    def push_depth(self, msg: Any) -> None:
         """Queue a depth ``Image`` (callback side)."""
-        self._push(self._depth, _Queued(msg, IMAGE, stamp_ns(msg.header.stamp), now_ns),
-                   self.drops, "depth")
+        self._push(self._depth, _Queued(msg, IMAGE, stamp_ns(msg.header.stamp)), self.drops,
+                   "depth")
 
-    def push_color(self, msg: Any, msgtype: str, now_ns: int) -> None:
+    def push_color(self, msg: Any, msgtype: str) -> None:
         """Queue a color ``Image`` or ``CompressedImage`` (``msgtype`` says which)."""
-        self._push(self._color, _Queued(msg, msgtype, stamp_ns(msg.header.stamp), now_ns),
+        self._push(self._color, _Queued(msg, msgtype, stamp_ns(msg.header.stamp)),
                    self.color_drops, "color")
 
     def set_depth_info(self, msg: Any) -> None:
@@ -234,7 +237,9 @@ class CameraStream:
     def _assemble(self, q: _Queued, lookup: LookupFn, s: AssemblySettings, now_ns: int
                   ) -> Frame:
         msg, stamp = q.msg, q.stamp_ns
-        expired = now_ns - q.arrival_ns > s.timeout_ns
+        if q.first_try_ns is None:
+            q.first_try_ns = now_ns
+        expired = now_ns - q.first_try_ns > s.timeout_ns
         if stamp == 0:
             raise _Drop("header stamp is 0")
         if stamp <= self.last_stamp_ns:
@@ -296,8 +301,7 @@ class CameraStream:
         return depth
 
     def _pair_color(self, depth_frame: str, stamp: int, lookup: LookupFn,
-                    s: AssemblySettings, expired: bool
-                    ) -> tuple[np.ndarray, PinholeCamera, np.ndarray] | None:
+                    s: AssemblySettings, expired: bool) -> ColorResult:
         """(rgb, color camera, T_depth_color) for the depth stamp, or None (reason counted).
 
         Raises _Wait while a matching color image may still arrive.
@@ -338,7 +342,8 @@ class CameraStream:
         while self._color and self._color[0].stamp_ns < before_ns:
             self._color.popleft()
 
-    def _no_color(self, reason: str, detail: str | None = None) -> None:
+    def _no_color(self, reason: str, detail: str | None = None) -> ColorResult:
+        """Count why the frame goes without color; returns None (no color) for the caller."""
         self.color_drops[reason] += 1
         self._report("color", reason, detail or reason)
         return None

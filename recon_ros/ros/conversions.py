@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import array
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -26,12 +26,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from tf2_msgs.msg import TFMessage
 
 from recon_ros.core.frame import PinholeCamera
-from recon_ros.core.mesh import TriangleMesh
 from recon_ros.core.occupancy_grid import OccupancyGrid2D
 from recon_ros.io.image_codec import encode_compressed, encode_depth
 from recon_ros.io.tf_buffer import TfBuffer, TfDataError
 
 __all__ = [
+    "BlockTriangles",
     "MARKER_ADD",
     "MARKER_DELETE",
     "MARKER_DELETEALL",
@@ -272,8 +272,13 @@ class _Cdr:
         self.string(frame_id)
 
 
+#: One block's marker: ``(marker id, corners (T, 3, 3) metres or None, colors (T, 3, 3)
+#: uint8 or None)``; no corners (or none left) deletes the marker.
+BlockTriangles = tuple[int, np.ndarray | None, np.ndarray | None]
+
+
 def _marker(w: _Cdr, frame_id: str, stamp: int, ns: str, marker_id: int, action: int,
-            mesh: TriangleMesh | None) -> None:
+            corners: np.ndarray | None, colors: np.ndarray | None) -> None:
     """Append one ``visualization_msgs/Marker`` (TRIANGLE_LIST, identity pose, unit scale)."""
     w.header(stamp, frame_id)
     w.string(ns)
@@ -283,18 +288,13 @@ def _marker(w: _Cdr, frame_id: str, stamp: int, ns: str, marker_id: int, action:
     w.pack("4f", 4, 0.8, 0.8, 0.8, 1.0)  # color (used when there are no vertex colors)
     w.pack("iI", 4, 0, 0)  # lifetime 0 = forever
     w.buf += b"\x00"  # frame_locked
-    if mesh is not None and mesh.num_faces:
-        corners = mesh.faces.reshape(-1)
-        w.array(mesh.vertices[corners].astype("<f8"), 8)
-        if mesh.colors is not None:
-            rgba = np.ones((corners.size, 4), dtype="<f4")
-            rgba[:, :3] = mesh.colors[corners].astype(np.float32) / 255.0
-            w.array(rgba, 4)
-        else:
-            w.array(np.zeros((0, 4), "<f4"), 4)
-    else:
-        w.array(np.zeros((0, 3), "<f8"), 8)
-        w.array(np.zeros((0, 4), "<f4"), 4)
+    points = np.zeros((0, 3)) if corners is None else corners.reshape(-1, 3)
+    w.array(points.astype("<f8"), 8)
+    rgba = np.zeros((0, 4), "<f4")
+    if colors is not None and len(points):
+        rgba = np.ones((len(points), 4), dtype="<f4")
+        rgba[:, :3] = colors.reshape(-1, 3).astype(np.float32) / 255.0
+    w.array(rgba, 4)
     w.string("")  # texture_resource
     w.header(0, "")  # texture: sensor_msgs/CompressedImage
     w.string("")
@@ -308,16 +308,15 @@ def _marker(w: _Cdr, frame_id: str, stamp: int, ns: str, marker_id: int, action:
 
 
 def mesh_marker_array_cdr(frame_id: str, stamp: int, ns: str,
-                          blocks: Sequence[tuple[int, TriangleMesh | None]],
+                          blocks: Sequence[BlockTriangles],
                           delete_all_first: bool = False) -> bytes:
     """A serialised ``visualization_msgs/MarkerArray`` of per-block mesh markers.
 
     Args:
-        frame_id, stamp: header of every marker (the mesh is in this frame).
+        frame_id, stamp: header of every marker (the triangles are in this frame).
         ns: marker namespace.
-        blocks: ``(marker id, mesh)``; a mesh with triangles becomes an ADD of a
-            TRIANGLE_LIST (per-vertex colors if the mesh has colors), ``None`` or an empty mesh
-            a DELETE of that id.
+        blocks: ``(marker id, corners, colors)``: triangles become an ADD of a TRIANGLE_LIST
+            (with per-vertex colors if given), no triangles a DELETE of that id.
         delete_all_first: start with a DELETEALL marker (clears every marker of the
             display before the others are added).
 
@@ -327,16 +326,9 @@ def mesh_marker_array_cdr(frame_id: str, stamp: int, ns: str,
     w = _Cdr()
     w.pack("I", 4, len(blocks) + int(delete_all_first))
     if delete_all_first:
-        _marker(w, frame_id, stamp, ns, 0, MARKER_DELETEALL, None)
-    for marker_id, mesh in blocks:
-        empty = mesh is None or mesh.num_faces == 0
+        _marker(w, frame_id, stamp, ns, 0, MARKER_DELETEALL, None, None)
+    for marker_id, corners, colors in blocks:
+        empty = corners is None or len(corners) == 0
         _marker(w, frame_id, stamp, ns, marker_id, MARKER_DELETE if empty else MARKER_ADD,
-                None if empty else mesh)
+                None if empty else corners, None if empty else colors)
     return bytes(w.buf)
-
-
-def iter_marker_triangles(msg: object) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(id, action, (T, 3, 3) triangle corners)`` of each marker of a ``MarkerArray``."""
-    for m in msg.markers:  # type: ignore[attr-defined]
-        pts = np.array([(p.x, p.y, p.z) for p in m.points], dtype=np.float64).reshape(-1, 3, 3)
-        yield int(m.id), int(m.action), pts

@@ -16,11 +16,13 @@ TRIANGLE_LIST marker per voxel block, only changed blocks), ``~/map``
 ``~/status`` (``std_msgs/String`` holding JSON). Services (``std_srvs/Trigger``):
 ``~/save_map``, ``~/load_map`` (directory: the ``map_dir`` parameter), ``~/reset``.
 
-Threads: subscription callbacks (a reentrant group) only queue messages
+Callbacks: subscriptions (a reentrant group) only queue messages
 (:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF; the integration tick, the
 mesh/occupancy/status timers and the services share one mutually exclusive group, so the map
-is only ever touched by one of them at a time. Timers run on the steady clock, so processing
-continues when simulated time (``use_sim_time``) pauses; stamps and TF use message time.
+is only ever touched by one of them at a time (``main`` spins the single-threaded events
+executor; queues and TF are also locked, so a multi-threaded executor is safe). Timers run on
+the steady clock, so processing continues when simulated time (``use_sim_time``) pauses;
+stamps and TF use message time.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ from typing import Any
 
 import numpy as np
 import rclpy
+import torch
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
-from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -62,26 +64,24 @@ from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.frame import Frame
 from recon_ros.core.mapper import Mapper
 from recon_ros.io.image_codec import COMPRESSED_IMAGE
-from recon_ros.io.map_files import write_nav2_map, write_ply
 from recon_ros.io.tf_buffer import TfBuffer
+from recon_ros.offline import CHECKPOINT_FILE, write_map_outputs
 
 from . import parameters as P
 from .camera_stream import IMAGE, AssemblySettings, CameraStream
 from .conversions import (
+    BlockTriangles,
     add_tf_message,
     mesh_marker_array_cdr,
     occupancy_grid_msg,
     point_cloud_msg,
 )
-from .runtime import spin_until, stop_on_signals
+from .runtime import make_executor, spin_until, stop_on_signals
 
-__all__ = ["MAP_FILES", "MapperNode", "main"]
+__all__ = ["MapperNode", "main"]
 
 NODE_NAME = "recon_mapper"
 MESH_NS = "mesh"
-#: Files ``~/save_map`` writes into ``map_dir`` (``~/load_map`` reads the checkpoint).
-MAP_FILES = {"mesh": "mesh.ply", "nav2": "map.yaml", "checkpoint": "map.pt",
-             "config": "config.yaml"}
 
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -96,10 +96,12 @@ RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           durability=DurabilityPolicy.VOLATILE)
 
 
-def _sensor_qos(depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=qos_profile_sensor_data.reliability,
-                      durability=qos_profile_sensor_data.durability)
+def _input_qos(kind: str, depth: int) -> QoSProfile:
+    """Keep-last ``depth``, volatile; best effort for ``sensor_data``, else reliable."""
+    reliability = (qos_profile_sensor_data.reliability if kind == "sensor_data"
+                   else ReliabilityPolicy.RELIABLE)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability,
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def _stats_ms(samples: list[float]) -> dict[str, float]:
@@ -124,6 +126,8 @@ class MapperNode(Node):
             self.declare_parameter(p.name, p.default, descriptor)
         values = self._values()
         self._config_target = P.validate(values)  # raises ConfigError
+        if values["cpu_threads"] > 0:
+            torch.set_num_threads(int(values["cpu_threads"]))
         self.mapper = Mapper(self._config_target)
         self._map_frame = str(values["map_frame"]).removeprefix("/")
 
@@ -131,7 +135,6 @@ class MapperNode(Node):
         self._tf_lock = threading.Lock()
         self._tf = TfBuffer(cache_time_s=float(values["tf_cache_s"]))
         self._tf_refused: Counter[str] = Counter()
-        self._time_jumped_back = threading.Event()
         self._drop_lock = threading.Lock()
         self._drop_totals: Counter[str] = Counter()
 
@@ -147,9 +150,9 @@ class MapperNode(Node):
         self._grid_pub = self.create_publisher(OccupancyGrid, "~/map", LATCHED_QOS)
         self._cloud_pub = self.create_publisher(PointCloud2, "~/occupied_voxels", RELIABLE_QOS)
         self._status_pub = self.create_publisher(String, "~/status", RELIABLE_QOS)
-        for name, callback in (("~/save_map", self._srv_save), ("~/load_map", self._srv_load),
-                               ("~/reset", self._srv_reset)):
-            self.create_service(Trigger, name, callback, callback_group=self._map_group)
+        for name, service in (("~/save_map", self._srv_save), ("~/load_map", self._srv_load),
+                              ("~/reset", self._srv_reset)):
+            self.create_service(Trigger, name, service, callback_group=self._map_group)
 
         # Mesh bookkeeping: stable marker id per block key, subscribers seen, latencies.
         self._marker_ids: dict[int, int] = {}
@@ -226,26 +229,24 @@ class MapperNode(Node):
         transport = values["color_transport"]
         stream = CameraStream(ns, int(values["queue_size"]), transport != "none",
                               on_drop=self._on_drop)
-        qos = _sensor_qos(int(values["queue_size"]))
-        info_qos = _sensor_qos(5)
+        # The DDS history only buffers bursts until the callbacks run; the node's queue (and
+        # its counted overflow) is the policy, so the history is deeper than the queue.
+        qos = _input_qos(values["input_qos"], 2 * int(values["queue_size"]))
+        info_qos = _input_qos(values["input_qos"], 5)
         group = self._input_group
-
-        def now() -> int:
-            return self._steady.now().nanoseconds
-
         self.create_subscription(Image, f"{ns}/{values['depth_image_topic']}",
-                                 lambda m: stream.push_depth(m, now()), qos,
+                                 stream.push_depth, qos,
                                  callback_group=group)
         self.create_subscription(CameraInfo, f"{ns}/{values['depth_info_topic']}",
                                  stream.set_depth_info, info_qos, callback_group=group)
         if transport == "raw":
             self.create_subscription(Image, f"{ns}/{values['color_image_topic']}",
-                                     lambda m: stream.push_color(m, IMAGE, now()), qos,
+                                     lambda m: stream.push_color(m, IMAGE), qos,
                                      callback_group=group)
         elif transport == "compressed":
             self.create_subscription(CompressedImage,
                                      f"{ns}/{values['color_image_topic']}/compressed",
-                                     lambda m: stream.push_color(m, COMPRESSED_IMAGE, now()),
+                                     lambda m: stream.push_color(m, COMPRESSED_IMAGE),
                                      qos, callback_group=group)
         if transport != "none":
             self.create_subscription(CameraInfo, f"{ns}/{values['color_info_topic']}",
@@ -259,18 +260,26 @@ class MapperNode(Node):
             with self._drop_lock:
                 self._tf_refused.update(refused)
             self.get_logger().warning(f"TF refused: {refused[0]}",
-                                   throttle_duration_sec=self._throttle_s())
+                                      throttle_duration_sec=self._throttle_s())
 
     def _lookup(self, target: str, source: str, stamp: int) -> np.ndarray:
         with self._tf_lock:
             return self._tf.lookup(target, source, stamp)
 
     def _on_time_jump(self, jump: TimeJump) -> None:
-        self._time_jumped_back.set()
+        """Time jumped back (a bag restarted or looped): forget dynamic TF and queued frames
+        (their stamps would look like going backwards), keep static TF and the map. Runs in
+        the /clock callback, before the new pass's messages are handled."""
+        with self._tf_lock:
+            self._tf.clear(keep_static=True)
+        for stream in self.streams:
+            stream.clear()
+        self.get_logger().warning(
+            f"time jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s: dynamic TF and queued "
+            "frames cleared", throttle_duration_sec=self._throttle_s())
 
-    def _throttle_s(self) -> float | None:
-        period = float(self._setting("drop_log_period_s"))
-        return period if period > 0 else None
+    def _throttle_s(self) -> float:
+        return float(self._setting("drop_log_period_s"))
 
     def _on_drop(self, camera: str, kind: str, reason: str, detail: str) -> None:
         """Log a dropped frame: each reason's first occurrence in full, then a throttled
@@ -285,7 +294,7 @@ class MapperNode(Node):
             self.get_logger().warning(f"[{camera}] {what}: {detail}")
         else:
             self.get_logger().warning(f"frames dropped so far: {summary}",
-                                   throttle_duration_sec=self._throttle_s())
+                                      throttle_duration_sec=self._throttle_s())
 
     # ------------------------------------------------------------------ integration
 
@@ -299,9 +308,6 @@ class MapperNode(Node):
 
     def _tick(self) -> None:
         """Integrate every ready frame, for at most one tick period."""
-        if self._time_jumped_back.is_set():
-            self._time_jumped_back.clear()
-            self._on_time_reset()
         if self.mapper.frames_integrated == 0 and self._config_target != self.mapper.config:
             self._rebuild_map("map parameters applied")
         budget_ns = self._rate_timers["tick_rate_hz"].timer_period_ns
@@ -313,8 +319,8 @@ class MapperNode(Node):
             for stream in self.streams:
                 t0 = time.perf_counter()
                 frame = stream.next_frame(self._lookup, settings, self._steady.now().nanoseconds)
-                self._node_times["assemble"].append((time.perf_counter() - t0) * 1e3)
                 if frame is not None:
+                    self._node_times["assemble"].append((time.perf_counter() - t0) * 1e3)
                     self._integrate(stream, frame)
                     progress = True
 
@@ -331,22 +337,24 @@ class MapperNode(Node):
     def _age_ms(self, stamp: int) -> float:
         return (self.get_clock().now().nanoseconds - stamp) / 1e6
 
-    def _on_time_reset(self) -> None:
-        """Time jumped backwards (a bag restarted): forget TF and queued frames, keep the map."""
-        self.get_logger().warning("time jumped backwards: clearing the TF buffer and the queues")
-        with self._tf_lock:
-            self._tf.clear()
-        for stream in self.streams:
-            stream.clear()
-
-    def _rebuild_map(self, why: str) -> None:
-        self.mapper = Mapper(self._config_target)
+    def _rebuild_map(self, why: str) -> bool:
+        """A new, empty map with the current parameters; False (old map kept) if the core
+        cannot build it (e.g. missing latent-fusion weights)."""
+        try:
+            mapper = Mapper(self._config_target)
+        except (ReconError, OSError) as err:
+            self.get_logger().error(f"{why}: cannot build a map with the new parameters, "
+                                    f"keeping the old one: {err}",
+                                    throttle_duration_sec=self._throttle_s())
+            return False
+        self.mapper = mapper
         self._marker_ids.clear()
         self._mesh_resend_all = True
         self._occupancy_frames = -1
         self._unmeshed_stamps.clear()
         self.get_logger().info(f"{why}: empty map, {self.mapper.config.volume.voxel_size_m:g} m "
                                f"voxels on {self.mapper.device}")
+        return True
 
     # ------------------------------------------------------------------ outputs
 
@@ -363,25 +371,26 @@ class MapperNode(Node):
             self._unmeshed_stamps.clear()
             return
         t0 = time.perf_counter()
-        mesher = self.mapper.mesher
         changed = self.mapper.update_mesh()
         resend_all = newcomer or self._mesh_resend_all
         self._mesh_resend_all = False
-        keys = changed
         if resend_all:
             self._marker_ids.clear()
-            keys = mesher.tri_block.unique()
         elif changed.numel() == 0:
             return
-        blocks = []
-        for key, mesh in mesher.block_meshes(keys, with_colors=self.mapper.has_color):
-            if mesh.num_faces == 0:
-                marker_id = self._marker_ids.get(key)
-                if marker_id is not None:
-                    blocks.append((marker_id, None))
-                continue
-            marker_id = self._marker_ids.setdefault(key, len(self._marker_ids) + 1)
-            blocks.append((marker_id, mesh))
+        keys, counts, corners, colors = self.mapper.mesher.block_triangles(
+            None if resend_all else changed, with_colors=self.mapper.has_color)
+        blocks: list[BlockTriangles] = []
+        start = 0
+        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+            end = start + count
+            if count:
+                marker_id = self._marker_ids.setdefault(key, len(self._marker_ids) + 1)
+                blocks.append((marker_id, corners[start:end],
+                               None if colors is None else colors[start:end]))
+            elif key in self._marker_ids:  # the block's surface is gone
+                blocks.append((self._marker_ids[key], None, None))
+            start = end
         if not blocks and not resend_all:
             return
         self._send_markers(blocks, delete_all_first=resend_all)
@@ -390,7 +399,7 @@ class MapperNode(Node):
             self._latency["mesh"].append(self._age_ms(stamp))
         self._unmeshed_stamps.clear()
 
-    def _send_markers(self, blocks: list[tuple[int, Any]], delete_all_first: bool) -> None:
+    def _send_markers(self, blocks: list[BlockTriangles], delete_all_first: bool) -> None:
         self._mesh_pub.publish(mesh_marker_array_cdr(
             self._map_frame, self._header_stamp(), MESH_NS, blocks,
             delete_all_first=delete_all_first))
@@ -444,14 +453,9 @@ class MapperNode(Node):
     # ------------------------------------------------------------------ services
 
     def save_map(self, directory: Path) -> dict[str, Path]:
-        """Write mesh PLY, Nav2 map (yaml + pgm), checkpoint and config into ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        paths = {k: directory / v for k, v in MAP_FILES.items()}
-        write_ply(paths["mesh"], self.mapper.mesh())
-        paths["nav2_image"] = write_nav2_map(paths["nav2"], self.mapper.occupancy_grid())
-        self.mapper.save(paths["checkpoint"])
-        self.mapper.config.to_yaml(paths["config"])
-        return paths
+        """Write the map directory (mesh PLY, Nav2 map, checkpoint, config, preview) exactly
+        as ``recon-ros replay`` does; returns name -> path."""
+        return write_map_outputs(self.mapper, directory)[0]
 
     def _map_dir(self) -> Path:
         return Path(str(self._setting("map_dir"))).expanduser()
@@ -473,7 +477,7 @@ class MapperNode(Node):
 
     def _srv_load(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
-        path = self._map_dir() / MAP_FILES["checkpoint"]
+        path = self._map_dir() / CHECKPOINT_FILE
         try:
             mapper = Mapper.load(path, device=self._config_target.volume.device)
         except (OSError, ReconError) as err:
@@ -500,7 +504,10 @@ class MapperNode(Node):
 
     def _srv_reset(self, request: Trigger.Request, response: Trigger.Response
                    ) -> Trigger.Response:
-        self._rebuild_map("reset")
+        if not self._rebuild_map("reset"):
+            response.success, response.message = False, "cannot build a map with the current " \
+                "parameters (see the log); the old map is kept"
+            return response
         self._last_stamp_ns = 0
         self._send_markers([], delete_all_first=True)
         self._mesh_resend_all = False
@@ -532,15 +539,14 @@ def main(args: list[str] | None = None) -> int:
                signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = MapperNode()
-    except ConfigError as err:
+    except (ReconError, OSError) as err:  # invalid parameters, unusable weights or device
         rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
         rclpy.try_shutdown()
         return 2
-    stop = stop_on_signals()
-    executor = Executor()
-    executor.add_node(node)
+    executor = make_executor(node)
     try:
-        spin_until(executor, stop, threads=4)
+        with stop_on_signals() as stop:
+            spin_until(executor, stop)
     finally:
         executor.shutdown()
         node.get_logger().info("shutting down")

@@ -25,6 +25,7 @@ from recon_ros.core.errors import ConfigError
 
 __all__ = [
     "COLOR_TRANSPORTS",
+    "INPUT_QOS",
     "PARAMETERS",
     "Param",
     "by_name",
@@ -35,6 +36,8 @@ __all__ = [
     "validate",
 ]
 
+#: Values of ``input_qos``.
+INPUT_QOS = ("sensor_data", "reliable")
 #: Values of ``color_transport``: ``raw`` (sensor_msgs/Image), ``compressed``
 #: (sensor_msgs/CompressedImage on ``<color_image_topic>/compressed``), ``none`` (depth only).
 COLOR_TRANSPORTS = ("raw", "compressed", "none")
@@ -82,21 +85,25 @@ _NODE_PARAMS: tuple[Param, ...] = (
     Param("map_frame", "map", "TF frame of the map and of every output (mesh, grid, cloud).",
           read_only=True),
     Param("cameras", ["camera"],
-          "Namespaces of the depth cameras, relative to the node's namespace; each one "
-          "subscribes <ns>/<depth_image_topic> etc.", read_only=True),
-    Param("depth_image_topic", "depth/image",
+          "Namespaces of the depth cameras, relative to the node's namespace; the topics "
+          "below are subscribed inside each.", read_only=True),
+    Param("depth_image_topic", "depth/image_raw",
           "Depth image topic inside each camera namespace (16UC1 mm or 32FC1 m).",
           read_only=True),
     Param("depth_info_topic", "depth/camera_info",
           "Depth CameraInfo topic inside each camera namespace.", read_only=True),
-    Param("color_image_topic", "color/image",
+    Param("color_image_topic", "color/image_raw",
           "Color image topic inside each camera namespace (rgb8/bgr8/rgba8/bgra8/mono8); "
-          "the compressed transport subscribes <this>/compressed.", read_only=True),
+          "the compressed transport subscribes this name + /compressed.", read_only=True),
     Param("color_info_topic", "color/camera_info",
           "Color CameraInfo topic inside each camera namespace.", read_only=True),
     Param("color_transport", "raw",
           "How color arrives: raw (Image), compressed (CompressedImage, jpeg/png) or none.",
           read_only=True),
+    Param("input_qos", "sensor_data",
+          "QoS of the image and camera_info subscriptions: sensor_data (best effort, matches "
+          "any publisher) or reliable (needs a reliable publisher; large images survive "
+          "lossy transports).", read_only=True),
     Param("queue_size", 10,
           "Depth and color messages kept per camera; when full the oldest is dropped "
           "(counted as 'queue overflow').", "messages", read_only=True),
@@ -111,13 +118,17 @@ _NODE_PARAMS: tuple[Param, ...] = (
     Param("tf_timeout_s", 0.5,
           "How long a frame waits for its TF, camera_info and color before it is dropped "
           "(steady clock).", "s"),
-    Param("tf_cache_s", 30.0, "History kept per dynamic TF edge.", "s"),
+    Param("tf_cache_s", 30.0, "History kept per dynamic TF edge.", "s", read_only=True),
     Param("color_max_offset_s", 0.02,
           "Largest |color stamp - depth stamp| for pairing a color image with a depth image.",
           "s"),
     Param("drop_log_period_s", 5.0,
           "Dropped frames are logged at most once per period (the first drop of each reason "
-          "is always logged).", "s"),
+          "is always logged).", "s", read_only=True),
+    Param("cpu_threads", 1,
+          "Torch intra-op threads on the CPU (0 = torch's default, one per core). 1 avoids "
+          "OpenMP stalls when other processes (camera driver, RViz) share the cores.",
+          "threads", read_only=True),
     Param("map_dir", "recon_map",
           "Directory that ~/save_map writes and ~/load_map reads (relative to the working "
           "directory)."),
@@ -142,7 +153,7 @@ _CORE_PARAMS: tuple[Param, ...] = (
     _core("integration", "behind_surface_drop",
           "Down-weight measurements behind the observed surface (as voxblox)."),
     _core("integration", "alloc_stride_px",
-          "Pixel stride used to find the blocks a frame touches.", "px"),
+          "Pixel stride used to find the blocks a frame touches (0 = automatic).", "px"),
     _core("integration", "compile",
           "Fuse the voxel update with torch.compile (one-off compile at the first frame)."),
     _core("mesh", "min_weight", "Marching cubes only meshes cubes whose corners have at "
@@ -154,9 +165,18 @@ _CORE_PARAMS: tuple[Param, ...] = (
     _core("occupancy", "resolution_m", "2D cell size (0 = the voxel size).", "m"),
     _core("occupancy", "occupied_threshold_voxels",
           "A voxel is occupied when its TSDF is below this many voxels.", "voxels"),
+    _core("occupancy", "free_below_m",
+          "A 2D cell is free only if free space was seen in its column at or below this map "
+          "height (and nothing occupied in the band).", "m"),
     _core("occupancy", "min_weight", "Voxels with less weight count as unknown."),
     _core("occupancy", "free_space_stride_px",
           "Pixel stride of the rays that carve free space into the 2D grid.", "px"),
+    _core("fusion", "method",
+          "tsdf (classical fusion, with color) or latent (learned latent fusion, geometry only)."),
+    _core("fusion", "weights",
+          "Weight file of the latent model (\"\" = the shipped default)."),
+    _core("fusion", "max_count",
+          "Cap of the per-voxel update count of the latent running average."),
 )
 
 #: Every parameter of the mapper node, node parameters first, then the core's.
@@ -214,13 +234,19 @@ def validate(values: dict[str, Any]) -> MapperConfig:
     for name in ("tick_rate_hz", "status_rate_hz"):
         if values[name] <= 0.0:
             raise ConfigError(f"{name}={values[name]!r} is invalid: must be > 0")
-    for name in ("tf_timeout_s", "color_max_offset_s", "drop_log_period_s"):
+    for name in ("tf_timeout_s", "color_max_offset_s"):
         if not (math.isfinite(values[name]) and values[name] >= 0.0):
             raise ConfigError(f"{name}={values[name]!r} is invalid: must be >= 0")
-    if not (math.isfinite(values["tf_cache_s"]) and values["tf_cache_s"] > 0.0):
-        raise ConfigError(f"tf_cache_s={values['tf_cache_s']!r} is invalid: must be > 0")
+    for name in ("tf_cache_s", "drop_log_period_s"):
+        if not (math.isfinite(values[name]) and values[name] > 0.0):
+            raise ConfigError(f"{name}={values[name]!r} is invalid: must be > 0")
+    if values["cpu_threads"] < 0:
+        raise ConfigError(f"cpu_threads={values['cpu_threads']!r} is invalid: must be >= 0")
     if values["queue_size"] < 1:
         raise ConfigError(f"queue_size={values['queue_size']!r} is invalid: must be >= 1")
+    if values["input_qos"] not in INPUT_QOS:
+        raise ConfigError(f"input_qos={values['input_qos']!r} is invalid: must be one of "
+                          f"{list(INPUT_QOS)}")
     if values["color_transport"] not in COLOR_TRANSPORTS:
         raise ConfigError(f"color_transport={values['color_transport']!r} is invalid: must be "
                           f"one of {list(COLOR_TRANSPORTS)}")
@@ -241,10 +267,13 @@ def validate(values: dict[str, Any]) -> MapperConfig:
 
 
 def _format(value: Any) -> str:
+    """A default as YAML would write it, in backticks."""
     if isinstance(value, str):
         return f'`"{value}"`'
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return f"`[{', '.join(map(str, value))}]`"
     return f"`{value}`"
 
 
@@ -252,6 +281,6 @@ def markdown_table() -> str:
     """The parameter table as Markdown (for ``docs/ros_node.md``)."""
     rows = ["| parameter | default | units | description |", "|---|---|---|---|"]
     for p in PARAMETERS:
-        desc = p.description + (" Start-up only." if p.read_only else "")
+        desc = (p.description + (" Start-up only." if p.read_only else "")).replace("|", "\\|")
         rows.append(f"| `{p.name}` | {_format(p.default)} | {p.units} | {desc} |")
     return "\n".join(rows) + "\n"

@@ -1,52 +1,51 @@
-"""Running nodes: a multi-threaded spin that drains before returning, and SIGINT/SIGTERM
-handling that lets a node finish its work (e.g. autosave) while ROS is still up."""
+"""Running a node: SIGINT/SIGTERM handling that lets it finish its work (e.g. autosave) while
+ROS is still up, and spinning until then."""
 
 from __future__ import annotations
 
 import signal
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import rclpy
-from rclpy.executors import (
-    Executor,
-    ExternalShutdownException,
-    ShutdownException,
-    TimeoutException,
-)
-from rclpy.task import Task
+from rclpy.executors import Executor
+from rclpy.experimental import EventsExecutor
+from rclpy.node import Node
 
-__all__ = ["spin_until", "stop_on_signals"]
+__all__ = ["make_executor", "spin_until", "stop_on_signals"]
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGINT or SIGTERM (install after ``rclpy.init(signal_handler_options=
-    SignalHandlerOptions.NO)``, so the ROS context survives the signal)."""
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the ``with`` block runs (the previous handlers
+    are restored afterwards). Use with ``rclpy.init(signal_handler_options=
+    SignalHandlerOptions.NO)``, so the ROS context survives the signal and the code can finish
+    its work before shutting ROS down."""
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
+    previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def spin_until(executor: Executor, stop: threading.Event, threads: int) -> None:
-    """Run ready callbacks on a thread pool until ``stop`` is set or ROS shuts down; returns
-    only after every dispatched callback has finished.
+def make_executor(node: Node) -> Executor:
+    """rclpy's events executor (C++ event queue, one thread) with ``node`` added.
 
-    rclpy's ``MultiThreadedExecutor`` is not used because its ``shutdown`` destroys its guard
-    condition before its thread pool drains, and callbacks still queued then raise.
-
-    Raises:
-        Exception: the first exception a callback raised (after the pool has drained).
+    Measured here it takes messages off DDS far faster than the Python wait-set executors,
+    and one thread means the integration never competes with message handling for the GIL
+    (with a multi-threaded executor on 2 cores either starved the other).
     """
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: dict[Future[None], Task[None]] = {}
-        while not stop.is_set() and rclpy.ok():
-            try:
-                handler, _, _ = executor.wait_for_ready_callbacks(timeout_sec=0.1)
-            except (TimeoutException, ShutdownException, ExternalShutdownException):
-                continue
-            pending[pool.submit(handler)] = handler
-            for future in [f for f in pending if f.done()]:
-                error = pending.pop(future).exception()
-                if error is not None:  # a callback raised: that is a bug, let it surface
-                    raise error
+    executor = EventsExecutor(context=node.context)
+    executor.add_node(node)
+    return executor
+
+
+def spin_until(executor: Executor, stop: threading.Event) -> None:
+    """Run callbacks until ``stop`` is set or ROS shuts down; a callback's exception (a bug)
+    propagates."""
+    while not stop.is_set() and rclpy.ok(context=executor.context):
+        executor.spin_once(timeout_sec=0.1)

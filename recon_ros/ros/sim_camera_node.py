@@ -3,10 +3,10 @@
 Publishes, at ``rate_hz`` and stamped with the node's clock, what a depth camera driver and a
 localisation stack would:
 
-- ``depth/image`` (16UC1 mm or 32FC1 m), ``depth/camera_info``, ``color/image`` (rgb8) or
-  ``color/image/compressed`` (jpeg), ``color/camera_info``: relative names, so run it in the
-  camera's namespace (``--ros-args -r __ns:=/camera``); color is registered to depth (same
-  optical frame);
+- ``depth/image_raw`` (16UC1 mm or 32FC1 m), ``depth/camera_info``, ``color/image_raw``
+  (rgb8) or ``color/image_raw/compressed`` (jpeg), ``color/camera_info``: relative names, so
+  run it in the camera's namespace (``--ros-args -r __ns:=/camera``); color is registered to
+  depth (same optical frame);
 - ``/tf`` (map -> odom -> base_link at every image stamp) and ``/tf_static`` (base_link ->
   camera_link -> camera_depth_optical_frame, transient-local).
 
@@ -20,9 +20,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -47,7 +47,7 @@ from .conversions import (
     ns_to_time,
     tf_message,
 )
-from .runtime import spin_until, stop_on_signals
+from .runtime import make_executor, spin_until, stop_on_signals
 
 __all__ = ["SimCameraNode", "main"]
 
@@ -104,22 +104,24 @@ class SimCameraNode(Node):
         self._depth: list[Image] = []
         self._color: list[Image | CompressedImage] = []
         for frame in iter_frames(scene, camera, self.trajectory, noise=noise, color=color):
-            self._depth.append(depth_msg(frame.depth, 0, frame_id, v["depth_encoding"]))
+            self._depth.append(depth_msg(np.asarray(frame.depth), 0, frame_id,
+                                         v["depth_encoding"]))
             if frame.color is not None:
-                self._color.append(compressed_msg(frame.color, 0, frame_id)
+                rgb = np.asarray(frame.color)
+                self._color.append(compressed_msg(rgb, 0, frame_id)
                                    if v["color_transport"] == "compressed"
-                                   else color_msg(frame.color, 0, frame_id))
+                                   else color_msg(rgb, 0, frame_id))
         self._info = camera_info_msg(camera, 0, frame_id)
         self._max_frames = int(v["max_frames"])
         self.published = 0
 
-        self._depth_pub = self.create_publisher(Image, "depth/image", IMAGE_QOS)
+        self._depth_pub = self.create_publisher(Image, "depth/image_raw", IMAGE_QOS)
         self._depth_info_pub = self.create_publisher(CameraInfo, "depth/camera_info", IMAGE_QOS)
         self._color_pub = None
         if v["color_transport"] == "raw":
-            self._color_pub = self.create_publisher(Image, "color/image", IMAGE_QOS)
+            self._color_pub = self.create_publisher(Image, "color/image_raw", IMAGE_QOS)
         elif v["color_transport"] == "compressed":
-            self._color_pub = self.create_publisher(CompressedImage, "color/image/compressed",
+            self._color_pub = self.create_publisher(CompressedImage, "color/image_raw/compressed",
                                                     IMAGE_QOS)
         self._color_info_pub = (self.create_publisher(CameraInfo, "color/camera_info", IMAGE_QOS)
                                 if color else None)
@@ -177,11 +179,10 @@ def main(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
         rclpy.try_shutdown()
         return 2
-    stop = stop_on_signals()
-    executor = Executor()
-    executor.add_node(node)
+    executor = make_executor(node)
     try:
-        spin_until(executor, stop, threads=1)
+        with stop_on_signals() as stop:
+            spin_until(executor, stop)
     finally:
         executor.shutdown()
         node.destroy_node()

@@ -1,8 +1,8 @@
 """Fixtures of the ROS tests: environment, synthetic frames, and mapper processes.
 
-Modules that need rclpy start with ``pytest.importorskip("rclpy", reason=ROS_SKIP_REASON)``,
-so without the ROS wheels they are skipped with that reason (and nothing here imports rclpy
-at import time).
+Modules that need rclpy start with ``pytest.importorskip("rclpy", reason=ROS_SKIP_REASON,
+exc_type=ImportError)``, so without (working) ROS wheels they are skipped with that reason;
+nothing here imports rclpy at import time.
 """
 
 from __future__ import annotations

@@ -8,11 +8,13 @@ import itertools
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,11 +23,11 @@ import rclpy
 from nav_msgs.msg import OccupancyGrid
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.node import Node, NodeNameNonExistentError
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -38,7 +40,6 @@ from recon_ros.ros.conversions import (
     camera_info_msg,
     color_msg,
     depth_msg,
-    iter_marker_triangles,
     tf_message,
 )
 
@@ -53,10 +54,35 @@ LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def next_domain_id() -> int:
-    """A ROS_DOMAIN_ID (1..100) unique within this run and unlikely to clash with a
-    concurrent run (derived from the pid)."""
-    return 1 + (os.getpid() * 7 + next(_DOMAIN_COUNTER)) % 100
+#: Domain ids whose default DDS ports are valid on Linux.
+DOMAIN_IDS = [*range(1, 102), *range(215, 233)]
+
+
+def next_domain_id(probe_s: float = 0.5) -> int:
+    """A ROS_DOMAIN_ID for one test module: derived from the pid (so concurrent test runs on
+    one machine start apart), skipping domains where other participants are discovered within
+    ``probe_s`` (another test run or a demo on this machine)."""
+    start = (os.getpid() * 7 + next(_DOMAIN_COUNTER) * 11) % len(DOMAIN_IDS)
+    for k in range(len(DOMAIN_IDS)):
+        domain = DOMAIN_IDS[(start + k) % len(DOMAIN_IDS)]
+        if not _domain_in_use(domain, probe_s):
+            return domain
+    raise RuntimeError("every ROS domain id is in use on this machine")
+
+
+def _domain_in_use(domain: int, probe_s: float) -> bool:
+    context = Context()
+    rclpy.init(context=context, domain_id=domain)
+    try:
+        node = Node("test_domain_probe", context=context)
+        deadline = time.monotonic() + probe_s
+        while time.monotonic() < deadline:
+            if len(node.get_node_names()) > 1:
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 def child_env(domain_id: int, log_dir: Path) -> dict[str, str]:
@@ -89,7 +115,7 @@ class Process:
                  cwd: Path | None = None) -> None:
         self.cmd = list(cmd)
         self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop())
+        self._log = open(log_path, "w")
         self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, stdout=self._log,
                                      stderr=subprocess.STDOUT)
 
@@ -101,6 +127,12 @@ class Process:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit by itself; returns its exit code."""
+        rc = self.proc.wait(timeout)
+        self._log.close()
+        return int(rc)
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         """Signal the process and wait for it; returns its exit code."""
         if self.alive():
@@ -110,8 +142,19 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
         return int(self.proc.returncode)
+
+
+@dataclass
+class CameraPublishers:
+    """A camera namespace's publishers (what a driver publishes)."""
+
+    depth: Any
+    depth_info: Any
+    color: Any
+    color_info: Any
 
 
 class Harness:
@@ -124,36 +167,28 @@ class Harness:
         camera: the camera namespace to publish in.
     """
 
-    def __init__(self, domain_id: int, mapper: str = "/recon_mapper", camera: str = "camera"
-                 ) -> None:
+    def __init__(self, domain_id: int, mapper: str = "/recon_mapper") -> None:
         self.mapper = mapper
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = Node("test_harness", context=self.context)
         self._lock = threading.Lock()
         self.status_msgs: list[dict[str, Any]] = []
-        self.mesh_msgs: list[MarkerArray] = []
+        self.mesh_msgs: list[bytes] = []  # raw CDR: parsed on demand (parse_marker_array)
         self.grid_msgs: list[OccupancyGrid] = []
         self.cloud_msgs: list[PointCloud2] = []
         n = self.node
         n.create_subscription(String, f"{mapper}/status", self._on_status, RELIABLE)
         n.create_subscription(MarkerArray, f"{mapper}/mesh", self._record(self.mesh_msgs),
-                              RELIABLE)
+                              RELIABLE, raw=True)
         n.create_subscription(OccupancyGrid, f"{mapper}/map", self._record(self.grid_msgs),
                               LATCHED)
         n.create_subscription(PointCloud2, f"{mapper}/occupied_voxels",
                               self._record(self.cloud_msgs), RELIABLE)
         self.tf_pub = n.create_publisher(TFMessage, "/tf", RELIABLE)
         self.tf_static_pub = n.create_publisher(TFMessage, "/tf_static", LATCHED)
-        self.depth_pub = n.create_publisher(Image, f"{camera}/depth/image", RELIABLE)
-        self.depth_info_pub = n.create_publisher(CameraInfo, f"{camera}/depth/camera_info",
-                                                 RELIABLE)
-        self.color_pub = n.create_publisher(Image, f"{camera}/color/image", RELIABLE)
-        self.compressed_pub = n.create_publisher(CompressedImage,
-                                                 f"{camera}/color/image/compressed", RELIABLE)
-        self.color_info_pub = n.create_publisher(CameraInfo, f"{camera}/color/camera_info",
-                                                 RELIABLE)
-        self.params = AsyncParameterClient(n, mapper)
+        self._cameras: dict[str, CameraPublishers] = {}
+        self._param_clients: dict[str, AsyncParameterClient] = {}
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(n)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
@@ -192,7 +227,7 @@ class Harness:
         return self.wait_status(lambda s: s["frames_integrated"] >= n, timeout,
                                 f"{n} frames integrated")
 
-    def wait_mesh_settled(self, timeout: float = 60.0) -> list[MarkerArray]:
+    def wait_mesh_settled(self, timeout: float = 60.0) -> list[bytes]:
         """Wait until the mesh of every integrated frame was published and received; returns
         the marker messages received so far."""
         s = self.wait_status(lambda s: s["mesh"]["frames_integrated"] == s["frames_integrated"]
@@ -208,6 +243,17 @@ class Harness:
         with self._lock:
             return self.grid_msgs[-1]
 
+    def graph(self, node_name: str, kind: str) -> set[str]:
+        """Topic (``publisher``/``subscriber``) or ``service`` names of a node in the graph
+        (empty while the node is not discovered yet)."""
+        query = {"publisher": self.node.get_publisher_names_and_types_by_node,
+                 "subscriber": self.node.get_subscriber_names_and_types_by_node,
+                 "service": self.node.get_service_names_and_types_by_node}[kind]
+        try:
+            return {name for name, _ in query(node_name, "/")}
+        except NodeNameNonExistentError:
+            return set()
+
     # ------------------------------------------------------------------ calls
 
     def call(self, service: str, timeout: float = 60.0) -> Trigger.Response:
@@ -220,23 +266,31 @@ class Harness:
         finally:
             self.node.destroy_client(client)
 
-    def set_parameters(self, params: dict[str, Any], timeout: float = 30.0) -> list[Any]:
+    def _params(self, node: str | None, timeout: float) -> AsyncParameterClient:
+        """A parameter client of ``node`` (default: the mapper) whose services are up."""
+        name = node or self.mapper
+        if name not in self._param_clients:
+            self._param_clients[name] = AsyncParameterClient(self.node, name)
+        client = self._param_clients[name]
+        wait_for(client.services_are_ready, timeout, f"parameter services of {name}")
+        return client
+
+    def set_parameters(self, params: dict[str, Any], timeout: float = 30.0,
+                       node: str | None = None) -> list[Any]:
         """``SetParametersResult`` of each parameter (set one by one)."""
-        wait_for(self.params.services_are_ready, timeout, "parameter services")
-        future = self.params.set_parameters([Parameter(k, value=v) for k, v in params.items()])
+        future = self._params(node, timeout).set_parameters(
+            [Parameter(k, value=v) for k, v in params.items()])
         wait_for(future.done, timeout, "set_parameters response")
         return list(future.result().results)
 
     def get_parameters(self, names: list[str], timeout: float = 30.0) -> dict[str, Any]:
-        wait_for(self.params.services_are_ready, timeout, "parameter services")
-        future = self.params.get_parameters(names)
+        future = self._params(None, timeout).get_parameters(names)
         wait_for(future.done, timeout, "get_parameters response")
         return {n: parameter_value_to_python(v)
                 for n, v in zip(names, future.result().values, strict=True)}
 
     def list_parameters(self, timeout: float = 30.0) -> list[str]:
-        wait_for(self.params.services_are_ready, timeout, "parameter services")
-        future = self.params.list_parameters()
+        future = self._params(None, timeout).list_parameters()
         wait_for(future.done, timeout, "list_parameters response")
         return list(future.result().result.names)
 
@@ -245,26 +299,41 @@ class Harness:
     def publish_static(self, transforms: Sequence[Any]) -> None:
         self.tf_static_pub.publish(tf_message(transforms))
 
+    def camera(self, ns: str = "camera") -> CameraPublishers:
+        """The publishers of camera namespace ``ns`` (created on first use)."""
+        if ns not in self._cameras:
+            n = self.node
+            self._cameras[ns] = CameraPublishers(
+                depth=n.create_publisher(Image, f"{ns}/depth/image_raw", RELIABLE),
+                depth_info=n.create_publisher(CameraInfo, f"{ns}/depth/camera_info", RELIABLE),
+                color=n.create_publisher(Image, f"{ns}/color/image_raw", RELIABLE),
+                color_info=n.create_publisher(CameraInfo, f"{ns}/color/camera_info", RELIABLE))
+        return self._cameras[ns]
+
     def publish_frame(self, frame: Frame, stamp: int, tf: Sequence[Any] | None = None, *,
                       depth: Image | None = None, info: CameraInfo | None = None,
-                      color: bool = True, encoding: str = "16UC1") -> None:
-        """TF (if given) first, then camera_info + depth (+ color) of ``frame`` at ``stamp``;
-        ``depth`` / ``info`` replace the generated messages (bad-input tests)."""
+                      color: bool = True, encoding: str = "16UC1", camera: str = "camera",
+                      frame_id: str | None = None) -> None:
+        """TF (if given) first, then camera_info + depth (+ color) of ``frame`` at ``stamp``
+        in namespace ``camera``; ``depth`` / ``info`` replace the generated messages
+        (bad-input tests), ``frame_id`` the frame's."""
         if tf is not None:
             self.tf_pub.publish(tf_message(tf))
-        fid = frame.frame_id
+        pubs = self.camera(camera)
+        fid = frame_id or frame.frame_id
         info = info or camera_info_msg(frame.camera, stamp, fid)
-        self.depth_info_pub.publish(info)
+        pubs.depth_info.publish(info)
         if color and frame.color is not None:
-            self.color_info_pub.publish(info)
-            self.color_pub.publish(color_msg(frame.color, stamp, fid))
-        self.depth_pub.publish(depth or depth_msg(frame.depth, stamp, fid, encoding))
+            pubs.color_info.publish(info)
+            pubs.color.publish(color_msg(frame.color, stamp, fid))
+        pubs.depth.publish(depth or depth_msg(frame.depth, stamp, fid, encoding))
 
-    def wait_subscribed(self, timeout: float = 30.0) -> None:
-        """Until the mapper's subscriptions to our camera topics and TF are matched."""
-        pubs = (self.depth_pub, self.depth_info_pub, self.tf_pub)
-        wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), timeout,
-                 "the mapper to subscribe")
+    def wait_subscribed(self, timeout: float = 30.0, camera: str = "camera") -> None:
+        """Until the mapper's subscriptions to the camera's topics and TF are matched."""
+        pubs = self.camera(camera)
+        wait_for(lambda: all(p.get_subscription_count() > 0 for p in (
+            pubs.depth, pubs.depth_info, pubs.color, self.tf_pub)), timeout,
+            "the mapper to subscribe")
 
     # ------------------------------------------------------------------ teardown
 
@@ -275,18 +344,96 @@ class Harness:
         self._thread.join(10)
 
 
-def mesh_state(messages: Sequence[MarkerArray]) -> dict[int, np.ndarray]:
-    """Apply marker messages in order (ADD/DELETE/DELETEALL): marker id -> (T, 3, 3)
-    triangles as RViz would show them."""
+@dataclass
+class ParsedMarker:
+    """What the tests read of a mesh marker."""
+
+    id: int
+    action: int
+    corners: np.ndarray  # (T, 3, 3) float64
+    colors: np.ndarray | None  # (T * 3, 4) float32 RGBA, None if the marker has none
+
+
+class _CdrReader:
+    """Little-endian CDR reader (alignment counted after the 4-byte header)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.buf = memoryview(raw)
+        self.pos = 4
+
+    def align(self, n: int) -> None:
+        self.pos += (-(self.pos - 4)) % n
+
+    def unpack(self, fmt: str, size: int) -> tuple[Any, ...]:
+        self.align(size)
+        values = struct.unpack_from("<" + fmt, self.buf, self.pos)
+        self.pos += struct.calcsize("<" + fmt)
+        return values
+
+    def skip_bool(self) -> None:
+        self.pos += 1
+
+    def string(self) -> str:
+        (n,) = self.unpack("I", 4)
+        text = bytes(self.buf[self.pos:self.pos + n - 1]).decode()
+        self.pos += n
+        return text
+
+    def array(self, dtype: str, width: int, align: int) -> np.ndarray:
+        (n,) = self.unpack("I", 4)
+        if n:
+            self.align(align)
+        out = np.frombuffer(self.buf, dtype, n * width, self.pos).reshape(n, width)
+        self.pos += out.nbytes
+        return out
+
+
+def parse_marker_array(raw: bytes) -> list[ParsedMarker]:
+    """The markers of a serialised ``visualization_msgs/MarkerArray`` (numpy, fast: the
+    rclpy message would build one Python object per vertex)."""
+    r = _CdrReader(raw)
+    (count,) = r.unpack("I", 4)
+    out = []
+    for _ in range(count):
+        r.unpack("iI", 4)  # header stamp
+        r.string()  # frame_id
+        r.string()  # ns
+        marker_id, _type, action = r.unpack("iii", 4)
+        r.unpack("7d", 8)  # pose
+        r.unpack("3d", 8)  # scale
+        r.unpack("4f", 4)  # color
+        r.unpack("iI", 4)  # lifetime
+        r.skip_bool()  # frame_locked
+        points = r.array("<f8", 3, 8)
+        colors = r.array("<f4", 4, 4)
+        r.string()  # texture_resource
+        r.unpack("iI", 4)  # texture.header.stamp
+        r.string()  # texture.header.frame_id
+        r.string()  # texture.format
+        r.array("u1", 1, 1)  # texture.data
+        r.array("<f4", 2, 4)  # uv_coordinates
+        r.string()  # text
+        r.string()  # mesh_resource
+        r.string()  # mesh_file.filename
+        r.array("u1", 1, 1)  # mesh_file.data
+        r.skip_bool()  # mesh_use_embedded_materials
+        out.append(ParsedMarker(int(marker_id), int(action), points.reshape(-1, 3, 3).copy(),
+                                colors.copy() if len(colors) else None))
+    return out
+
+
+def mesh_state(messages: Sequence[bytes]) -> dict[int, np.ndarray]:
+    """Apply serialised marker messages in order (ADD/DELETE/DELETEALL): marker id ->
+    (T, 3, 3) triangles as RViz would show them."""
     state: dict[int, np.ndarray] = {}
-    for msg in messages:
-        for marker_id, action, triangles in iter_marker_triangles(msg):
-            if action == MARKER_DELETEALL:
+    for raw in messages:
+        for m in parse_marker_array(raw):
+            if m.action == MARKER_DELETEALL:
                 state.clear()
-            elif action == MARKER_DELETE:
-                state.pop(marker_id, None)
+            elif m.action == MARKER_DELETE:
+                state.pop(m.id, None)
             else:
-                state[marker_id] = triangles
+                state[m.id] = m.corners
     return state
 
 

@@ -104,3 +104,16 @@ def mapper_command(venv_bin: Path, overlay: Path | None = None, camera: str = "c
     for name, value in (extra or {}).items():
         cmd += ["-p", f"{name}:={value}"]
     return cmd
+
+
+def node_command(venv_bin: Path, spec: NodeSpec, params: dict[str, str]) -> list[str]:
+    """The command launch_ros runs for ``spec`` (a ``Node(...)`` without params files), with
+    ``params`` given as ``-p name:=value`` (launch writes them to a temporary params file)."""
+    cmd = [str(venv_bin / spec.executable), "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace:
+        cmd += ["-r", f"__ns:=/{spec.namespace.strip('/')}"]
+    for src, dst in spec.remappings:
+        cmd += ["-r", f"{src}:={dst}"]
+    for name, value in params.items():
+        cmd += ["-p", f"{name}:={value}"]
+    return cmd

@@ -10,18 +10,18 @@ import pytest
 
 from .conftest import ROS_SKIP_REASON, SynthSequence, surface_distance
 
-pytest.importorskip("rclpy", reason=ROS_SKIP_REASON)
+pytest.importorskip("rclpy", reason=ROS_SKIP_REASON, exc_type=ImportError)
 
-from recon_ros.core.mapper import Mapper  # noqa: E402
-from recon_ros.core.occupancy_grid import FREE, OCCUPIED, UNKNOWN  # noqa: E402
-from recon_ros.io.map_files import read_nav2_map, read_ply  # noqa: E402
-from recon_ros.io.synthetic import backproject_depth, gt_occupancy_grid  # noqa: E402
-from recon_ros.ros import parameters as P  # noqa: E402
-from recon_ros.ros.conversions import grid_from_msg, points_from_cloud, stamp_ns  # noqa: E402
-from recon_ros.ros.mapper_node import MAP_FILES  # noqa: E402
+from recon_ros.core.mapper import Mapper
+from recon_ros.core.occupancy_grid import FREE, OCCUPIED, UNKNOWN
+from recon_ros.io.map_files import read_nav2_map, read_ply
+from recon_ros.io.synthetic import backproject_depth, gt_occupancy_grid
+from recon_ros.offline import CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, MESH_FILE
+from recon_ros.ros import parameters as P
+from recon_ros.ros.conversions import grid_from_msg, points_from_cloud, stamp_ns
 
-from .helpers import mesh_state, mesh_vertices, wait_for  # noqa: E402
-from .launch_spec import REPO, module_constants  # noqa: E402
+from .helpers import mesh_state, mesh_vertices, wait_for
+from .launch_spec import REPO, module_constants
 
 EXTRA = {"map_dir": "maps", "autosave_dir": "autosave"}
 pytestmark = pytest.mark.parametrize("mapper_run", [EXTRA], indirect=True, ids=["mapper"])
@@ -69,14 +69,13 @@ def test_outputs_are_the_rviz_config_topics(mapper_run) -> None:
     import yaml
 
     name = module_constants(REPO / "launch/mapping.launch.py")["MAPPER_NAME"]
-    node = mapper_run.harness.node
-    published = wait_for(lambda: {t for t, _ in node.get_publisher_names_and_types_by_node(
-        name, "/")} or None, 30, "the mapper's publishers")
+    h = mapper_run.harness
+    published = wait_for(lambda: h.graph(name, "publisher"), 30, "the mapper's publishers")
     rviz = yaml.safe_load((REPO / "config/recon_ros.rviz").read_text())
     topics = {d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"]
               if "Topic" in d}
     assert topics and topics <= published, (topics, published)
-    services = {s for s, _ in node.get_service_names_and_types_by_node(name, "/")}
+    services = h.graph(name, "service")
     assert {f"/{name}/{s}" for s in ("save_map", "load_map", "reset")} <= services
 
 
@@ -160,14 +159,14 @@ def test_save_reset_load(mapper_run) -> None:
     response = h.call("save_map")
     assert response.success, response.message
     directory = workdir / "maps"
-    for name in [*MAP_FILES.values(), "map.pgm"]:
+    for name in [MESH_FILE, GRID_FILE, CHECKPOINT_FILE, CONFIG_FILE, "map.pgm"]:
         assert (directory / name).is_file(), name
-    ply = read_ply(directory / MAP_FILES["mesh"])
+    ply = read_ply(directory / MESH_FILE)
     _assert_same_points(ply.vertices, mesh_vertices(state_before))
-    nav2 = read_nav2_map(directory / MAP_FILES["nav2"])  # map_server's trinary rule
+    nav2 = read_nav2_map(directory / GRID_FILE)  # map_server's trinary rule
     np.testing.assert_array_equal(nav2.data, grid_before.data)
     assert nav2.origin_xy == pytest.approx(grid_before.origin_xy)
-    offline = Mapper.load(directory / MAP_FILES["checkpoint"])
+    offline = Mapper.load(directory / CHECKPOINT_FILE)
     assert offline.frames_integrated == n_frames
     _assert_same_points(offline.mesh().vertices, ply.vertices)
 
@@ -224,7 +223,7 @@ def test_invalid_parameters_are_rejected(mapper_run) -> None:
     h.wait_status(lambda s: not s["config_pending"], 30, "the new config applied")
     assert h.call("save_map").success
     import yaml
-    config = yaml.safe_load((mapper_run.workdir / "maps" / MAP_FILES["config"]).read_text())
+    config = yaml.safe_load((mapper_run.workdir / "maps" / CONFIG_FILE).read_text())
     assert config["occupancy"]["max_height_m"] == 1.0
     (result,) = h.set_parameters({"mesh_rate_hz": 4.0})  # node parameters apply at once
     assert result.successful
@@ -234,6 +233,6 @@ def test_sigint_stops_cleanly_and_autosaves(mapper_run) -> None:
     assert mapper_run.proc.alive()
     rc = mapper_run.proc.stop(signal.SIGINT)
     assert rc == 0, mapper_run.proc.log()[-3000:]
-    for name in MAP_FILES.values():
+    for name in (MESH_FILE, GRID_FILE, CHECKPOINT_FILE, CONFIG_FILE):
         assert (mapper_run.workdir / "autosave" / name).is_file(), name
     assert "Traceback" not in mapper_run.proc.log()

@@ -1,0 +1,197 @@
+"""The node's parameter table: it mirrors the core config, config/mapper.yaml and the docs
+list exactly its entries, validation rejects bad values with the core's reason, and (with a
+real process) every entry is declared and reaches the node and the core config."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from recon_ros.core.config import SECTIONS, MapperConfig
+from recon_ros.core.errors import ConfigError
+from recon_ros.ros import parameters as P
+
+from .conftest import ROS_SKIP_REASON
+from .launch_spec import REPO
+
+#: A valid value other than the default for every parameter, except :data:`SAME` (``cpu`` is
+#: the only device of every test machine; the weights are the shipped ones). A new parameter
+#: must be added here.
+NON_DEFAULT: dict[str, Any] = {
+    "map_frame": "world",
+    "cameras": ["cam_a", "cam_b"],
+    "depth_image_topic": "depth/image_rect_raw",
+    "depth_info_topic": "depth/info",
+    "color_image_topic": "rgb/image",
+    "color_info_topic": "rgb/info",
+    "color_transport": "compressed",
+    "input_qos": "reliable",
+    "queue_size": 7,
+    "tick_rate_hz": 20.0,
+    "mesh_rate_hz": 1.5,
+    "occupancy_rate_hz": 0.5,
+    "status_rate_hz": 4.0,
+    "tf_timeout_s": 0.25,
+    "tf_cache_s": 20.0,
+    "color_max_offset_s": 0.01,
+    "drop_log_period_s": 2.0,
+    "cpu_threads": 2,
+    "map_dir": "saved",
+    "autosave_dir": "auto",
+    "volume.voxel_size_m": 0.04,
+    "volume.block_size": 4,
+    "volume.device": "cpu",
+    "volume.dtype": "float16",
+    "volume.initial_capacity_blocks": 1024,
+    "integration.truncation_voxels": 3.0,
+    "integration.min_depth_m": 0.2,
+    "integration.max_depth_m": 4.0,
+    "integration.weighting": "inverse_square",
+    "integration.max_weight": 50.0,
+    "integration.behind_surface_drop": False,
+    "integration.alloc_stride_px": 2,
+    "integration.compile": True,
+    "mesh.min_weight": 0.01,
+    "occupancy.min_height_m": 0.1,
+    "occupancy.max_height_m": 1.2,
+    "occupancy.resolution_m": 0.1,
+    "occupancy.occupied_threshold_voxels": 0.4,
+    "occupancy.min_weight": 0.01,
+    "occupancy.free_below_m": 0.3,
+    "occupancy.free_space_stride_px": 4,
+    "fusion.method": "latent",
+    "fusion.weights": "",
+    "fusion.max_count": 32.0,
+}
+SAME = {"volume.device", "fusion.weights"}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_table_mirrors_the_core_config() -> None:
+    core_rows = {p.name: p for p in P.PARAMETERS if p.section is not None}
+    fields = {f"{section}.{f.name}": f.default for section, klass in SECTIONS.items()
+              for f in dataclasses.fields(klass)}
+    assert set(core_rows) == set(fields)
+    assert {name: p.default for name, p in core_rows.items()} == fields
+    assert len({p.name for p in P.PARAMETERS}) == len(P.PARAMETERS)
+    suffix_units = {"_m": "m", "_hz": "Hz", "_s": "s", "_px": "px", "_voxels": "voxels"}
+    for p in P.PARAMETERS:
+        assert p.description.endswith("."), p.name
+        for suffix, units in suffix_units.items():
+            if p.name.endswith(suffix):
+                assert p.units == units, p.name
+
+
+def test_defaults_are_valid_and_build_the_core_default() -> None:
+    assert P.validate(P.defaults()) == MapperConfig()
+    assert P.config_values(MapperConfig()) == {p.name: p.default for p in P.PARAMETERS
+                                               if p.section is not None}
+
+
+def test_config_yaml_lists_every_parameter_with_its_default() -> None:
+    doc = yaml.safe_load((REPO / "config/mapper.yaml").read_text())
+    values = _flatten(doc["/**"]["ros__parameters"])
+    assert values == P.defaults()
+
+
+def test_realsense_overlay_sets_only_known_valid_parameters() -> None:
+    doc = yaml.safe_load((REPO / "config/realsense_d435.yaml").read_text())
+    overlay = _flatten(doc["/**"]["ros__parameters"])
+    assert set(overlay) <= set(P.by_name())
+    P.validate({**P.defaults(), **overlay})
+
+
+def test_docs_carry_the_generated_table() -> None:
+    docs = (REPO / "docs/ros_node.md").read_text()
+    assert P.markdown_table() in docs, "regenerate the table: python -c 'from " \
+        "recon_ros.ros.parameters import markdown_table; print(markdown_table())'"
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("volume.voxel_size_m", 0.0, "volume.voxel_size_m=0.0 is invalid"),
+    ("volume.block_size", 5, "must be 4, 8 or 16"),
+    ("integration.max_depth_m", 0.05, "must be > min_depth_m"),
+    ("occupancy.max_height_m", 0.0, "must be > min_height_m"),
+    ("tick_rate_hz", 0.0, "must be > 0"),
+    ("mesh_rate_hz", math.inf, "must be a finite number >= 0"),
+    ("queue_size", 0, "must be >= 1"),
+    ("color_transport", "theora", "must be one of"),
+    ("input_qos", "best_effort", "must be one of"),
+    ("cameras", [], "non-empty list"),
+    ("cameras", ["a", "a"], "distinct"),
+    ("depth_image_topic", "depth//image", "not a valid relative topic name"),
+    ("map_dir", "", "must be a directory"),
+    ("drop_log_period_s", 0.0, "must be > 0"),
+    ("cpu_threads", -1, "must be >= 0"),
+])
+def test_validate_rejects_with_a_reason(name: str, value: Any, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason.replace("(", r"\(")):
+        P.validate({**P.defaults(), name: value})
+
+
+def test_non_default_values_cover_the_table_and_are_valid() -> None:
+    assert set(NON_DEFAULT) == set(P.by_name())
+    for name, value in NON_DEFAULT.items():
+        if name not in SAME:
+            assert value != P.defaults()[name], name
+    P.validate(NON_DEFAULT)
+
+
+def test_every_parameter_is_declared_and_reaches_node_and_core(tmp_path: Path) -> None:
+    pytest.importorskip("rclpy", reason=ROS_SKIP_REASON, exc_type=ImportError)
+    from .helpers import VENV_BIN, Harness, Process, child_env, next_domain_id, wait_for
+    from .launch_spec import mapper_command, module_constants
+
+    overlay = tmp_path / "overlay.yaml"
+    nested: dict[str, Any] = {}
+    for name, value in NON_DEFAULT.items():
+        if name == "cameras":
+            continue  # the launch file sets cameras from its `camera` argument
+        node = nested
+        *sections, leaf = name.split(".")
+        for s in sections:
+            node = node.setdefault(s, {})
+        node[leaf] = value
+    overlay.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+    domain = next_domain_id()
+    # the launch file passes one camera namespace; the others come from the command line
+    cmd = mapper_command(VENV_BIN, overlay=overlay, camera="cam_a")
+    cmd += ["-p", "cameras:=[cam_a, cam_b]"]
+    proc = Process(cmd, child_env(domain, tmp_path / "log"), tmp_path / "mapper.log",
+                   cwd=tmp_path)
+    harness = Harness(domain)
+    try:
+        name = module_constants(REPO / "launch/mapping.launch.py")["MAPPER_NAME"]
+        harness.wait_status(lambda s: True, 60, "the first status")
+        assert harness.get_parameters(sorted(NON_DEFAULT)) == NON_DEFAULT
+        # node parameters: the subscriptions follow cameras, topic names and color transport
+        subs = wait_for(lambda: harness.graph(name, "subscriber"), 30, "subscriptions")
+        for cam in NON_DEFAULT["cameras"]:
+            assert {f"/{cam}/depth/image_rect_raw", f"/{cam}/depth/info",
+                    f"/{cam}/rgb/image/compressed", f"/{cam}/rgb/info"} <= subs, subs
+        status = harness.status()
+        assert set(status["cameras"]) == set(NON_DEFAULT["cameras"])
+        # core parameters: the map the node saves carries exactly them
+        assert harness.call("save_map").success
+        saved = MapperConfig.from_yaml(tmp_path / "saved" / "config.yaml")
+        assert saved == P.core_config(NON_DEFAULT)
+        assert proc.stop() == 0
+        assert (tmp_path / "auto" / "map.pt").is_file()
+    finally:
+        harness.close()
+        if proc.alive():
+            proc.stop()
