@@ -28,7 +28,6 @@ stamps and TF use message time.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -52,7 +50,6 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from rclpy.signals import SignalHandlerOptions
 from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
@@ -76,7 +73,7 @@ from .conversions import (
     occupancy_grid_msg,
     point_cloud_msg,
 )
-from .runtime import make_executor, spin_until, stop_on_signals
+from .runtime import run_node
 
 __all__ = ["MapperNode", "main"]
 
@@ -535,22 +532,4 @@ def main(args: list[str] | None = None) -> int:
     Returns:
         0 after a clean shutdown, 2 if the parameters are invalid.
     """
-    rclpy.init(args=sys.argv if args is None else args,
-               signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = MapperNode()
-    except (ReconError, OSError) as err:  # invalid parameters, unusable weights or device
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
-        rclpy.try_shutdown()
-        return 2
-    executor = make_executor(node)
-    try:
-        with stop_on_signals() as stop:
-            spin_until(executor, stop)
-    finally:
-        executor.shutdown()
-        node.get_logger().info("shutting down")
-        node.autosave()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, MapperNode, args, on_shutdown=lambda node: node.autosave())

@@ -17,20 +17,17 @@ All images are rendered and encoded at start-up, so publishing costs only serial
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
-from recon_ros.core.errors import ConfigError, ReconError
+from recon_ros.core.errors import ConfigError
 from recon_ros.io.synthetic import (
     NoiseConfig,
     default_camera,
@@ -47,7 +44,7 @@ from .conversions import (
     ns_to_time,
     tf_message,
 )
-from .runtime import make_executor, spin_until, stop_on_signals
+from .runtime import run_node
 
 __all__ = ["SimCameraNode", "main"]
 
@@ -171,20 +168,4 @@ class SimCameraNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Console script ``recon_sim_camera``; returns 0 after SIGINT/SIGTERM, 2 on bad
     parameters."""
-    rclpy.init(args=sys.argv if args is None else args,
-               signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = SimCameraNode()
-    except (ConfigError, ReconError) as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
-        rclpy.try_shutdown()
-        return 2
-    executor = make_executor(node)
-    try:
-        with stop_on_signals() as stop:
-            spin_until(executor, stop)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, SimCameraNode, args)

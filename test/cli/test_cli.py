@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from recon_ros.io.map_files import ply_has_faces, read_nav2_map, read_ply, read_points
