@@ -213,19 +213,23 @@ class Shape(ABC):
         """(N, 3) surface points -> (N, 3) albedo in [0, 1] before texturing."""
         return _t(self.color, p).expand(p.shape[0], 3)
 
+    @abstractmethod
     def bounding_radius_xy(self) -> float:
         """Radius of a vertical cylinder around the shape's xy centre containing it."""
-        raise NotImplementedError
 
     def aabb(self) -> tuple[np.ndarray, np.ndarray]:
         """World axis-aligned bounding box ``(lo (3,), hi (3,))`` (infinite for the room)."""
         return np.full(3, -np.inf), np.full(3, np.inf)
 
+
+class Solid(Shape):
+    """A bounded object standing in the room (its interior is solid)."""
+
+    @abstractmethod
     def column_interval(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vertical extent of the solid above map points: (lo, hi) arrays shaped like ``x``;
         the open interval (lo, hi) is inside the solid (lo = inf, hi = -inf where the vertical
         line through (x, y) misses the solid's interior)."""
-        raise NotImplementedError
 
 
 def _empty_where(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray
@@ -234,7 +238,7 @@ def _empty_where(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray
 
 
 @dataclass(frozen=True)
-class Sphere(Shape):
+class Sphere(Solid):
     """Solid ball. ``center`` (3,) metres, ``radius`` metres."""
 
     center: tuple[float, float, float]
@@ -287,7 +291,7 @@ class Sphere(Shape):
 
 
 @dataclass(frozen=True)
-class Box(Shape):
+class Box(Solid):
     """Solid box: ``center`` (3,), ``half_extents`` (3,) metres, rotated by ``yaw_rad`` about z."""
 
     center: tuple[float, float, float]
@@ -356,7 +360,7 @@ class Box(Shape):
 
 
 @dataclass(frozen=True)
-class Cylinder(Shape):
+class Cylinder(Solid):
     """Solid vertical (axis = world z) capped cylinder: ``center`` (3,), ``radius``,
     ``half_height`` metres (it spans ``center.z +- half_height``)."""
 
