@@ -264,6 +264,13 @@ def _group(results: list[ConditionResult], key: Callable[[ConditionResult], Any]
     return groups
 
 
+def _mad_and_fscore(rows: list[ConditionResult]) -> tuple[float, float, float, float]:
+    """Mean MAD (m) and F-score at 5 cm of TSDF and latent fusion over ``rows``."""
+    return (_mean(rows, "tsdf", lambda m: m.mad_m), _mean(rows, "latent", lambda m: m.mad_m),
+            _mean(rows, "tsdf", lambda m: m.fscore[0.05]),
+            _mean(rows, "latent", lambda m: m.fscore[0.05]))
+
+
 def goal_checks(results: list[ConditionResult]) -> list[tuple[str, bool, str]]:
     """The issue's goals, per outlier level (means over scenes and sigmas):
     at 5 and 10 % outliers, MAD >= 25 % lower and F-score (5 cm) higher; on clean input
@@ -274,10 +281,7 @@ def goal_checks(results: list[ConditionResult]) -> list[tuple[str, bool, str]]:
         rows = by_outliers.get(o)
         if not rows:
             continue
-        mad_t, mad_l = _mean(rows, "tsdf", lambda m: m.mad_m), _mean(rows, "latent",
-                                                                       lambda m: m.mad_m)
-        f_t = _mean(rows, "tsdf", lambda m: m.fscore[0.05])
-        f_l = _mean(rows, "latent", lambda m: m.fscore[0.05])
+        mad_t, mad_l, f_t, f_l = _mad_and_fscore(rows)
         red = 1 - mad_l / mad_t
         checks.append((f"{o:.0%} outliers: MAD >= 25 % lower", red >= 0.25,
                        f"{100 * red:.1f} % lower ({100 * mad_t:.2f} -> {100 * mad_l:.2f} cm)"))
@@ -288,10 +292,7 @@ def goal_checks(results: list[ConditionResult]) -> list[tuple[str, bool, str]]:
     for name, rows in clean_sets.items():
         if not rows:
             continue
-        mad_t, mad_l = _mean(rows, "tsdf", lambda m: m.mad_m), _mean(rows, "latent",
-                                                                       lambda m: m.mad_m)
-        f_t = _mean(rows, "tsdf", lambda m: m.fscore[0.05])
-        f_l = _mean(rows, "latent", lambda m: m.fscore[0.05])
+        mad_t, mad_l, f_t, f_l = _mad_and_fscore(rows)
         ok = mad_l <= 1.05 * mad_t and f_l >= 0.95 * f_t
         checks.append((f"{name}: MAD and F-score within 5 % of TSDF (or better)", ok,
                        f"MAD {100 * mad_t:.2f} -> {100 * mad_l:.2f} cm, F@5cm {f_t:.3f} -> "
