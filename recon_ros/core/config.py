@@ -22,6 +22,16 @@ WEIGHTING_MODES = ("constant", "inverse_square")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+def check_known_keys(klass: type, data: dict[str, Any], section: str) -> None:
+    """Raise ConfigError naming ``section`` when ``data`` has keys that are not fields of the
+    dataclass ``klass`` (a typo in a YAML file is an error, not a silently ignored setting)."""
+    known = {f.name for f in dataclasses.fields(klass)}
+    bad = set(data) - known
+    if bad:
+        raise ConfigError(f"unknown key(s) {sorted(bad)} in section {section!r}; "
+                          f"known: {sorted(known)}")
+
+
 def _require(cond: bool, section: str, name: str, reason: str, value: Any) -> None:
     if not cond:
         raise ConfigError(f"{section}.{name}={value!r} is invalid: {reason}")
@@ -237,11 +247,7 @@ class MapperConfig:
             values = data.get(name) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"config section {name!r} must be a mapping")
-            known = {f.name for f in dataclasses.fields(klass)}
-            bad = set(values) - known
-            if bad:
-                raise ConfigError(f"unknown key(s) {sorted(bad)} in section {name!r}; "
-                                  f"known: {sorted(known)}")
+            check_known_keys(klass, values, name)
             try:
                 sections[name] = klass(**values)
             except TypeError as exc:

@@ -18,12 +18,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..core.config import check_known_keys
 from ..core.errors import ConfigError
 from ..core.latent_integrator import LatentIntegrator, fusion_input_channels
 
@@ -62,10 +63,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown model key(s) {sorted(unknown)}; known: {sorted(known)}")
+        check_known_keys(cls, data, "model")
         return cls(**data)
 
 

@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from ..core.config import check_known_keys
 from ..core.errors import ConfigError
 from ..core.latent_volume import LatentVolume
 from ..core.volume import BlockVolume
@@ -125,10 +126,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown train key(s) {sorted(unknown)}; known: {sorted(known)}")
+        check_known_keys(cls, data, "train")
         d = dict(data)
         if "model" in d:
             d["model"] = ModelConfig.from_dict(d["model"])

@@ -10,11 +10,12 @@ Pixels without a measurement (0) stay 0 throughout.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from ...core.config import check_known_keys
 from ...core.errors import ConfigError
 
 SeedLike = int | np.random.Generator | None
@@ -97,10 +98,7 @@ class NoiseConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NoiseConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown noise keys {sorted(unknown)}; expected {sorted(known)}")
+        check_known_keys(cls, d, "noise")
         d = dict(d)
         if "outlier_offset_range_m" in d:
             d["outlier_offset_range_m"] = tuple(d["outlier_offset_range_m"])
