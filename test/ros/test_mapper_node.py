@@ -60,7 +60,7 @@ def test_parameters_declared_from_the_table(mapper_run) -> None:
     values = mapper_run.harness.get_parameters(sorted(table))
     from .conftest import FAST
     expected = P.defaults()
-    expected.update({k: float(v) for k, v in FAST.items()})
+    expected.update({k: type(expected[k])(v) for k, v in FAST.items()})
     expected.update(EXTRA)
     assert values == expected
 
