@@ -49,6 +49,8 @@ def test_sim_camera_feeds_the_mapper(mapper_run) -> None:
     assert cam["drops"] == {} and cam["color_drops"] == {}, cam
     assert cam["received"]["color"] >= cam["received"]["depth"] - 1
     messages = h.wait_mesh_settled()
-    assert parse_marker_array(messages[-1])[-1].colors is not None, "mesh without colors"
+    # (an update may end with DELETE markers for blocks whose surface vanished: check triangles)
+    meshed = [m for msg in messages for m in parse_marker_array(msg) if len(m.corners)]
+    assert meshed and all(m.colors is not None for m in meshed), "mesh without colors"
     err = surface_distance(make_demo_scene(), mesh_vertices(mesh_state(messages)))
     assert np.median(err) < 0.015 and np.percentile(err, 99) < 0.06
