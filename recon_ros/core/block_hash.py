@@ -4,6 +4,10 @@ This is the index of the block-sparse volume: block coordinates ``(bx, by, bz)``
 one int64 key and mapped to a slot in dense per-block storage. Lookups and inserts are batched
 torch operations on the map's device (linear probing, load factor <= 0.5), so the cost of a
 frame depends on the number of blocks it touches, not on the size of the map.
+
+Entries can be removed (:meth:`BlockHashMap.remove_slots`): the table cell becomes a tombstone
+(probe chains stay intact) and the last slots move into the freed ones, so slots stay dense
+``0 .. len - 1``. Tombstones count towards the load factor and vanish at the next rehash.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ COORD_BITS = 21
 COORD_OFFSET = 1 << (COORD_BITS - 1)
 COORD_MASK = (1 << COORD_BITS) - 1
 EMPTY = -1
+TOMBSTONE = -2
 _MIX1 = -49064778989728563  # 0xFF51AFD7ED558CCD as signed int64 (murmur3 finaliser)
 _MIX2 = -4265267296055464877  # 0xC4CEB9FE1A85EC53
 
@@ -56,6 +61,7 @@ class BlockHashMap:
     def __init__(self, device: torch.device | str = "cpu", initial_slots: int = 1024) -> None:
         self.device = torch.device(device)
         self._count = 0
+        self._tombstones = 0
         self._slot_buf = torch.empty(max(initial_slots, 16), dtype=torch.int64, device=self.device)
         self._resize_table(_next_pow2(2 * max(initial_slots, 16)))
 
@@ -72,6 +78,7 @@ class BlockHashMap:
         return int(self._keys.numel())
 
     def _resize_table(self, size: int) -> None:
+        self._tombstones = 0
         self._keys = torch.full((size,), EMPTY, dtype=torch.int64, device=self.device)
         self._vals = torch.full((size,), -1, dtype=torch.int64, device=self.device)
         if self._count:
@@ -80,18 +87,25 @@ class BlockHashMap:
 
     def lookup(self, keys: torch.Tensor) -> torch.Tensor:
         """(N,) keys -> (N,) int64 slots, -1 where absent."""
+        return self._lookup(keys)[0]
+
+    def _lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) keys -> ((N,) slots, (N,) table cells), both -1 where absent. Probing walks
+        past tombstones and stops at the first empty cell."""
         mask = self.table_size - 1
         result = torch.full_like(keys, -1)
+        cells = torch.full_like(keys, -1)
         active = torch.arange(keys.numel(), device=self.device)
         pos = _hash(keys, mask)
         while active.numel():
             stored = self._keys[pos]
             hit = stored == keys[active]
             result[active[hit]] = self._vals[pos[hit]]
+            cells[active[hit]] = pos[hit]
             more = ~hit & (stored != EMPTY)
             active = active[more]
             pos = (pos[more] + 1) & mask
-        return result
+        return result, cells
 
     def _place(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
         """Write keys known to be absent and pairwise distinct into the table."""
@@ -130,12 +144,43 @@ class BlockHashMap:
             self._slot_buf = grown
         self._slot_buf[self._count: self._count + n_new] = new_keys
         self._count += n_new
-        if 2 * self._count > self.table_size:
+        if 2 * (self._count + self._tombstones) > self.table_size:
             self._resize_table(_next_pow2(4 * self._count))  # re-places every key, new included
         else:
             self._place(new_keys, new_slots)
         slots[missing] = new_slots
         return slots, n_new
+
+    def remove_slots(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Remove the entries at (R,) distinct ``slots``; the last live slots fill the holes.
+
+        Returns:
+            ``(src, dst)``: (M,) int64 each; the entry that was at slot ``src[i]`` is now at
+            ``dst[i]``. Callers holding per-slot data copy ``data[dst] = data[src]`` (and may
+            then drop everything at ``len(self)`` and beyond).
+        """
+        n_remove = int(slots.numel())
+        if n_remove == 0:
+            empty = torch.empty(0, dtype=torch.int64, device=self.device)
+            return empty, empty
+        slots = slots.to(self.device, torch.int64)
+        _, cells = self._lookup(self.slot_keys[slots])
+        self._keys[cells] = TOMBSTONE
+        self._vals[cells] = -1
+        self._tombstones += n_remove
+        new_count = self._count - n_remove
+        removed = torch.zeros(self._count, dtype=torch.bool, device=self.device)
+        removed[slots] = True
+        holes = torch.nonzero(removed[:new_count]).squeeze(1)  # to fill, ascending
+        tail = torch.arange(new_count, self._count, device=self.device)
+        movers = tail[~removed[new_count:]]  # live entries beyond the new end
+        if movers.numel():
+            moved_keys = self.slot_keys[movers]
+            _, moved_cells = self._lookup(moved_keys)
+            self._vals[moved_cells] = holes
+            self._slot_buf[holes] = moved_keys
+        self._count = new_count
+        return movers, holes
 
     def to(self, device: torch.device | str) -> "BlockHashMap":
         self.device = torch.device(device)
@@ -150,6 +195,7 @@ class BlockHashMap:
         table = cls(device, initial_slots=max(int(keys.numel()), 16))
         table._slot_buf = keys.to(table.device, torch.int64).clone()
         table._count = int(keys.numel())
+        table._tombstones = 0
         table._place(table.slot_keys, torch.arange(table._count, device=table.device))
         return table
 

@@ -1,7 +1,7 @@
 """Typed, validated configuration of the mapping core.
 
 Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
-``mesh``, ``occupancy``, ``fusion``. Every field name carries its unit.
+``mesh``, ``occupancy``, ``fusion``, ``map``. Every field name carries its unit.
 ``MapperConfig.from_dict`` rejects unknown keys so that a typo in a YAML file is an error, not
 a silently ignored setting.
 """
@@ -101,6 +101,20 @@ class IntegrationConfig:
             ``max_depth_m``.
         compile: fuse the per-voxel update with ``torch.compile`` (several times faster; the
             first frame of a process pays a one-off compilation, cached on disk afterwards).
+        clear_free_space: update every allocated block in the camera's view, not only those
+            near the measured surface, so space seen through becomes free (objects that moved
+            away disappear), and release in-view blocks left holding free space only.
+        clearing_weight_factor: when a voxel the map holds as surface or inside (TSDF below
+            half the truncation) is seen more than a truncation in front of the measured
+            surface, its accumulated weight is multiplied by this before the free update.
+            1 = plain weighted average (nvblox); the default 0.5 forgets a removed object
+            within about ``log2(max_weight)`` frames of seeing through it, while a single
+            stray far reading moves a well-observed surface by ``2 / max_weight`` at most.
+        decay_per_s: exponential weight decay rate, 1/s of sensor time: before each frame,
+            every weight is multiplied by ``exp(-decay_per_s * dt)``; voxels falling below
+            ``mesh.min_weight`` become unobserved and empty blocks are released. For maps of
+            long-lived dynamic scenes; 0 (default) = off. Costs one pass over the whole map
+            per frame.
     """
 
     truncation_voxels: float = 4.0
@@ -111,6 +125,9 @@ class IntegrationConfig:
     behind_surface_drop: bool = True
     alloc_stride_px: int = 0
     compile: bool = False
+    clear_free_space: bool = True
+    clearing_weight_factor: float = 0.5
+    decay_per_s: float = 0.0
 
     def __post_init__(self) -> None:
         s = "integration"
@@ -124,6 +141,10 @@ class IntegrationConfig:
         _require(self.max_weight > 0.0, s, "max_weight", "must be > 0", self.max_weight)
         _require(0 <= self.alloc_stride_px <= 16, s, "alloc_stride_px",
                  "must be in [0, 16] (0 = automatic)", self.alloc_stride_px)
+        _require(0.0 < self.clearing_weight_factor <= 1.0, s, "clearing_weight_factor",
+                 "must be in (0, 1]", self.clearing_weight_factor)
+        _require(self.decay_per_s >= 0.0, s, "decay_per_s", "must be >= 0 (0 = off)",
+                 self.decay_per_s)
 
 
 @dataclass
@@ -212,12 +233,37 @@ class FusionConfig:
         _require(self.max_count >= 1.0, s, "max_count", "must be >= 1", self.max_count)
 
 
+@dataclass
+class MapConfig:
+    """Bounds of the map around the robot (memory stays bounded on long runs).
+
+    Attributes:
+        clearing_radius_m: blocks whose centre is farther than this from the robot are
+            dropped after every frame, and so are 2D free-space tiles farther than this in the
+            plane (nvblox ``map_clearing_radius_m``); 0 = keep everything. The robot is the
+            node's ``robot_frame`` (replay: the camera).
+        max_memory_mb: budget of the voxel storage (TSDF, weight, color, latent features)
+            and its index, MiB; when a frame exceeds it, the blocks farthest from the robot
+            are evicted first and storage never grows past it. 0 = no budget.
+    """
+
+    clearing_radius_m: float = 0.0
+    max_memory_mb: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.clearing_radius_m >= 0.0, "map", "clearing_radius_m",
+                 "must be >= 0 (0 = off)", self.clearing_radius_m)
+        _require(self.max_memory_mb == 0.0 or self.max_memory_mb >= 1.0, "map",
+                 "max_memory_mb", "must be 0 (off) or >= 1", self.max_memory_mb)
+
+
 SECTIONS: dict[str, type] = {
     "volume": VolumeConfig,
     "integration": IntegrationConfig,
     "mesh": MeshConfig,
     "occupancy": OccupancyConfig,
     "fusion": FusionConfig,
+    "map": MapConfig,
 }
 
 
@@ -230,6 +276,7 @@ class MapperConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    map: MapConfig = field(default_factory=MapConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

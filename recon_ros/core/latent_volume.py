@@ -77,6 +77,7 @@ class LatentVolume:
         self.volume = volume
         self.feature_channels = int(feature_channels)
         self._allocate_storage(volume.capacity)
+        volume.listeners.append(self)
         self._halo_cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
 
     def _allocate_storage(self, capacity: int) -> None:
@@ -96,8 +97,12 @@ class LatentVolume:
 
     def _grow_to_volume(self) -> None:
         """Append zero slots until this storage matches the volume's capacity (the volume
-        doubles its own storage inside ``allocate_keys``). ``torch.cat`` keeps autograd."""
+        doubles its own storage inside ``allocate_keys``; after ``shrink_to`` it is cut
+        back). ``torch.cat`` keeps autograd."""
         extra = self.volume.capacity - self.capacity
+        if extra < 0:
+            for name in ("features", "count", "occupancy", "dirty"):
+                setattr(self, name, getattr(self, name)[: self.volume.capacity].clone())
         if extra <= 0:
             return
         v, f, dev = self.volume.voxels_per_block, self.feature_channels, self.device
@@ -105,6 +110,13 @@ class LatentVolume:
         self.count = torch.cat((self.count, torch.zeros((extra, v), device=dev)))
         self.occupancy = torch.cat((self.occupancy, torch.zeros((extra, v), device=dev)))
         self.dirty = torch.cat((self.dirty, torch.zeros(extra, dtype=torch.bool, device=dev)))
+
+    def move_slots(self, src: torch.Tensor, dst: torch.Tensor, num_blocks: int) -> None:
+        """Follow the volume's slot moves after a release (see ``BlockVolume.release``)."""
+        self._grow_to_volume()
+        for t in (self.features, self.count, self.occupancy, self.dirty):
+            t[dst] = t[src]
+            t[num_blocks:] = 0
 
     # ------------------------------------------------------------------ voxel addressing
     def voxel_flat_index(self, voxels: torch.Tensor, allocate: bool) -> torch.Tensor:
@@ -236,3 +248,7 @@ class LatentVolume:
     def bytes_per_voxel(self) -> float:
         """Bytes of latent payload (features, count, occupancy) per voxel."""
         return float(4 * (self.feature_channels + 2))
+
+    def memory_bytes(self) -> int:
+        """Allocated bytes of the latent storage (capacity, not only used slots)."""
+        return int(self.bytes_per_voxel()) * self.volume.voxels_per_block * self.capacity

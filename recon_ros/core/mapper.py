@@ -12,6 +12,7 @@ incrementally for the mesh) when asked, so a node can run them at their own rate
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ from .tsdf_integrator import FrameTensors, TsdfIntegrator
 from .volume import BlockVolume
 
 MAPPER_FORMAT = "recon_ros.mapper.v1"
+#: Hash index bytes per block at the highest load before a rehash (key + value per cell at
+#: load 1/4 after growth, plus the slot's key).
+_INDEX_BYTES_PER_BLOCK = 72
 
 
 class Mapper:
@@ -52,15 +56,10 @@ class Mapper:
         self.integrator = TsdfIntegrator(
             truncation_m, ic.weighting, ic.max_weight, ic.alloc_stride_px,
             drop_start_m=vc.voxel_size_m if ic.behind_surface_drop else None,
-            compile=ic.compile)
-        self.mesher = IncrementalMesher(self.volume, self.config.mesh.min_weight)
-        self.occupancy = OccupancyMapper(
-            resolution_m=oc.resolution_m or vc.voxel_size_m,
-            min_height_m=oc.min_height_m, max_height_m=oc.max_height_m,
-            occupied_threshold_m=oc.occupied_threshold_voxels * vc.voxel_size_m,
-            free_below_m=oc.free_below_m,
-            min_weight=oc.min_weight, truncation_m=truncation_m,
-            free_space_stride_px=oc.free_space_stride_px, device=self.device)
+            compile=ic.compile, clear_free_space=ic.clear_free_space,
+            clearing_weight_factor=ic.clearing_weight_factor)
+        self.truncation_m = truncation_m
+        self._attach_outputs()
         self.latent: LatentVolume | None = None
         self.latent_integrator: LatentIntegrator | None = None
         if self.config.fusion.method == "latent":
@@ -70,22 +69,58 @@ class Mapper:
             model, _ = load_weights(self.config.fusion.weights, self.device)
             self.latent_integrator = model.integrator(self.config.fusion.max_count)
             self.latent = LatentVolume(self.volume, model.config.feature_channels)
+        self._limit_capacity()
         self.timer = StageTimer(self.device)
         self.frames_integrated = 0
         self.has_color = False
+        self.blocks_released = {"free_space": 0, "decay": 0, "radius": 0, "memory": 0}
+        self._last_stamp_ns: int | None = None
+
+    def _attach_outputs(self) -> None:
+        """(Re)build the mesher and the occupancy layers on the current volume."""
+        vc, oc = self.config.volume, self.config.occupancy
+        self.mesher = IncrementalMesher(self.volume, self.config.mesh.min_weight)
+        self.occupancy = OccupancyMapper(
+            self.volume, resolution_m=oc.resolution_m or vc.voxel_size_m,
+            min_height_m=oc.min_height_m, max_height_m=oc.max_height_m,
+            occupied_threshold_m=oc.occupied_threshold_voxels * vc.voxel_size_m,
+            free_below_m=oc.free_below_m, min_weight=oc.min_weight,
+            truncation_m=self.truncation_m, free_space_stride_px=oc.free_space_stride_px)
+
+    def _limit_capacity(self) -> None:
+        """Stop the storage from doubling past ``map.max_memory_mb``."""
+        self.volume.max_capacity_blocks = self.max_blocks()
+
+    def max_blocks(self) -> int:
+        """Blocks that fit the ``map.max_memory_mb`` budget (0 = no budget)."""
+        budget = self.config.map.max_memory_mb
+        if budget <= 0:
+            return 0
+        per_block = self.volume.bytes_per_block() + _INDEX_BYTES_PER_BLOCK
+        if self.latent is not None:
+            per_block += int(self.latent.bytes_per_voxel()) * self.volume.voxels_per_block
+        return max(1, int(budget * 2**20) // per_block)
 
     # ------------------------------------------------------------------ mapping
-    def integrate(self, frame: Frame) -> int:
-        """Fuse one frame into the map.
+    def integrate(self, frame: Frame, robot_position_m: np.ndarray | None = None) -> int:
+        """Fuse one frame into the map, then apply the map bounds (``map`` config section).
+
+        Args:
+            frame: the frame.
+            robot_position_m: (3,) robot position in the map frame, metres, the centre of
+                ``map.clearing_radius_m`` and of memory eviction; None = the camera position.
 
         Returns:
-            the number of blocks that received measurements.
+            the number of blocks whose TSDF changed.
         """
         with self.timer("upload"):
             ft = self._to_device(frame)
+        self._decay(frame.stamp_ns)
         with self.timer("integrate"):
             if self.latent is None:
-                changed = self.integrator.integrate(self.volume, ft).numel()
+                result = self.integrator.integrate(self.volume, ft)
+                changed = result.blocks_changed
+                self.blocks_released["free_space"] += result.blocks_released
                 self.has_color |= ft.color is not None
             else:
                 with torch.no_grad():
@@ -94,8 +129,48 @@ class Mapper:
                                                  rounding_mode="floor")).numel()
         with self.timer("free_space"):
             self.occupancy.carve(ft)
+        with self.timer("bound"):
+            centre = (ft.T_world_cam[:3, 3] if robot_position_m is None else torch.as_tensor(
+                np.asarray(robot_position_m, dtype=np.float32), device=self.device))
+            self._bound(centre)
         self.frames_integrated += 1
         return int(changed)
+
+    def _decay(self, stamp_ns: int) -> None:
+        """Apply ``integration.decay_per_s`` for the sensor time since the last frame."""
+        rate = self.config.integration.decay_per_s
+        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        if rate <= 0 or last is None or stamp_ns <= last or self.latent is not None:
+            return
+        with self.timer("decay"):
+            factor = math.exp(-rate * (stamp_ns - last) * 1e-9)
+            self.blocks_released["decay"] += self.volume.decay(factor,
+                                                               self.config.mesh.min_weight)
+
+    def _bound(self, centre: torch.Tensor) -> None:
+        """Drop blocks beyond ``map.clearing_radius_m`` of ``centre`` (3,) and evict the
+        farthest blocks while the map exceeds ``map.max_memory_mb``."""
+        radius, max_blocks = self.config.map.clearing_radius_m, self.max_blocks()
+        if radius > 0:
+            far = torch.nonzero(self._block_distances(centre) > radius).squeeze(1)
+            if far.numel():
+                self.blocks_released["radius"] += self._release(far)
+            self.occupancy.drop_tiles_beyond(centre[:2], radius)
+        if max_blocks and self.volume.num_blocks > max_blocks:
+            excess = self.volume.num_blocks - max_blocks
+            farthest = torch.topk(self._block_distances(centre), excess).indices
+            self.blocks_released["memory"] += self._release(farthest)
+            self.volume.shrink_to(max_blocks)
+
+    def _block_distances(self, centre: torch.Tensor) -> torch.Tensor:
+        """(N,) distance of each block's centre from ``centre`` (3,), metres."""
+        vol = self.volume
+        mid = (vol.block_coords.to(torch.float32) * vol.block_size
+               + 0.5 * (vol.block_size - 1)) * vol.voxel_size_m
+        return (mid - centre.to(mid.dtype)).norm(dim=1)
+
+    def _release(self, slots: torch.Tensor) -> int:
+        return int(self.volume.release(slots).numel())
 
     def decode(self) -> None:
         """Latent fusion only: decode the blocks changed since the last call into the volume's
@@ -139,13 +214,13 @@ class Mapper:
         """(N, 3) float32 centres of occupied voxels, map frame, metres."""
         self.decode()
         with self.timer("occupancy"):
-            return self.occupancy.occupied_points(self.volume).cpu().numpy()
+            return self.occupancy.occupied_points().cpu().numpy()
 
     def occupancy_grid(self) -> OccupancyGrid2D:
         """The 2D occupancy grid over the configured height band."""
         self.decode()
         with self.timer("occupancy"):
-            return self.occupancy.grid(self.volume)
+            return self.occupancy.grid()
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
@@ -158,6 +233,8 @@ class Mapper:
         self.occupancy.reset()
         self.frames_integrated = 0
         self.has_color = False
+        self.blocks_released = dict.fromkeys(self.blocks_released, 0)
+        self._last_stamp_ns = None
 
     def save(self, path: str | Path) -> None:
         """Write the map (volume, latent features if any, free space, config) to one
@@ -187,7 +264,8 @@ class Mapper:
         if mapper.latent is not None:
             mapper.latent = LatentVolume(mapper.volume, mapper.latent.feature_channels)
             mapper.latent.load_state_dict(state["latent"])
-        mapper.mesher = IncrementalMesher(mapper.volume, config.mesh.min_weight)
+        mapper._limit_capacity()
+        mapper._attach_outputs()
         mapper.occupancy.load_state_dict(state["occupancy"])
         mapper.frames_integrated = int(state["frames_integrated"])
         mapper.has_color = bool(state["has_color"])
@@ -203,14 +281,23 @@ class Mapper:
         else:
             self.volume.to(self.device)
         self.mesher.reset()
-        self.occupancy.to(self.device)
+        self.occupancy.follow_volume_device()
         self.timer.device = self.device
         return self
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, float | int]:
-        """Map size and memory figures."""
+        """Map size, memory and clearing figures.
+
+        ``memory_mb`` is what ``map.max_memory_mb`` bounds (voxel storage capacity, latent
+        storage and the block index); ``blocks_released_*`` count blocks released by
+        free-space clearing, weight decay, the clearing radius and memory eviction;
+        ``grid_cells_cleared`` counts 2D cells that went from occupied to not occupied.
+        """
         mem = self.volume.memory_bytes()
+        bounded = mem["voxel_capacity_bytes"] + mem["index_bytes"]
+        if self.latent is not None:
+            bounded += self.latent.memory_bytes()
         return {
             "frames_integrated": self.frames_integrated,
             "blocks": self.volume.num_blocks,
@@ -218,7 +305,11 @@ class Mapper:
             "bytes_per_voxel": self.volume.bytes_per_voxel() + (
                 self.latent.bytes_per_voxel() if self.latent is not None else 0.0),
             **mem,
-            "mesh_triangles": int(self.mesher.tri_edge.shape[0]),
+            "memory_mb": bounded / 2**20,
+            "occupancy_bytes": self.occupancy.memory_bytes(),
+            **{f"blocks_released_{k}": v for k, v in self.blocks_released.items()},
+            "grid_cells_cleared": self.occupancy.cells_cleared,
+            "mesh_triangles": self.mesher.num_triangles,
         }
 
 

@@ -2,20 +2,30 @@
 
 Map frame z is up. A voxel is *occupied* when it was observed (weight >= ``min_weight``) and its
 TSDF is below ``occupied_threshold_m`` (on or behind a surface), *free* when observed and above.
-TSDF blocks only exist near surfaces, so free space away from surfaces is carved separately:
-rays through a strided subset of pixels cross the height band, stopping one truncation
-distance before the measured surface, and every 2D cell they cross records the *lowest height*
-at which it was seen free. Free TSDF voxels contribute their heights too. That layer is stored
-sparsely in tiles of ``TILE x TILE`` cells indexed by the same hash map as the voxel blocks.
+Both outputs derive from the *current* TSDF, so when free-space clearing removes an object from
+the volume it leaves the occupied voxels and the grid too.
 
-A cell is *occupied* when an occupied voxel lies in its column within the band; *free* when it
-is not occupied and was seen free at or below ``free_below_m`` (seeing the space above a
-cabinet free says nothing about the cabinet, so free space high in the band alone leaves the
-cell *unknown*); *unknown* otherwise. 2D cells are centred on multiples of ``resolution_m`` (so
-with ``resolution_m == voxel_size_m`` every voxel column falls in exactly one cell).
+The 2D grid keeps, per cell, in tiles of ``TILE x TILE`` cells indexed by a hash map:
+
+- ``flags``: derived from the volume's voxels in the cell's column within the band: bit
+  ``OCC_BIT`` if one is occupied, bit ``FREE_BIT`` if one is observed free at or below
+  ``free_below_m``. Recomputed only for the columns of blocks changed or released since the
+  last update (the volume's change log), so an update costs what changed, not the map.
+- ``free_z``: the lowest height at which carving rays (a strided subset of pixels, crossing
+  the band and stopping one truncation distance before the measured surface) last saw the
+  cell free; +inf = not seen free. It is overwritable evidence: a ray that *ends* on a surface
+  inside the band resets the cell's ``free_z`` (the last observation wins).
+
+A cell is *occupied* when its flags say so; *free* when not occupied and seen free at or below
+``free_below_m`` (seeing the space above a cabinet free says nothing about the cabinet, so free
+space high in the band alone leaves the cell *unknown*); *unknown* otherwise. 2D cells are
+centred on multiples of ``resolution_m`` (with ``resolution_m == voxel_size_m`` every voxel
+column falls in exactly one cell).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -25,12 +35,15 @@ from .tsdf_integrator import FrameTensors
 from .volume import BlockVolume
 
 TILE = 32
+OCC_BIT = 1
+FREE_BIT = 2
 
 
 class OccupancyMapper:
-    """Builds occupied voxels and a 2D occupancy grid from a volume plus carved free space.
+    """Occupied voxels and a 2D occupancy grid of ``volume``, plus carved free space.
 
     Args:
+        volume: the map (kept by reference; followed through its change log).
         resolution_m: 2D cell size, metres.
         min_height_m: lower edge of the projected band (map z), metres.
         max_height_m: upper edge of the band, metres.
@@ -39,13 +52,14 @@ class OccupancyMapper:
         min_weight: voxels with less weight are unknown.
         truncation_m: carving stops this far in front of each measured surface point.
         free_space_stride_px: pixel stride of carving rays.
-        device: torch device of the free-space layer.
+        batch_blocks: blocks (or block columns) processed per batch.
     """
 
-    def __init__(self, resolution_m: float, min_height_m: float, max_height_m: float,
-                 occupied_threshold_m: float, free_below_m: float, min_weight: float,
-                 truncation_m: float, free_space_stride_px: int,
-                 device: torch.device | str) -> None:
+    def __init__(self, volume: BlockVolume, resolution_m: float, min_height_m: float,
+                 max_height_m: float, occupied_threshold_m: float, free_below_m: float,
+                 min_weight: float, truncation_m: float, free_space_stride_px: int,
+                 batch_blocks: int = 2048) -> None:
+        self.volume = volume
         self.resolution_m = float(resolution_m)
         self.min_height_m = float(min_height_m)
         self.max_height_m = float(max_height_m)
@@ -54,21 +68,66 @@ class OccupancyMapper:
         self.min_weight = float(min_weight)
         self.truncation_m = float(truncation_m)
         self.stride = int(free_space_stride_px)
-        self.device = torch.device(device)
+        self.batch_blocks = int(batch_blocks)
+        self.cells_cleared = 0
         self.reset()
 
-    def reset(self) -> None:
-        self._tiles = BlockHashMap(self.device, 256)
-        self._free_z = self._new_tiles(256)
+    @property
+    def device(self) -> torch.device:
+        return self.volume.device
 
-    def _new_tiles(self, n: int) -> torch.Tensor:
-        """(n, TILE * TILE) lowest height seen free per cell; +inf = never seen free."""
-        return torch.full((n, TILE * TILE), float("inf"), dtype=torch.float32,
-                          device=self.device)
+    def reset(self) -> None:
+        """Forget the free-space layer and every derived result."""
+        self._tiles = BlockHashMap(self.device, 256)
+        self._free_z = self._new_tiles(256, float("inf"), torch.float32)
+        self._flags = self._new_tiles(256, 0, torch.uint8)
+        self._points: dict[int, torch.Tensor] = {}
+        self._seen_stamp = -1
+
+    def _new_tiles(self, n: int, value: float, dtype: torch.dtype) -> torch.Tensor:
+        return torch.full((n, TILE * TILE), value, dtype=dtype, device=self.device)
+
+    # ------------------------------------------------------------------ tiles
+    def _tile_slots(self, cells: torch.Tensor) -> torch.Tensor:
+        """(N,) flat index ``slot * TILE**2 + local`` of (N, 2) cells, allocating tiles.
+
+        Cells often come in runs sharing a tile (ray by ray): collapsing runs first makes
+        the sort in ``unique`` cheap."""
+        tile = torch.div(cells, TILE, rounding_mode="floor")
+        local = cells - tile * TILE
+        runs, run_of = torch.unique_consecutive(_pack_xy(tile), return_inverse=True)
+        tile_keys, key_of_run = torch.unique(runs, return_inverse=True)
+        slots = self._tiles.insert_or_find(tile_keys)[0][key_of_run[run_of]]
+        n = len(self._tiles)
+        if n > self._free_z.shape[0]:
+            extra = max(n, 2 * self._free_z.shape[0]) - self._free_z.shape[0]
+            self._free_z = torch.cat((self._free_z,
+                                      self._new_tiles(extra, float("inf"), torch.float32)))
+            self._flags = torch.cat((self._flags, self._new_tiles(extra, 0, torch.uint8)))
+        return slots * (TILE * TILE) + local[:, 0] * TILE + local[:, 1]
+
+    def drop_tiles_beyond(self, centre_xy: torch.Tensor, radius_m: float) -> int:
+        """Forget the tiles lying entirely farther than ``radius_m`` from ``centre_xy`` (2,),
+        map frame; returns how many were dropped."""
+        n = len(self._tiles)
+        if n == 0:
+            return 0
+        extent = TILE * self.resolution_m
+        lo = (unpack_keys(self._tiles.slot_keys)[:, :2].to(torch.float32) * TILE - 0.5) \
+            * self.resolution_m
+        nearest = torch.maximum(lo, torch.minimum(centre_xy.to(lo.dtype), lo + extent))
+        far = torch.nonzero((nearest - centre_xy).norm(dim=1) > radius_m).squeeze(1)
+        src, dst = self._tiles.remove_slots(far)
+        m = len(self._tiles)
+        for t, empty in ((self._free_z, float("inf")), (self._flags, 0)):
+            t[dst] = t[src]
+            t[m:n] = empty
+        return int(far.numel())
 
     # ------------------------------------------------------------------ free space
     def carve(self, frame: FrameTensors) -> None:
-        """Record the free space crossed by the frame's rays (within the height band)."""
+        """Record the free space crossed by the frame's rays (within the height band) and
+        reset the cells where rays end on a surface inside the band."""
         s = self.stride
         depth = frame.depth[::s, ::s]
         uv = frame.camera.pixel_grid(depth.device, stride=s)
@@ -77,6 +136,10 @@ class OccupancyMapper:
             return
         R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
         end = frame.camera.backproject(uv[valid], depth[valid]) @ R.T + t  # (N, 3)
+        hit = end[(end[:, 2] >= self.min_height_m) & (end[:, 2] <= self.max_height_m)]
+        if hit.numel():
+            cells = torch.round(hit[:, :2] / self.resolution_m).to(torch.int64)
+            self._free_z.view(-1)[self._tile_slots(cells)] = float("inf")
         ray = end - t
         length = ray.norm(dim=1)
         s_max = ((length - self.truncation_m) / length).clamp(min=0.0)
@@ -97,94 +160,199 @@ class OccupancyMapper:
         ray_id, sample = torch.nonzero(sk <= s1[:, None], as_tuple=True)  # ray-major order
         sk, r = sk[ray_id, sample, None], ray[ray_id]  # (M, 1), (M, 3)
         xy = t[:2] + sk * r[:, :2]
-        self._mark_free(torch.round(xy / self.resolution_m).to(torch.int64),
-                        t[2] + sk[:, 0] * r[:, 2])
+        flat = self._tile_slots(torch.round(xy / self.resolution_m).to(torch.int64))
+        z = (t[2] + sk[:, 0] * r[:, 2]).to(torch.float32)
+        self._free_z.view(-1).scatter_reduce_(0, flat, z, reduce="amin")
 
-    def _mark_free(self, cells: torch.Tensor, z: torch.Tensor) -> None:
-        """Record that (N, 2) cells were seen free at heights (N,), allocating their tiles.
+    # ------------------------------------------------------------------ derived layers
+    def update(self) -> None:
+        """Bring the occupied voxels and the grid's flags up to date with the volume: only
+        blocks changed or released since the last call are recomputed."""
+        vol = self.volume
+        changes = vol.changes(self._seen_stamp)
+        self._seen_stamp = vol.stamp
+        if not changes.complete:
+            self._points.clear()
+            self._flags.zero_()
+        for key in changes.released_keys.tolist():
+            self._points.pop(key, None)
+        for start in range(0, changes.slots.numel(), self.batch_blocks):
+            self._update_points(changes.slots[start:start + self.batch_blocks])
+        columns = torch.cat((vol.slot_coords(changes.slots), unpack_keys(changes.released_keys)))
+        columns = self._columns_in_band(columns)
+        for start in range(0, columns.shape[0], self.batch_blocks):
+            self._update_columns(columns[start:start + self.batch_blocks])
 
-        Cells come ray by ray, so consecutive ones mostly share a tile: collapsing runs first
-        makes the sort in ``unique`` cheap."""
-        tile = torch.div(cells, TILE, rounding_mode="floor")
-        local = cells - tile * TILE
-        runs, run_of = torch.unique_consecutive(_pack_xy(tile), return_inverse=True)
-        tile_keys, key_of_run = torch.unique(runs, return_inverse=True)
-        slots = self._tiles.insert_or_find(tile_keys)[0][key_of_run[run_of]]
-        if len(self._tiles) > self._free_z.shape[0]:
-            self._free_z = torch.cat((self._free_z, self._new_tiles(len(self._tiles))))
-        flat = slots * (TILE * TILE) + local[:, 0] * TILE + local[:, 1]
-        self._free_z.view(-1).scatter_reduce_(0, flat, z.to(torch.float32), reduce="amin")
+    def _update_points(self, slots: torch.Tensor) -> None:
+        """Recompute the occupied voxel centres of (S,) blocks."""
+        vol = self.volume
+        occupied = ((vol.weight[slots] >= self.min_weight)
+                    & (vol.tsdf[slots].to(torch.float32) < self.occupied_threshold_m))
+        block, voxel = torch.nonzero(occupied, as_tuple=True)
+        centres = (vol.slot_coords(slots)[block] * vol.block_size
+                   + vol.local_offsets[voxel]).to(torch.float32) * vol.voxel_size_m
+        counts = torch.bincount(block, minlength=slots.numel()).tolist()
+        for key, count, pts in zip(vol.index.slot_keys[slots].tolist(), counts,
+                                   torch.split(centres, counts)):
+            if count:
+                self._points[key] = pts
+            else:
+                self._points.pop(key, None)
 
-    def _free_cells(self) -> torch.Tensor:
-        """(N, 2) int64 cells seen free low enough in the band."""
-        n = len(self._tiles)
-        slot, idx = torch.nonzero(self._free_z[:n] <= self.free_below_m, as_tuple=True)
-        tile = unpack_keys(self._tiles.slot_keys)[slot, :2]
-        return tile * TILE + torch.stack((idx // TILE, idx % TILE), dim=1)
+    def _band_voxels(self) -> tuple[int, int]:
+        """First and last voxel z index whose centre lies in the height band."""
+        v = self.volume.voxel_size_m
+        return (math.ceil(self.min_height_m / v - 1e-6), math.floor(self.max_height_m / v + 1e-6))
 
-    # ------------------------------------------------------------------ voxels
-    def _classified_voxels(self, volume: BlockVolume, band_only: bool
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres (N, 3) of observed voxels and whether each is occupied (N,)."""
-        n = volume.num_blocks
-        slots = torch.arange(n, device=volume.device)
-        if band_only:
-            extent = volume.block_size * volume.voxel_size_m
-            z0 = volume.block_coords[:, 2].to(torch.float32) * extent  # lowest voxel centre
-            z1 = z0 + extent - volume.voxel_size_m
-            slots = slots[(z1 >= self.min_height_m) & (z0 <= self.max_height_m)]
-        centers = volume.voxel_centers(slots).reshape(-1, 3)
-        w = volume.weight[slots].reshape(-1)
-        d = volume.tsdf[slots].reshape(-1)
-        seen = w >= self.min_weight
-        if band_only:
-            seen &= (centers[:, 2] >= self.min_height_m) & (centers[:, 2] <= self.max_height_m)
-        centers, d = centers[seen], d[seen]
-        return centers, d < self.occupied_threshold_m
+    def _columns_in_band(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(C, 2) distinct block columns ``(bx, by)`` of (N, 3) blocks that reach into the band,
+        grown by the columns sharing 2D cells with them when cells are larger than voxels."""
+        B = self.volume.block_size
+        k0, k1 = self._band_voxels()
+        bz0, bz1 = k0 // B, k1 // B
+        blocks = blocks[(blocks[:, 2] >= bz0) & (blocks[:, 2] <= bz1)]
+        cols = torch.unique(blocks[:, :2], dim=0)
+        grow = self._column_overlap()
+        if grow and cols.numel():
+            r = torch.arange(-grow, grow + 1, device=cols.device)
+            d = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+            cols = torch.unique((cols[:, None, :] + d[None]).reshape(-1, 2), dim=0)
+        return cols
 
-    def occupied_points(self, volume: BlockVolume) -> torch.Tensor:
+    def _column_overlap(self) -> int:
+        """How many neighbouring block columns can share a 2D cell with a block column."""
+        v = self.volume.voxel_size_m
+        if self.resolution_m <= v * (1 + 1e-6):
+            return 0  # every cell takes voxel columns of one block column only
+        return math.ceil(self.resolution_m / (self.volume.block_size * v)) + 1
+
+    def _update_columns(self, columns: torch.Tensor) -> None:
+        """Recompute the flags of every 2D cell covered by (C, 2) block columns (flags of
+        cells only partly covered by a grown column set are left to their own columns)."""
+        vol, B = self.volume, self.volume.block_size
+        k0, k1 = self._band_voxels()
+        bz = torch.arange(k0 // B, k1 // B + 1, device=self.device)
+        nz = bz.numel()
+        blocks = torch.cat((columns[:, None, :].expand(-1, nz, -1),
+                            bz[None, :, None].expand(columns.shape[0], -1, 1)), dim=2)
+        slots = vol.find(blocks.reshape(-1, 3)).reshape(-1, nz)  # (C, nz)
+        present = slots >= 0
+        s = slots.clamp(min=0)
+        tsdf = vol.tsdf[s].to(torch.float32).reshape(-1, nz, B, B, B)  # (C, nz, x, y, z)
+        weight = torch.where(present[..., None], vol.weight[s].to(torch.float32), 0.0)
+        weight = weight.reshape(-1, nz, B, B, B)
+        k = (bz[:, None] * B + torch.arange(B, device=self.device)[None])  # (nz, B) voxel z
+        in_band = ((k >= k0) & (k <= k1))[None, :, None, None, :]
+        observed = (weight >= self.min_weight) & in_band
+        occupied = observed & (tsdf < self.occupied_threshold_m)
+        low = (k.to(torch.float32) * vol.voxel_size_m <= self.free_below_m)[None, :, None, None]
+        low_free = observed & ~occupied & low
+        flags = (occupied.any(dim=(1, 4)).to(torch.uint8) * OCC_BIT
+                 | low_free.any(dim=(1, 4)).to(torch.uint8) * FREE_BIT)  # (C, x, y)
+        rb = torch.arange(B, device=self.device)
+        vx = columns[:, 0, None, None] * B + rb[None, :, None]  # (C, x, 1) voxel column x
+        vy = columns[:, 1, None, None] * B + rb[None, None, :]
+        xy = torch.stack(torch.broadcast_tensors(vx, vy), -1).reshape(-1, 2)
+        cells = torch.round(xy.to(torch.float64) * vol.voxel_size_m
+                            / self.resolution_m).to(torch.int64)
+        uniq, inverse = torch.unique(_pack_xy(cells), return_inverse=True)
+        merged = torch.zeros(uniq.numel(), dtype=torch.uint8, device=self.device)
+        for bit in (OCC_BIT, FREE_BIT):  # bitwise OR of the cell's voxel columns
+            has = torch.zeros(uniq.numel(), dtype=torch.uint8, device=self.device)
+            has.scatter_reduce_(0, inverse, (flags.reshape(-1) & bit), reduce="amax")
+            merged |= has
+        cells = unpack_keys(uniq)[:, :2]
+        if self._column_overlap():
+            inner = self._fully_covered(cells, columns)
+            cells, merged = cells[inner], merged[inner]
+        flat = self._tile_slots(cells)
+        old = self._flags.view(-1)[flat]
+        self.cells_cleared += int((((old & OCC_BIT) > 0) & ((merged & OCC_BIT) == 0)).sum())
+        self._flags.view(-1)[flat] = merged
+
+    def _fully_covered(self, cells: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: every block column holding a voxel column of the (N, 2) cells is one of
+        the (C, 2) ``columns`` (so the cell's flags can be computed from them alone)."""
+        vol, B = self.volume, self.volume.block_size
+        centre = cells.to(torch.float64) * (self.resolution_m / vol.voxel_size_m)
+        half = 0.5 * self.resolution_m / vol.voxel_size_m
+        # Voxel columns i with round(i * v / res) == cell, as block columns.
+        lo = torch.div(torch.ceil(centre - half - 1e-9).to(torch.int64), B, rounding_mode="floor")
+        hi = torch.div(torch.floor(centre + half - 1e-9).to(torch.int64), B,
+                       rounding_mode="floor")
+        span = int((hi - lo).max()) + 1 if cells.numel() else 1
+        r = torch.arange(span, device=self.device)
+        d = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)  # (D, 2)
+        cand = lo[:, None, :] + d[None]  # (N, D, 2)
+        needed = (cand <= hi[:, None, :]).all(-1)
+        known = torch.isin(_pack_xy(cand.reshape(-1, 2)), _pack_xy(columns)).reshape(needed.shape)
+        return (known | ~needed).all(dim=1)
+
+    # ------------------------------------------------------------------ outputs
+    def occupied_points(self) -> torch.Tensor:
         """(N, 3) centres of the occupied voxels in the map frame, metres."""
-        centers, occupied = self._classified_voxels(volume, band_only=False)
-        return centers[occupied]
+        self.update()
+        if not self._points:
+            return torch.empty((0, 3), dtype=torch.float32, device=self.device)
+        return torch.cat(list(self._points.values()))
 
-    def grid(self, volume: BlockVolume) -> OccupancyGrid2D:
+    def grid(self) -> OccupancyGrid2D:
         """The 2D grid over the height band: occupied > free > unknown (see module doc)."""
-        centers, occupied = self._classified_voxels(volume, band_only=True)
-        cells = torch.round(centers[:, :2] / self.resolution_m).to(torch.int64)
-        occ_cells = cells[occupied]
-        low_free = ~occupied & (centers[:, 2] <= self.free_below_m)
-        free_cells = torch.cat((cells[low_free], self._free_cells()))
-        every = torch.cat((occ_cells, free_cells))
-        if every.numel() == 0:
+        self.update()
+        n = len(self._tiles)
+        flags, free_z = self._flags[:n], self._free_z[:n]
+        occupied = (flags & OCC_BIT) > 0
+        free = ~occupied & (((flags & FREE_BIT) > 0) | (free_z <= self.free_below_m))
+        data = torch.full((n, TILE * TILE), UNKNOWN, dtype=torch.int8, device=self.device)
+        data[free] = FREE
+        data[occupied] = OCCUPIED
+        known = data != UNKNOWN
+        tiles = unpack_keys(self._tiles.slot_keys)[:, :2]
+        used = known.any(dim=1)
+        if not bool(used.any()):
             return OccupancyGrid2D(torch.full((1, 1), UNKNOWN, dtype=torch.int8).numpy(),
                                    self.resolution_m, (0.0, 0.0), self.min_height_m,
                                    self.max_height_m)
-        lo, hi = every.min(0).values, every.max(0).values
+        tiles, data, known = tiles[used], data[used], known[used]
+        local = torch.arange(TILE * TILE, device=self.device)
+        cells = tiles[:, None, :] * TILE + torch.stack((local // TILE, local % TILE), -1)[None]
+        cells = cells[known]  # (M, 2) known cells
+        values = data[known]
+        lo, hi = cells.min(0).values, cells.max(0).values
         w, h = (hi - lo + 1).tolist()
-        data = torch.full((h, w), UNKNOWN, dtype=torch.int8, device=every.device)
-        f, o = free_cells - lo, occ_cells - lo
-        data[f[:, 1], f[:, 0]] = FREE
-        data[o[:, 1], o[:, 0]] = OCCUPIED
-        origin = ((float(lo[0]) - 0.5) * self.resolution_m, (float(lo[1]) - 0.5) * self.resolution_m)
-        return OccupancyGrid2D(data.cpu().numpy(), self.resolution_m, origin, self.min_height_m,
+        out = torch.full((h, w), UNKNOWN, dtype=torch.int8, device=self.device)
+        c = cells - lo
+        out[c[:, 1], c[:, 0]] = values
+        origin = ((float(lo[0]) - 0.5) * self.resolution_m,
+                  (float(lo[1]) - 0.5) * self.resolution_m)
+        return OccupancyGrid2D(out.cpu().numpy(), self.resolution_m, origin, self.min_height_m,
                                self.max_height_m)
 
     # ------------------------------------------------------------------ persistence
-    def to(self, device: torch.device | str) -> "OccupancyMapper":
-        self.device = torch.device(device)
-        self._tiles.to(self.device)
-        self._free_z = self._free_z.to(self.device)
-        return self
-
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The carved free space (everything else derives from the volume)."""
+        n = len(self._tiles)
         return {"tile_keys": self._tiles.slot_keys.cpu().clone(),
-                "free_z": self._free_z[: len(self._tiles)].cpu().clone()}
+                "free_z": self._free_z[:n].cpu().clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.reset()
         self._tiles = BlockHashMap.from_keys(state["tile_keys"], self.device)
         n = len(self._tiles)
-        self._free_z = self._new_tiles(max(n, 256))
+        self._free_z = self._new_tiles(max(n, 256), float("inf"), torch.float32)
+        self._flags = self._new_tiles(max(n, 256), 0, torch.uint8)
         self._free_z[:n] = state["free_z"].to(self.device)
+
+    def follow_volume_device(self) -> "OccupancyMapper":
+        """Follow the volume to its (new) device; derived layers are recomputed."""
+        state = self.state_dict()
+        self.load_state_dict(state)
+        return self
+
+    def memory_bytes(self) -> int:
+        """Bytes of the free-space layer, flags and cached occupied points."""
+        points = sum(p.numel() for p in self._points.values()) * 4
+        return (self._free_z.numel() * 4 + self._flags.numel() + self._tiles.nbytes() + points)
 
 
 def _pack_xy(cells: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,20 @@
 """Projective TSDF integration of depth (and optional color) into a :class:`BlockVolume`.
 
 For one frame: (1) the blocks within the truncation band of the measured surface are found by
-back-projecting a strided subset of pixels and allocated; (2) every voxel of those blocks is
-projected into the depth image (nearest pixel), its projective signed distance
-``sdf = depth(u, v) - z_cam`` is truncated to ``[-trunc, trunc]`` and fused with a weighted
-running average; voxels further than ``trunc`` behind the surface are left untouched. Color is
-fused with the same weights by projecting the voxel into the color camera.
+back-projecting a strided subset of pixels and allocated; (2) with free-space clearing on, every
+other allocated block in the camera's view joins them (as nvblox's projective integrator
+updates every block in view); (3) every voxel of those blocks is projected into the depth image
+(nearest pixel), its projective signed distance ``sdf = depth(u, v) - z_cam`` is truncated to
+``[-trunc, trunc]`` and fused with a weighted running average; voxels further than ``trunc``
+behind the surface are left untouched. Color is fused with the same weights by projecting the
+voxel into the color camera.
+
+Clearing: a voxel more than ``trunc`` in front of the measured surface gets a free update
+towards ``+trunc``; if the map held it as surface or inside, its old weight is first scaled by
+``clearing_weight_factor`` (so an object that left is forgotten within a few frames of being
+seen through, while one stray far reading barely moves a well-observed surface). Blocks in view
+but outside the band whose voxels all end up free (``tsdf >= trunc / 2``) or unobserved are
+released.
 
 Everything is batched tensor code on the volume's device: no Python loop over voxels or pixels.
 """
@@ -53,6 +62,21 @@ class FrameTensors:
         return (depth >= self.min_depth_m) & (depth <= self.max_depth_m)
 
 
+@dataclass
+class IntegrationResult:
+    """What one frame did to the volume.
+
+    Attributes:
+        blocks_updated: blocks the frame's voxels were fused into (band + in view).
+        blocks_changed: blocks whose TSDF changed (see :func:`~.tsdf_kernel.fuse_depth`).
+        blocks_released: in-view blocks released because they held free space only.
+    """
+
+    blocks_updated: int
+    blocks_changed: int
+    blocks_released: int
+
+
 class TsdfIntegrator:
     """Fuses frames into a volume.
 
@@ -66,16 +90,22 @@ class TsdfIntegrator:
             linearly to 0 at the truncation distance (None: no drop).
         compile: run the per-voxel update through ``torch.compile`` (fused; the first frame
             pays a one-off compilation of tens of seconds, cached on disk afterwards).
+        clear_free_space: also update every allocated block in view (free-space clearing) and
+            release in-view blocks that hold only free space.
+        clearing_weight_factor: in (0, 1]; see the module doc.
     """
 
     def __init__(self, truncation_m: float, weighting: str, max_weight: float, alloc_stride_px: int,
-                 drop_start_m: float | None = None, compile: bool = False) -> None:
+                 drop_start_m: float | None = None, compile: bool = False,
+                 clear_free_space: bool = True, clearing_weight_factor: float = 0.5) -> None:
         self.truncation_m = float(truncation_m)
         self.drop_start_m = self.truncation_m if drop_start_m is None else float(drop_start_m)
         self.weighting = weighting
         self.max_weight = float(max_weight)
         self.alloc_stride_px = int(alloc_stride_px)
         self._compile = compile
+        self.clear_free_space = bool(clear_free_space)
+        self.clearing_weight_factor = float(clearing_weight_factor)
 
     @staticmethod
     def auto_stride(volume: BlockVolume, camera: PinholeCamera, max_depth_m: float) -> int:
@@ -105,13 +135,68 @@ class TsdfIntegrator:
         points = (z[..., None] * (ray @ R.T)[:, None, :] + t).reshape(-1, 3)
         return torch.unique(pack_coords(volume.block_of_points(points)))
 
-    def integrate(self, volume: BlockVolume, frame: FrameTensors) -> torch.Tensor:
-        """Fuse one frame; returns the (S,) slots of the blocks that received measurements."""
+    def blocks_in_view(self, volume: BlockVolume, frame: FrameTensors) -> torch.Tensor:
+        """(M,) slots of allocated blocks that may hold a voxel inside the depth camera's
+        frustum between ``min_depth_m`` and ``max_depth_m + trunc`` (a bounding-sphere test:
+        conservative, every block with a voxel in view is included)."""
+        n = volume.num_blocks
+        if n == 0:
+            return torch.empty(0, dtype=torch.int64, device=volume.device)
+        v, B, cam = volume.voxel_size_m, volume.block_size, frame.camera
+        centre = (volume.block_coords.to(torch.float32) * B + 0.5 * (B - 1)) * v  # (N, 3)
+        radius = 0.5 * math.sqrt(3.0) * (B - 1) * v
+        T_cam_world = _inverse_pose(frame.T_world_cam)
+        p = centre @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+        z = p[:, 2]
+        near = (z - radius).clamp(min=1e-3)  # nearest possible depth of a voxel of the block
+        # Largest pixel offset of a voxel from the projected centre (sphere seen from `near`).
+        margin = radius / near
+        x, y = p[:, 0] / z.clamp(min=1e-3), p[:, 1] / z.clamp(min=1e-3)
+        left, right = -cam.cx / cam.fx, (cam.width - 1 - cam.cx) / cam.fx
+        top, bottom = -cam.cy / cam.fy, (cam.height - 1 - cam.cy) / cam.fy
+        straddles = z - radius <= 1e-3  # the camera may sit inside the sphere
+        in_xy = ((x >= left - margin) & (x <= right + margin)
+                 & (y >= top - margin) & (y <= bottom + margin))
+        in_z = (z + radius >= frame.min_depth_m) & (z - radius
+                                                    <= frame.max_depth_m + self.truncation_m)
+        return torch.nonzero(in_z & (in_xy | straddles)).squeeze(1)
+
+    def integrate(self, volume: BlockVolume, frame: FrameTensors) -> IntegrationResult:
+        """Fuse one frame (and clear free space in view, when enabled)."""
         keys = self.touched_blocks(volume, frame)
-        if keys.numel() == 0:
-            return keys
-        slots = volume.allocate_keys(keys)
-        T_cam_world = torch.linalg.inv(frame.T_world_cam)
+        band = volume.allocate_keys(keys) if keys.numel() else keys
+        slots = band
+        if self.clear_free_space:
+            view = self.blocks_in_view(volume, frame)
+            in_band = torch.zeros(volume.num_blocks, dtype=torch.bool, device=volume.device)
+            in_band[band] = True
+            slots = torch.cat((band, view[~in_band[view]]))
+        if slots.numel() == 0:
+            return IntegrationResult(0, 0, 0)
+        tsdf, weight, changed = self._fuse(volume, frame, slots)
+        released = slots[:0]
+        if self.clear_free_space:
+            # Only blocks outside the band: one inside it is re-allocated by the next frame.
+            outside = torch.arange(slots.numel(), device=slots.device) >= band.numel()
+            free = ((weight <= 0) | (tsdf >= 0.5 * volume.truncation_m)).all(dim=1)
+            released = slots[outside & free]
+            changed &= ~(outside & free)
+        changed_slots = slots[changed]
+        if changed_slots.numel():
+            volume.mark_changed(changed_slots)
+        volume.release(released)
+        return IntegrationResult(int(slots.numel()), int(changed_slots.numel()),
+                                 int(released.numel()))
+
+    def _fuse(self, volume: BlockVolume, frame: FrameTensors, slots: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fuse the frame into the (S,) blocks ``slots`` and write them back.
+
+        Returns:
+            ``(tsdf, weight, changed)``: the blocks' new (S, V) float32 TSDF and weight and the
+            (S,) bool "TSDF changed" flag of :func:`~.tsdf_kernel.fuse_depth`.
+        """
+        T_cam_world = _inverse_pose(frame.T_world_cam)
         R, t = T_cam_world[:3, :3], T_cam_world[:3, 3]
         v = volume.voxel_size_m
         block_origin = (volume.slot_coords(slots) * volume.block_size).to(torch.float32) * v
@@ -120,13 +205,14 @@ class TsdfIntegrator:
         cam, dev = frame.camera, volume.device
         f32 = dict(dtype=torch.float32, device=dev)
         w_old = volume.weight.index_select(0, slots).to(torch.float32)
-        tsdf, weight, w_new, pixel, touched = self._kernel("depth")(
+        tsdf, weight, w_new, pixel, changed = self._kernel("depth")(
             block_cam, local_cam, frame.depth,
             torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], **f32),
             torch.tensor([frame.min_depth_m, frame.max_depth_m], **f32),
             torch.tensor(self.truncation_m, **f32), torch.tensor(self.drop_start_m, **f32),
             torch.tensor(self.max_weight, **f32), self.weighting == "inverse_square",
-            volume.tsdf.index_select(0, slots).to(torch.float32), w_old)
+            volume.tsdf.index_select(0, slots).to(torch.float32), w_old,
+            torch.tensor(self.clearing_weight_factor, **f32))
         if frame.color is not None:
             ccam = frame.color_camera
             if _registered(frame):  # same pixels as the depth image
@@ -141,12 +227,19 @@ class TsdfIntegrator:
             volume.color.index_copy_(0, slots, color.to(volume.dtype))
         volume.tsdf.index_copy_(0, slots, tsdf.to(volume.dtype))
         volume.weight.index_copy_(0, slots, weight.to(volume.dtype))
-        changed = slots[touched]
-        volume.mark_changed(changed)
-        return changed
+        return tsdf, weight, changed
 
     def _kernel(self, name: str) -> Callable:
         return get_kernel(name, self._compile)
+
+
+def _inverse_pose(T: torch.Tensor) -> torch.Tensor:
+    """Inverse of a (4, 4) rigid transform (transpose of the rotation; no general inverse)."""
+    R_inv = T[:3, :3].T
+    out = torch.eye(4, dtype=T.dtype, device=T.device)
+    out[:3, :3] = R_inv
+    out[:3, 3] = -R_inv @ T[:3, 3]
+    return out
 
 
 def _registered(frame: FrameTensors) -> bool:

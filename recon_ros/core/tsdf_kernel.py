@@ -15,7 +15,7 @@ import torch
 def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Tensor,
                intr: torch.Tensor, depth_range: torch.Tensor, trunc_m: torch.Tensor, drop_start_m: torch.Tensor,
                max_weight: torch.Tensor, inverse_square: bool, tsdf: torch.Tensor,
-               weight: torch.Tensor
+               weight: torch.Tensor, clear_factor: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fuse one depth image into S blocks of V voxels.
 
@@ -32,11 +32,20 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         max_weight: () weight cap.
         inverse_square: weight measurements by ``1 / depth**2`` instead of 1.
         tsdf: (S, V) current TSDF, metres. weight: (S, V) current weight.
+        clear_factor: () free-space clearing: a voxel the map holds within half a truncation
+            of a surface or inside (``tsdf < trunc / 2``) that this frame sees more than a
+            truncation in front of the measured surface has its weight multiplied by this
+            before the update (1 = plain weighted average).
+
+    Every voxel in front of the measured surface (``sdf > trunc``) gets a free update towards
+    ``+trunc``, so surfaces that left the scene lose their zero crossing.
 
     Returns:
-        ``(tsdf, weight, w_new, pixel, touched)``: updated (S, V) TSDF and capped weight, the
+        ``(tsdf, weight, w_new, pixel, changed)``: updated (S, V) TSDF and capped weight, the
         (S, V) weight of this frame's measurement (0 = not updated), the (S, V) int64 flat
-        depth pixel each voxel projects to, and (S,) bool, whether a block got any measurement.
+        depth pixel each voxel projects to, and (S,) bool, whether a block's TSDF changed by
+        more than ``1e-3 * trunc`` somewhere or a voxel was observed for the first time (a
+        free update of voxels already at ``+trunc`` is no change).
     """
     p = block_cam[:, None, :] + local_cam[None]  # (S, V, 3)
     pixel, inside = _pixel_index(p, intr, depth.shape[0], depth.shape[1])
@@ -49,10 +58,14 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         w_new = update.to(tsdf.dtype)
     drop = ((trunc_m + sdf) / (trunc_m - drop_start_m).clamp(min=1e-6)).clamp(min=0.0)
     w_new = torch.where(sdf < -drop_start_m, w_new * drop, w_new)
-    w_sum = weight + w_new
-    tsdf_out = torch.where(update, (tsdf * weight + torch.minimum(sdf, trunc_m) * w_new)
+    clear = update & (sdf > trunc_m) & (tsdf < 0.5 * trunc_m)
+    w_old = torch.where(clear, weight * clear_factor, weight)
+    w_sum = w_old + w_new
+    tsdf_out = torch.where(update, (tsdf * w_old + torch.minimum(sdf, trunc_m) * w_new)
                            / w_sum.clamp(min=1e-12), tsdf)
-    return tsdf_out, w_sum.clamp(max=max_weight), w_new, pixel, update.any(dim=1)
+    changed = update & (((tsdf_out - tsdf).abs() > 1e-3 * trunc_m) | (weight <= 0))
+    w_out = torch.where(update, w_sum.clamp(max=max_weight), weight)
+    return tsdf_out, w_out, w_new, pixel, changed.any(dim=1)
 
 
 def fuse_color(color: torch.Tensor, weight: torch.Tensor, w_new: torch.Tensor,

@@ -6,12 +6,22 @@ y, z), ``B = block_size``. Within a block, voxel ``(x, y, z)`` (local) is stored
 ``(x * B + y) * B + z``.
 
 Memory grows with the number of allocated blocks (the observed surface), never with a bounding
-box; per-block tensors double in capacity when full.
+box; per-block tensors double in capacity when full (up to ``max_capacity_blocks`` when set).
+Blocks can be released (:meth:`BlockVolume.release`): slots stay dense, the last blocks move
+into the freed slots, and per-slot data held elsewhere (e.g. latent features) follows through
+:class:`SlotListener`.
+
+Consumers (mesher, occupancy) follow the map through a change log: :meth:`BlockVolume.changes`
+gives the slots changed and the keys released since a stamp, in time proportional to the
+change, not to the map.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -19,6 +29,33 @@ from .block_hash import BlockHashMap, pack_coords, unpack_keys
 from .checkpoint import read_checkpoint
 
 CHECKPOINT_FORMAT = "recon_ros.block_volume.v1"
+#: Entries kept in the change log; a consumer further behind rebuilds from scratch.
+CHANGE_LOG_LENGTH = 4096
+
+
+class SlotListener(Protocol):
+    """Holder of per-slot data aligned with a volume's slots."""
+
+    def move_slots(self, src: torch.Tensor, dst: torch.Tensor, num_blocks: int) -> None:
+        """Copy slot ``src[i]`` to ``dst[i]``; slots ``num_blocks ..`` are free afterwards and
+        must read as never allocated."""
+
+
+@dataclass
+class Changes:
+    """What changed in a volume since a stamp (see :meth:`BlockVolume.changes`).
+
+    Attributes:
+        slots: (S,) int64 distinct slots of blocks whose voxels changed (current slots).
+        released_keys: (R,) int64 distinct keys of blocks released (a key may be in both when
+            its block was released and allocated again).
+        complete: False when the log no longer reaches back that far: the consumer must treat
+            every block as changed and forget whatever it holds for blocks not in the map.
+    """
+
+    slots: torch.Tensor
+    released_keys: torch.Tensor
+    complete: bool
 
 
 class BlockVolume:
@@ -31,6 +68,8 @@ class BlockVolume:
         device: torch device of all tensors.
         dtype: float dtype of TSDF, weight and color.
         initial_capacity_blocks: blocks allocated up front.
+        max_capacity_blocks: storage stops doubling at this many blocks (it still grows to
+            what a single allocation needs); 0 = no limit. See :meth:`shrink_to`.
 
     Per-block tensors (``N = capacity``, ``V = B**3``):
         ``tsdf`` (N, V) metres, clamped to +-truncation; ``weight`` (N, V) accumulated
@@ -40,14 +79,21 @@ class BlockVolume:
 
     def __init__(self, voxel_size_m: float, block_size: int, truncation_m: float,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 initial_capacity_blocks: int = 4096) -> None:
+                 initial_capacity_blocks: int = 4096, max_capacity_blocks: int = 0) -> None:
         self.voxel_size_m = float(voxel_size_m)
         self.block_size = int(block_size)
         self.truncation_m = float(truncation_m)
         self.device = torch.device(device)
         self.dtype = dtype
+        self.max_capacity_blocks = int(max_capacity_blocks)
         self._initial_capacity = int(initial_capacity_blocks)
+        if self.max_capacity_blocks:
+            self._initial_capacity = min(self._initial_capacity, self.max_capacity_blocks)
         self.stamp = 0
+        self.blocks_released = 0
+        self.listeners: list[SlotListener] = []
+        self._log: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque()
+        self._log_floor = 0  # changes at stamps <= this are no longer in the log
         self._allocate_storage(self._initial_capacity)
         b = torch.arange(self.block_size, device=self.device)
         gx, gy, gz = torch.meshgrid(b, b, b, indexing="ij")
@@ -81,11 +127,13 @@ class BlockVolume:
         return unpack_keys(self.index.slot_keys)
 
     def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
         new_cap = self.capacity
         while new_cap < needed:
             new_cap *= 2
-        if new_cap == self.capacity:
-            return
+        if self.max_capacity_blocks:
+            new_cap = max(needed, min(new_cap, self.max_capacity_blocks))
         extra = new_cap - self.capacity
         v = self.voxels_per_block
         kw = dict(dtype=self.dtype, device=self.device)
@@ -131,18 +179,100 @@ class BlockVolume:
         return torch.div(vox, self.block_size, rounding_mode="floor")
 
     def changed_slots(self, since_stamp: int) -> torch.Tensor:
-        """Slots of blocks modified after ``since_stamp`` (see :attr:`stamp`)."""
+        """Slots of blocks modified after ``since_stamp`` (see :attr:`stamp`); scans every
+        block (:meth:`changes` reads the log instead)."""
         return torch.nonzero(self.block_stamp[: self.num_blocks] > since_stamp).squeeze(1)
 
     def mark_changed(self, slots: torch.Tensor) -> None:
-        """Advance :attr:`stamp` and record it on ``slots``."""
+        """Advance :attr:`stamp` and record it on ``slots`` (and in the change log)."""
         self.stamp += 1
         self.block_stamp[slots] = self.stamp
+        self._append_log(self.index.slot_keys[slots], torch.empty_like(slots[:0]))
+
+    def _append_log(self, changed_keys: torch.Tensor, released_keys: torch.Tensor) -> None:
+        self._log.append((self.stamp, changed_keys, released_keys))
+        while len(self._log) > CHANGE_LOG_LENGTH:
+            self._log_floor = self._log.popleft()[0]
+
+    def changes(self, since_stamp: int) -> Changes:
+        """Blocks changed and released after ``since_stamp`` (a previous :attr:`stamp`)."""
+        empty = torch.empty(0, dtype=torch.int64, device=self.device)
+        if since_stamp < self._log_floor:
+            return Changes(torch.arange(self.num_blocks, device=self.device), empty, False)
+        entries = [e for e in self._log if e[0] > since_stamp]
+        if not entries:
+            return Changes(empty, empty, True)
+        changed = torch.unique(torch.cat([e[1] for e in entries]))
+        slots = self.index.lookup(changed)
+        released = torch.unique(torch.cat([e[2] for e in entries]))
+        return Changes(slots[slots >= 0], released, True)
+
+    def release(self, slots: torch.Tensor) -> torch.Tensor:
+        """Free the blocks at (R,) distinct ``slots``; returns their (R,) keys.
+
+        Their voxels read as unobserved afterwards. The last blocks move into the freed
+        slots (so slots of other blocks may change); listeners are told.
+        """
+        slots = slots.to(self.device, torch.int64)
+        if slots.numel() == 0:
+            return slots
+        keys = self.index.slot_keys[slots].clone()
+        old_n = self.num_blocks
+        src, dst = self.index.remove_slots(slots)
+        n = self.num_blocks
+        for name in ("tsdf", "weight", "color", "block_stamp"):
+            t = getattr(self, name)
+            t[dst] = t[src]
+        self.tsdf[n:old_n] = self.truncation_m
+        self.weight[n:old_n] = 0
+        self.color[n:old_n] = 0
+        self.block_stamp[n:old_n] = 0
+        for listener in self.listeners:
+            listener.move_slots(src, dst, n)
+        self.stamp += 1
+        self.blocks_released += int(keys.numel())
+        self._append_log(torch.empty_like(keys[:0]), keys)
+        return keys
+
+    def decay(self, factor: float, min_weight: float) -> int:
+        """Multiply every weight by ``factor``; voxels falling below ``min_weight`` become
+        unobserved (weight 0, TSDF ``+truncation``), blocks left with no observed voxel are
+        released. Returns the number of blocks released. One pass over the whole map."""
+        n = self.num_blocks
+        if n == 0:
+            return 0
+        w = self.weight[:n]
+        before = w >= min_weight
+        w.mul_(factor)
+        lost = before & (w < min_weight)
+        w.masked_fill_(w < min_weight, 0)
+        self.tsdf[:n].masked_fill_(w <= 0, self.truncation_m)
+        changed = lost.any(dim=1)
+        empty = (w <= 0).all(dim=1)
+        slots = torch.arange(n, device=self.device)
+        if bool(changed.any()):
+            self.mark_changed(slots[changed & ~empty])
+        return int(self.release(slots[empty]).numel())
+
+    def shrink_to(self, capacity: int) -> None:
+        """Drop storage beyond ``max(capacity, num_blocks)`` blocks (returns memory after
+        releases)."""
+        capacity = max(int(capacity), self.num_blocks, 1)
+        if capacity >= self.capacity:
+            return
+        for name in ("tsdf", "weight", "color", "block_stamp"):
+            setattr(self, name, getattr(self, name)[:capacity].clone())
+        empty = torch.empty(0, dtype=torch.int64, device=self.device)
+        for listener in self.listeners:
+            listener.move_slots(empty, empty, self.num_blocks)
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
-        """Forget every block (capacity returns to the initial one)."""
+        """Forget every block (capacity returns to the initial one; consumers of
+        :meth:`changes` see an incomplete log and rebuild)."""
         self.stamp += 1
+        self._log.clear()
+        self._log_floor = self.stamp
         self._allocate_storage(self._initial_capacity)
 
     def to(self, device: torch.device | str) -> "BlockVolume":
@@ -188,7 +318,8 @@ class BlockVolume:
         vol.weight[:n] = state["weight"].to(vol.device)
         vol.color[:n] = state["color"].to(vol.device)
         vol.stamp = int(state["stamp"]) + 1
-        vol.block_stamp[:n] = vol.stamp  # everything is "new" to consumers after a load
+        vol._log_floor = vol.stamp  # consumers rebuild everything after a load
+        vol.block_stamp[:n] = vol.stamp
         return vol
 
     # ------------------------------------------------------------------ stats
@@ -204,3 +335,7 @@ class BlockVolume:
             "voxel_used_bytes": self.num_blocks * per_block,
             "index_bytes": self.index.nbytes(),
         }
+
+    def bytes_per_block(self) -> int:
+        """Bytes one block slot costs: voxel payload plus its stamp."""
+        return int(self.bytes_per_voxel()) * self.voxels_per_block + 8
