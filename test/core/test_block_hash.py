@@ -47,3 +47,45 @@ def test_from_keys_rebuilds_the_same_mapping(device):
     table.insert_or_find(keys)
     copy = BlockHashMap.from_keys(table.slot_keys.cpu(), device)
     assert torch.equal(copy.lookup(keys), table.lookup(keys))
+
+
+def test_remove_keeps_slots_dense_and_matches_a_dict(device):
+    """Random inserts and removals against a dict; slots stay 0..len-1 and every key maps to
+    the slot that holds it, through tombstones and rehashes."""
+    table = BlockHashMap(device, initial_slots=16)
+    reference: dict[int, int] = {}
+    g = torch.Generator().manual_seed(2)
+    for step in range(40):
+        keys = torch.unique(pack_coords(torch.randint(-30, 30, (200, 3), generator=g)))
+        slots, _ = table.insert_or_find(keys.to(device))
+        for k, s in zip(keys.tolist(), slots.tolist()):
+            reference[k] = s
+        if step % 2:
+            present = torch.tensor(sorted(reference), dtype=torch.int64)
+            drop = present[torch.randperm(present.numel(), generator=g)[: present.numel() // 3]]
+            drop_slots = table.lookup(drop.to(device))
+            src, dst = table.remove_slots(drop_slots)
+            for k in drop.tolist():
+                del reference[k]
+            moved = dict(zip(src.tolist(), dst.tolist()))
+            reference = {k: moved.get(s, s) for k, s in reference.items()}
+            assert table.lookup(drop.to(device)).tolist() == [-1] * drop.numel()
+        assert len(table) == len(reference)
+        assert sorted(reference.values()) == list(range(len(reference)))
+        all_keys = torch.tensor(list(reference), dtype=torch.int64, device=device)
+        assert table.lookup(all_keys).tolist() == list(reference.values())
+        assert torch.equal(table.slot_keys[table.lookup(all_keys)], all_keys)
+        assert 2 * (len(table) + table._tombstones) <= table.table_size
+
+
+def test_remove_nothing_and_remove_everything(device):
+    table = BlockHashMap(device)
+    keys = torch.unique(pack_coords(torch.randint(-5, 5, (50, 3)))).to(device)
+    table.insert_or_find(keys)
+    src, dst = table.remove_slots(torch.empty(0, dtype=torch.int64, device=device))
+    assert src.numel() == dst.numel() == 0 and len(table) == keys.numel()
+    table.remove_slots(torch.arange(len(table), device=device))
+    assert len(table) == 0
+    assert (table.lookup(keys) == -1).all()
+    slots, n_new = table.insert_or_find(keys)  # the keys can come back
+    assert n_new == keys.numel() and sorted(slots.tolist()) == list(range(keys.numel()))
