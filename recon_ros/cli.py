@@ -51,7 +51,9 @@ def _load_config(config: Optional[Path], device: Optional[str], voxel_size_m: Op
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (bag/, ground_truth/, scene.json).")],
-    scene: Annotated[str, typer.Option(help="Scene name: demo or random.")] = "demo",
+    scene: Annotated[str, typer.Option(
+        help="Scene name: demo, random, or dynamic (two passes; --frames must be even).")]
+    = "demo",
     seed: Annotated[int, typer.Option(help="Scene and noise seed.")] = 0,
     frames: Annotated[int, typer.Option(min=1, help="Number of RGB-D frames.")] = 60,
     storage: Annotated[Storage, typer.Option(help="rosbag2 storage format.")] = Storage.sqlite3,
@@ -64,7 +66,20 @@ def synth(
     holes: Annotated[float, typer.Option(help="Fraction of pixels in holes.")] = 0.0,
     depth_encoding: Annotated[str, typer.Option(help="16UC1 (mm) or 32FC1 (m).")] = "16UC1",
 ) -> None:
-    """Render a synthetic scene (analytic SDF) into a rosbag2 with TF, plus exact ground truth."""
+    """Render a synthetic scene (analytic SDF) into a rosbag2 with TF, plus exact ground truth.
+
+    Ground truth in OUT/ground_truth/: points.ply (the surface the camera saw)
+    and map.yaml (2D occupancy of the height band).
+
+    --scene dynamic drives one loop twice (FRAMES/2 frames per pass): a box, a
+    cylinder and a table stand only in pass 1, a crate only in pass 2.
+    points.ply and map.yaml then describe pass 2, and there are also
+    removed_surface.ply / added_surface.ply: seen surface points of the
+    removed / added objects, more than 10 cm from every other surface;
+    removed_footprint.ply: centres (z = 0) of the 2D cells under the removed
+    objects; removed_footprint_seen_free.ply: those of them seen free low in
+    the band during pass 2. Score maps with recon_ros.evaluation.dynamic_metrics.
+    """
     from .io.synthetic_dataset import write_synthetic_dataset
 
     try:

@@ -5,6 +5,10 @@ mesh; *accuracy* = mean distance prediction -> ground truth, *completeness* = me
 ground truth -> prediction, precision / recall / F-score at distance thresholds.
 
 Occupancy grids: IoU of occupied cells and the rate of ground-truth obstacles marked free.
+
+Dynamic scenes: what remains of removed objects (surface within a threshold of the mesh,
+footprint cells still occupied), recall of added objects, F-score of the rest.
+
 Nearest neighbours use Open3D's KD-tree.
 """
 
@@ -137,3 +141,91 @@ def grid_metrics(pred: OccupancyGrid2D, gt: OccupancyGrid2D) -> GridMetrics:
         free_marked_occupied=float(((g == FREE) & occ_p).sum() / max((g == FREE).sum(), 1)),
         coverage=float((p != UNKNOWN).mean()) if len(p) else 0.0,
     )
+
+
+def fraction_within(points: np.ndarray, reference: np.ndarray, threshold_m: float) -> float:
+    """Fraction of ``points`` (N, 3) that have a ``reference`` point (M, 3) closer than
+    ``threshold_m`` metres; NaN when there are no points."""
+    if len(points) == 0:
+        return float("nan")
+    return float((nearest_distances(points, reference) < threshold_m).mean())
+
+
+def mesh_surface_points(mesh: TriangleMesh, n_samples: int = 100_000, seed: int = 0
+                        ) -> np.ndarray:
+    """(V + n_samples, 3) float64 points on a mesh: its vertices and area samples (an empty
+    array for a mesh without faces)."""
+    if mesh.num_faces == 0:
+        return np.zeros((0, 3), np.float64)
+    return np.concatenate((mesh.vertices.astype(np.float64),
+                           sample_mesh_points(mesh, n_samples, seed)))
+
+
+@dataclass
+class DynamicMetrics:
+    """How a map handled objects that disappeared or appeared (design.md section 6).
+
+    Attributes:
+        removed_surface_kept: fraction of the removed objects' ground-truth surface points
+            that still have mesh within ``threshold_m`` (goal: a few percent at most).
+        removed_footprint_occupied: fraction of the removed objects' footprint cells (those
+            seen free after the removal) that the grid still marks occupied (goal: a few
+            percent at most).
+        added_surface_recall: fraction of the added objects' surface points with mesh within
+            ``threshold_m`` (goal: close to 1).
+        static_fscore: F-score at ``threshold_m`` of the mesh against the final scene's
+            surface (:func:`mesh_metrics`, cropped to the observed region).
+        threshold_m: the distance threshold, metres.
+        n_removed_points, n_footprint_cells, n_added_points: sizes of the ground-truth sets
+            (a fraction over an empty set is NaN).
+        static: the full mesh metrics of the static comparison.
+    """
+
+    removed_surface_kept: float
+    removed_footprint_occupied: float
+    added_surface_recall: float
+    static_fscore: float
+    threshold_m: float
+    n_removed_points: int
+    n_footprint_cells: int
+    n_added_points: int
+    static: MeshMetrics
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        cm = f"{self.threshold_m * 100:g} cm"
+        return [(f"removed surface kept @ {cm}", f"{self.removed_surface_kept:.4f}"),
+                ("removed footprint still occupied", f"{self.removed_footprint_occupied:.4f}"),
+                (f"added surface recall @ {cm}", f"{self.added_surface_recall:.4f}"),
+                (f"static F-score @ {cm}", f"{self.static_fscore:.4f}")]
+
+
+def dynamic_metrics(mesh: TriangleMesh, grid: OccupancyGrid2D, removed_surface: np.ndarray,
+                    removed_footprint_xy: np.ndarray, added_surface: np.ndarray,
+                    static_gt: np.ndarray, threshold_m: float = 0.05,
+                    n_samples: int = 100_000, seed: int = 0) -> DynamicMetrics:
+    """Score a map of a scene whose objects changed between passes.
+
+    Args:
+        mesh: the map's mesh (map frame).
+        grid: the map's 2D occupancy grid.
+        removed_surface: (N, 3) points on the removed objects' surface (e.g.
+            ``ground_truth/removed_surface.ply`` of ``recon-ros synth --scene dynamic``).
+        removed_footprint_xy: (K, 2) map-frame centres of their footprint cells seen free
+            after the removal, metres (``removed_footprint_seen_free.ply``).
+        added_surface: (M, 3) points on the added objects' surface (``added_surface.ply``).
+        static_gt: (P, 3) points on the final scene's surface (``points.ply``).
+        threshold_m: distance threshold, metres.
+        n_samples: points sampled on the mesh (added to its vertices for the surface checks).
+        seed: sampling seed.
+    """
+    on_mesh = mesh_surface_points(mesh, n_samples, seed)
+    xy = np.asarray(removed_footprint_xy, dtype=np.float64).reshape(-1, 2)
+    cells = grid.value_at(xy[:, 0], xy[:, 1])
+    static = mesh_metrics(mesh, static_gt, (threshold_m,), n_samples=n_samples, seed=seed)
+    return DynamicMetrics(
+        removed_surface_kept=fraction_within(removed_surface, on_mesh, threshold_m),
+        removed_footprint_occupied=float((cells == OCCUPIED).mean()) if len(xy) else float("nan"),
+        added_surface_recall=fraction_within(added_surface, on_mesh, threshold_m),
+        static_fscore=static.fscore[threshold_m],
+        threshold_m=float(threshold_m), n_removed_points=len(removed_surface),
+        n_footprint_cells=len(xy), n_added_points=len(added_surface), static=static)

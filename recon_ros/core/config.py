@@ -104,12 +104,13 @@ class IntegrationConfig:
         clear_free_space: update every allocated block in the camera's view, not only those
             near the measured surface, so space seen through becomes free (objects that moved
             away disappear), and release in-view blocks left holding free space only.
-        clearing_weight_factor: when a voxel the map holds as surface or inside (TSDF below
-            half the truncation) is seen more than a truncation in front of the measured
-            surface, its accumulated weight is multiplied by this before the free update.
-            1 = plain weighted average (nvblox); the default 0.5 forgets a removed object
-            within about ``log2(max_weight)`` frames of seeing through it, while a single
-            stray far reading moves a well-observed surface by ``2 / max_weight`` at most.
+        clearing_weight_factor: when a measurement contradicts a voxel's stored TSDF by
+            more than half the truncation (free space seen through a surface that left, or a
+            surface where the map held free space), the voxel's accumulated weight is
+            multiplied by this before the update. 1 = plain weighted average (nvblox); the
+            default 0.5 forgets a removed object, and maps an added one, within about
+            ``log2(max_weight)`` frames, while a single stray reading moves a well-observed
+            voxel by about ``2 / max_weight`` of the truncation.
         decay_per_s: exponential weight decay rate, 1/s of sensor time: before each frame,
             every weight is multiplied by ``exp(-decay_per_s * dt)``; voxels falling below
             ``mesh.min_weight`` become unobserved and empty blocks are released. For maps of

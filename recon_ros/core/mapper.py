@@ -32,9 +32,9 @@ from .tsdf_integrator import FrameTensors, TsdfIntegrator
 from .volume import BlockVolume
 
 MAPPER_FORMAT = "recon_ros.mapper.v1"
-#: Hash index bytes per block at the highest load before a rehash (key + value per cell at
-#: load 1/4 after growth, plus the slot's key).
-_INDEX_BYTES_PER_BLOCK = 72
+#: Worst-case hash index bytes per block: a rehash sizes the table to the power of two at or
+#: above 4x the blocks (up to 8 cells of 16 bytes per block), plus up to 2 slot keys of 8 bytes.
+_INDEX_BYTES_PER_BLOCK = 144
 
 
 class Mapper:
@@ -86,6 +86,7 @@ class Mapper:
             occupied_threshold_m=oc.occupied_threshold_voxels * vc.voxel_size_m,
             free_below_m=oc.free_below_m, min_weight=oc.min_weight,
             truncation_m=self.truncation_m, free_space_stride_px=oc.free_space_stride_px)
+        self.volume.release_hooks = [self.occupancy.remember_free_space]
 
     def _limit_capacity(self) -> None:
         """Stop the storage from doubling past ``map.max_memory_mb``."""

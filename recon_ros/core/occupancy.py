@@ -14,7 +14,9 @@ The 2D grid keeps, per cell, in tiles of ``TILE x TILE`` cells indexed by a hash
 - ``free_z``: the lowest height at which carving rays (a strided subset of pixels, crossing
   the band and stopping one truncation distance before the measured surface) last saw the
   cell free; +inf = not seen free. It is overwritable evidence: a ray that *ends* on a surface
-  inside the band resets the cell's ``free_z`` (the last observation wins).
+  inside the band resets the cell's ``free_z`` (the last observation wins). Blocks released
+  from the volume hand their observed free voxels low in the band over to this layer first
+  (:meth:`OccupancyMapper.remember_free_space`), so space cleared and released stays free.
 
 A cell is *occupied* when its flags say so; *free* when not occupied and seen free at or below
 ``free_below_m`` (seeing the space above a cabinet free says nothing about the cabinet, so free
@@ -163,6 +165,30 @@ class OccupancyMapper:
         flat = self._tile_slots(torch.round(xy / self.resolution_m).to(torch.int64))
         z = (t[2] + sk[:, 0] * r[:, 2]).to(torch.float32)
         self._free_z.view(-1).scatter_reduce_(0, flat, z, reduce="amin")
+
+    def remember_free_space(self, slots: torch.Tensor) -> None:
+        """Record the observed free voxels at or below ``free_below_m`` in the band of the
+        (R,) blocks ``slots`` (about to be released) in the carved free-space layer."""
+        vol = self.volume
+        k0, _ = self._band_voxels()
+        z_top = min(self.free_below_m, self.max_height_m)
+        blocks = vol.slot_coords(slots)
+        low = blocks[:, 2] * vol.block_size * vol.voxel_size_m <= z_top + 1e-6
+        high = (blocks[:, 2] + 1) * vol.block_size > k0
+        slots = slots[low & high]
+        if slots.numel() == 0:
+            return
+        free = ((vol.weight[slots] >= self.min_weight)
+                & (vol.tsdf[slots].to(torch.float32) >= self.occupied_threshold_m))
+        block, voxel = torch.nonzero(free, as_tuple=True)
+        centre = (vol.slot_coords(slots)[block] * vol.block_size
+                  + vol.local_offsets[voxel]).to(torch.float32) * vol.voxel_size_m
+        centre = centre[(centre[:, 2] >= self.min_height_m - 1e-6) & (centre[:, 2] <= z_top + 1e-6)]
+        if centre.numel() == 0:
+            return
+        cells = torch.round(centre[:, :2] / self.resolution_m).to(torch.int64)
+        self._free_z.view(-1).scatter_reduce_(0, self._tile_slots(cells), centre[:, 2],
+                                              reduce="amin")
 
     # ------------------------------------------------------------------ derived layers
     def update(self) -> None:

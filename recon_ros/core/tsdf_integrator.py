@@ -10,11 +10,12 @@ behind the surface are left untouched. Color is fused with the same weights by p
 voxel into the color camera.
 
 Clearing: a voxel more than ``trunc`` in front of the measured surface gets a free update
-towards ``+trunc``; if the map held it as surface or inside, its old weight is first scaled by
-``clearing_weight_factor`` (so an object that left is forgotten within a few frames of being
-seen through, while one stray far reading barely moves a well-observed surface). Blocks in view
-but outside the band whose voxels all end up free (``tsdf >= trunc / 2``) or unobserved are
-released.
+towards ``+trunc``. When a measurement contradicts the stored value by more than half the
+truncation across the voxel's whole 3x3 pixel neighbourhood (free space through a surface
+that left; a new surface where the map held free space; not a depth edge), the old weight is first scaled by ``clearing_weight_factor``, so an object that left is
+forgotten, and one that arrived is mapped, within a few frames, while one stray reading barely
+moves a well-observed voxel. Blocks in view but outside the band whose voxels all end up free
+(``tsdf >= trunc / 2``) or unobserved are released.
 
 Everything is batched tensor code on the volume's device: no Python loop over voxels or pixels.
 """
@@ -29,7 +30,7 @@ import torch
 
 from .block_hash import pack_coords
 from .frame import PinholeCamera
-from .tsdf_kernel import get_kernel
+from .tsdf_kernel import get_kernel, neighbourhood_extremes
 from .volume import BlockVolume
 
 
@@ -118,17 +119,20 @@ class TsdfIntegrator:
 
         Each strided pixel's ray segment ``z in [d - trunc, d + trunc]`` is sampled at most
         half a block apart (3 samples for the usual truncation of half a block or less), and
-        the blocks holding the samples are taken. A segment that only grazes the corner of a
-        block between two samples can miss it for this frame.
+        the blocks holding the samples are taken. Where two neighbouring strided pixels see
+        one continuous surface more than half a block apart (a floor at a grazing angle), the
+        pixels between them are sampled too (see :func:`_fill_gaps`). A segment that only
+        grazes the corner of a block between two samples can miss it for this frame.
         """
         s = self.alloc_stride_px or self.auto_stride(volume, frame.camera,
                                                                    frame.max_depth_m)
         depth = frame.depth[::s, ::s]
+        uv = frame.camera.pixel_grid(depth.device, stride=s)
         valid = frame.valid(depth)
-        d = depth[valid]
-        uv = frame.camera.pixel_grid(depth.device, stride=s)[valid]
+        block_m = volume.block_size * volume.voxel_size_m
+        uv, d = _fill_gaps(uv, depth, valid, frame.camera, s, 0.5 * block_m)
         ray = frame.camera.backproject(uv, torch.ones_like(d))  # (P, 3), z = 1
-        n = int(math.ceil(2 * self.truncation_m / (0.5 * volume.block_size * volume.voxel_size_m)))
+        n = int(math.ceil(2 * self.truncation_m / (0.5 * block_m)))
         offsets = torch.linspace(-self.truncation_m, self.truncation_m, n + 1, device=d.device)
         z = (d[:, None] + offsets[None]).clamp(min=1e-3)  # (P, n + 1)
         R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
@@ -205,8 +209,9 @@ class TsdfIntegrator:
         cam, dev = frame.camera, volume.device
         f32 = dict(dtype=torch.float32, device=dev)
         w_old = volume.weight.index_select(0, slots).to(torch.float32)
+        extremes = neighbourhood_extremes(frame.depth, frame.valid(frame.depth))
         tsdf, weight, w_new, pixel, changed = self._kernel("depth")(
-            block_cam, local_cam, frame.depth,
+            block_cam, local_cam, frame.depth, extremes,
             torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], **f32),
             torch.tensor([frame.min_depth_m, frame.max_depth_m], **f32),
             torch.tensor(self.truncation_m, **f32), torch.tensor(self.drop_start_m, **f32),
@@ -231,6 +236,44 @@ class TsdfIntegrator:
 
     def _kernel(self, name: str) -> Callable:
         return get_kernel(name, self._compile)
+
+
+#: Neighbouring pixels whose depths differ by more than this fraction are taken to see two
+#: surfaces (an occlusion edge), not one surface to fill between.
+CONTINUITY_RATIO = 0.25
+
+
+def _fill_gaps(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, camera: PinholeCamera,
+               stride: int, max_gap_m: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Valid strided samples plus interpolated samples between neighbours too far apart.
+
+    Args:
+        uv: (H', W', 2) pixel coordinates of the strided grid.
+        depth: (H', W') depths there, metres; valid: (H', W') bool.
+        camera: intrinsics.
+        stride: pixels between neighbouring samples.
+        max_gap_m: neighbours (along rows and columns) whose back-projected points are farther
+            apart than this, on one continuous surface (depths within
+            :data:`CONTINUITY_RATIO`), get ``stride - 1`` samples between them, linear in pixel
+            position and depth.
+
+    Returns:
+        ``(uv (P, 2), depth (P,))`` of every sample to allocate blocks around.
+    """
+    out_uv, out_d = [uv[valid]], [depth[valid]]
+    if stride > 1:
+        point = camera.backproject(uv, depth)  # (H', W', 3)
+        frac = torch.arange(1, stride, device=uv.device, dtype=uv.dtype) / stride  # (F,)
+        for a, b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                     ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+            da, db = depth[a], depth[b]
+            gap = (point[a] - point[b]).norm(dim=-1)
+            fill = (valid[a] & valid[b] & (gap > max_gap_m)
+                    & ((da - db).abs() <= CONTINUITY_RATIO * torch.minimum(da, db)))
+            ua, ub, da, db = uv[a][fill], uv[b][fill], da[fill], db[fill]
+            out_uv.append((ua[:, None] + frac[None, :, None] * (ub - ua)[:, None]).reshape(-1, 2))
+            out_d.append((da[:, None] + frac[None] * (db - da)[:, None]).reshape(-1))
+    return torch.cat(out_uv), torch.cat(out_d)
 
 
 def _inverse_pose(T: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,10 @@ import torch
 
 
 def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Tensor,
-               intr: torch.Tensor, depth_range: torch.Tensor, trunc_m: torch.Tensor, drop_start_m: torch.Tensor,
-               max_weight: torch.Tensor, inverse_square: bool, tsdf: torch.Tensor,
-               weight: torch.Tensor, clear_factor: torch.Tensor
+               depth_extremes: torch.Tensor, intr: torch.Tensor, depth_range: torch.Tensor,
+               trunc_m: torch.Tensor, drop_start_m: torch.Tensor, max_weight: torch.Tensor,
+               inverse_square: bool, tsdf: torch.Tensor, weight: torch.Tensor,
+               clear_factor: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fuse one depth image into S blocks of V voxels.
 
@@ -24,6 +25,8 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         local_cam: (V, 3) offset of each voxel from its block's first voxel, rotated into the
             depth optical frame (so a voxel's camera position is ``block_cam + local_cam``).
         depth: (H, W) metres as measured.
+        depth_extremes: (2, H, W) smallest and largest valid depth of each pixel's 3x3
+            neighbourhood (see :func:`neighbourhood_extremes`).
         intr: (4,) ``fx, fy, cx, cy`` of the depth image, pixels.
         depth_range: (2,) valid ``min, max`` depth, metres (NaN/Inf fail the comparisons).
         trunc_m: () truncation distance, metres.
@@ -32,10 +35,12 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         max_weight: () weight cap.
         inverse_square: weight measurements by ``1 / depth**2`` instead of 1.
         tsdf: (S, V) current TSDF, metres. weight: (S, V) current weight.
-        clear_factor: () free-space clearing: a voxel the map holds within half a truncation
-            of a surface or inside (``tsdf < trunc / 2``) that this frame sees more than a
-            truncation in front of the measured surface has its weight multiplied by this
-            before the update (1 = plain weighted average).
+        clear_factor: () change detection: a voxel whose stored TSDF differs by more than
+            half a truncation, in the same direction, from the truncated distances of its
+            pixel's whole 3x3 neighbourhood (free space seen through a surface that left, or a
+            surface where the map held free space) has its weight multiplied by this before
+            the update (1 = plain weighted average). Asking the whole neighbourhood keeps
+            depth edges (a voxel next to a silhouette) from counting as change.
 
     Every voxel in front of the measured surface (``sdf > trunc``) gets a free update towards
     ``+trunc``, so surfaces that left the scene lose their zero crossing.
@@ -56,16 +61,35 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         w_new = torch.where(update, 1.0 / (d * d).clamp(min=1e-6), 0.0)
     else:
         w_new = update.to(tsdf.dtype)
+    sdf_t = torch.minimum(sdf, trunc_m)
+    ext = depth_extremes.reshape(2, -1).index_select(1, pixel.reshape(-1)).reshape(
+        (2,) + pixel.shape)
+    near_t = torch.minimum(ext[0] - p[..., 2], trunc_m)  # every neighbour is at least this far
+    far_t = torch.minimum(ext[1] - p[..., 2], trunc_m)
+    cleared = (near_t - tsdf) > 0.5 * trunc_m
+    arrived = (tsdf - far_t) > 0.5 * trunc_m
+    contradicted = update & (weight > 0) & (cleared | arrived)
+    # The drop behind the surface protects established surfaces from silhouettes; a voxel the
+    # map holds as free space that is now behind a surface (an object arrived) gets the full
+    # weight, or a surface seen at a grazing angle could never overturn its free history.
     drop = ((trunc_m + sdf) / (trunc_m - drop_start_m).clamp(min=1e-6)).clamp(min=0.0)
-    w_new = torch.where(sdf < -drop_start_m, w_new * drop, w_new)
-    clear = update & (sdf > trunc_m) & (tsdf < 0.5 * trunc_m)
-    w_old = torch.where(clear, weight * clear_factor, weight)
+    w_new = torch.where((sdf < -drop_start_m) & ~(contradicted & arrived), w_new * drop, w_new)
+    w_old = torch.where(contradicted, weight * clear_factor, weight)
     w_sum = w_old + w_new
-    tsdf_out = torch.where(update, (tsdf * w_old + torch.minimum(sdf, trunc_m) * w_new)
-                           / w_sum.clamp(min=1e-12), tsdf)
+    tsdf_out = torch.where(update, (tsdf * w_old + sdf_t * w_new) / w_sum.clamp(min=1e-12), tsdf)
     changed = update & (((tsdf_out - tsdf).abs() > 1e-3 * trunc_m) | (weight <= 0))
     w_out = torch.where(update, w_sum.clamp(max=max_weight), weight)
     return tsdf_out, w_out, w_new, pixel, changed.any(dim=1)
+
+
+def neighbourhood_extremes(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(2, H, W) smallest and largest valid depth in each pixel's 3x3 neighbourhood (+inf /
+    -inf where none is valid), from (H, W) depths and their (H, W) validity."""
+    inf = torch.full_like(depth, float("inf"))
+    lo = torch.where(valid, depth, inf)[None, None]
+    hi = torch.where(valid, depth, -inf)[None, None]
+    pool = torch.nn.functional.max_pool2d
+    return torch.stack((-pool(-lo, 3, 1, 1)[0, 0], pool(hi, 3, 1, 1)[0, 0]))
 
 
 def fuse_color(color: torch.Tensor, weight: torch.Tensor, w_new: torch.Tensor,

@@ -19,6 +19,7 @@ change, not to the map.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -92,6 +93,8 @@ class BlockVolume:
         self.stamp = 0
         self.blocks_released = 0
         self.listeners: list[SlotListener] = []
+        #: Called with the (R,) slots about to be released, while their voxels are readable.
+        self.release_hooks: list[Callable[[torch.Tensor], None]] = []
         self._log: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque()
         self._log_floor = 0  # changes at stamps <= this are no longer in the log
         self._allocate_storage(self._initial_capacity)
@@ -216,6 +219,8 @@ class BlockVolume:
         slots = slots.to(self.device, torch.int64)
         if slots.numel() == 0:
             return slots
+        for hook in self.release_hooks:
+            hook(slots)
         keys = self.index.slot_keys[slots].clone()
         old_n = self.num_blocks
         src, dst = self.index.remove_slots(slots)

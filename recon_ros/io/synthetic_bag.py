@@ -9,7 +9,9 @@ Topics (all images in the registered optical frame ``camera_depth_optical_frame`
 - ``/tf_static`` (base_link -> camera_link, camera_link -> camera_depth_optical_frame)
 
 No ground truth is stored: the scene is rebuilt from ``(scene_name, scene_seed)`` with
-:func:`recon_ros.io.synthetic.make_scene`, the poses from the bag's own TF.
+:func:`recon_ros.io.synthetic.make_scene` (dynamic scenes: with
+:func:`recon_ros.io.synthetic.make_dynamic` ``(scene_name, scene_seed, n_frames // 2)``), the
+poses from the bag's own TF.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.frame import PinholeCamera
+from .synthetic.dynamic import DynamicScene
 from .synthetic.noise import NoiseConfig
 from .synthetic.render import iter_frames
 from .synthetic.scene import Scene
@@ -46,7 +49,8 @@ class SceneBagInfo:
         stamps_ns: first and last image stamp, nanoseconds.
         depth_encoding: ``16UC1`` or ``32FC1``.
         scene_name, scene_seed: rebuild the scene with ``make_scene(scene_name, scene_seed)``
-            (``scene_name == "custom"`` cannot be rebuilt).
+            or, for a name in ``DYNAMIC_SCENES``, ``make_dynamic(scene_name, scene_seed,
+            n_frames // 2)`` (``scene_name == "custom"`` cannot be rebuilt).
         noise: the noise configuration, as a dict; seed: its seed.
     """
 
@@ -66,7 +70,7 @@ class SceneBagInfo:
     seed: int = 0
 
 
-def write_scene_bag(path: str | Path, scene: Scene, camera: PinholeCamera,
+def write_scene_bag(path: str | Path, scene: Scene | DynamicScene, camera: PinholeCamera,
                     trajectory: Trajectory, storage: str = "sqlite3",
                     noise: NoiseConfig = NoiseConfig(), rate_hz: float | None = 10.0,
                     depth_encoding: str = "16UC1", color: bool = True, seed: int = 0
@@ -75,7 +79,7 @@ def write_scene_bag(path: str | Path, scene: Scene, camera: PinholeCamera,
 
     Args:
         path: bag directory to create (must not exist).
-        scene: the scene.
+        scene: the scene; frame ``i`` of a :class:`DynamicScene` shows ``scene.scene_at(i)``.
         camera: intrinsics of the (registered) depth and color images.
         trajectory: robot poses and TF tree; its stamps are replaced by ``rate_hz`` spacing
             from its first stamp unless ``rate_hz`` is None.

@@ -12,7 +12,7 @@ def _corner_set(points: np.ndarray) -> set[tuple[int, ...]]:
     return {tuple(p) for p in np.round(np.asarray(points).reshape(-1, 3) / 1e-6).astype(int)}
 
 
-def test_block_triangles_match_block_meshes(device):
+def test_block_triangles_match_block_meshes(device: str) -> None:
     vol = sdf_volume(device, lambda p: p.norm(dim=-1) - 0.6)
     mesher = IncrementalMesher(vol, 1e-3)
     changed = mesher.update()

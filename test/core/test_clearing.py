@@ -162,7 +162,7 @@ def test_clearing_radius_drops_far_blocks(device):
 
 
 def test_memory_budget_evicts_farthest_blocks(device):
-    budget_mb = 2.0
+    budget_mb = 1.0  # 101 blocks; the scene needs about 150
     mapper = Mapper(MapperConfig.from_dict({
         "volume": {"voxel_size_m": VOXEL, "device": device, "initial_capacity_blocks": 16},
         "map": {"max_memory_mb": budget_mb}}))
@@ -227,3 +227,23 @@ def test_grid_cells_larger_than_voxels_follow_changes(device, resolution_m):
     fresh.occupancy.load_state_dict(mapper.occupancy.state_dict())
     np.testing.assert_array_equal(fresh.occupancy_grid().data, grid.data)
     assert not (obstacle_cells(mapper) == OCCUPIED).any()
+
+
+def test_released_free_space_stays_free_in_the_grid(device):
+    """With carving rays too sparse to cover the obstacle's footprint (stride 64 px), the cells
+    are free only through the TSDF's free voxels; when those blocks are released, their free
+    space is handed to the 2D layer, so the cells stay free instead of turning unknown."""
+    mapper = Mapper(MapperConfig.from_dict({
+        "volume": {"voxel_size_m": VOXEL, "device": device},
+        "occupancy": {"free_below_m": 1.5, "free_space_stride_px": 64}}))
+    run(mapper, range(20), obstacle=True)
+    assert (obstacle_cells(mapper) == OCCUPIED).all()
+    run(mapper, range(20, 40), obstacle=False)
+    assert mapper.stats()["blocks_released_free_space"] > 0
+    assert (obstacle_cells(mapper) == FREE).all()
+    mapper.volume.release_hooks.clear()  # without the hand-over, the same run loses them
+    fresh = Mapper(mapper.config)
+    fresh.volume.release_hooks.clear()
+    run(fresh, range(20), obstacle=True)
+    run(fresh, range(20, 40), obstacle=False)
+    assert not (obstacle_cells(fresh) == FREE).all()

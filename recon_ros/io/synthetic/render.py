@@ -17,6 +17,7 @@ import torch
 
 from ...core.errors import ConfigError
 from ...core.frame import Frame, PinholeCamera
+from .dynamic import DynamicScene, frame_scene
 from .noise import NoiseConfig, apply_noise
 from .scene import Scene
 from .trajectory import Trajectory
@@ -309,13 +310,14 @@ def frame_seed_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def iter_frames(scene: Scene, camera: PinholeCamera,
+def iter_frames(scene: Scene | DynamicScene, camera: PinholeCamera,
                 trajectory: Trajectory | Sequence[np.ndarray], *,
                 noise: NoiseConfig = NoiseConfig(), seed: int = 0, color: bool = True,
                 max_range_m: float | None = None, device: torch.device | str = "cpu",
                 frame_id: str | None = None) -> Iterator[Frame]:
     """Render a sequence as :class:`~recon_ros.core.frame.Frame` objects (noisy depth, clean
-    registered color). Frame ``i``'s noise uses :func:`frame_seed_rng` ``(seed, i)``.
+    registered color). Frame ``i``'s noise uses :func:`frame_seed_rng` ``(seed, i)``; a
+    :class:`~.dynamic.DynamicScene` is rendered as its ``scene_at(i)``.
 
     ``trajectory`` is a :class:`Trajectory` (stamps and frame id from it) or a sequence of
     (4, 4) ``T_world_cam`` (stamps ``i``, frame id ``frame_id`` or ``camera_depth_optical_frame``).
@@ -329,7 +331,8 @@ def iter_frames(scene: Scene, camera: PinholeCamera,
         stamps = list(range(len(poses)))
         fid = frame_id or "camera_depth_optical_frame"
     for i, T in enumerate(poses):
-        r = render(scene, camera, T, max_range_m=max_range_m, color=color, device=device)
+        r = render(frame_scene(scene, i), camera, T, max_range_m=max_range_m, color=color,
+                   device=device)
         depth = r.depth
         if not noise.is_noise_free:
             depth = apply_noise(depth, noise, frame_seed_rng(seed, i))

@@ -206,7 +206,7 @@ def make_random_scene(seed: int, n_objects: int | None = None,
         margin_m: distance of the scan path from the walls (must match the trajectory's).
         clearance_m: horizontal clearance between objects and the scan path.
     """
-    from .trajectory import scan_ellipse
+    from .trajectory import scan_ellipse, scan_path_points
 
     rng = np.random.default_rng([int(seed), 0x5CE7E])
     sx, sy = float(rng.uniform(4.5, 8.0)), float(rng.uniform(4.0, 7.0))
@@ -217,8 +217,7 @@ def make_random_scene(seed: int, n_objects: int | None = None,
                                   for _ in range(4)),  # type: ignore[arg-type]
                 ceiling_color=_random_color(rng, (0.0, 0.1), (0.85, 0.98)))
     a, b = scan_ellipse(room, margin_m)
-    theta = np.linspace(0.0, 2.0 * math.pi, 720, endpoint=False)
-    path = np.stack((a * np.cos(theta), b * np.sin(theta)), axis=1) + np.asarray(room.center_xy)
+    path = scan_path_points(room, margin_m, 720)
     k = int(rng.integers(3, 7)) if n_objects is None else int(n_objects)
     if k < 0:
         raise ConfigError(f"n_objects must be >= 0, got {k}")

@@ -352,6 +352,14 @@ def scan_ellipse(room: "Room", margin_m: float = 0.8) -> tuple[float, float]:
     return a, b
 
 
+def scan_path_points(room: "Room", margin_m: float = 0.8, n: int = 720) -> np.ndarray:
+    """(n, 2) world xy points, metres, evenly spaced in angle on the room-scan ellipse
+    (:func:`scan_ellipse`) that the optical centre of :func:`room_scan_trajectory` follows."""
+    a, b = scan_ellipse(room, margin_m)
+    theta = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
+    return np.stack((a * np.cos(theta), b * np.sin(theta)), axis=1) + np.asarray(room.center_xy)
+
+
 def room_scan_trajectory(scene: "Scene", n: int, *, margin_m: float | None = None,
                          height: float | None = None, pitch_rad: float = math.radians(20.0),
                          loops: float = 1.0, sweep_rad: float = math.radians(15.0),
@@ -394,3 +402,19 @@ def room_scan_trajectory(scene: "Scene", n: int, *, margin_m: float | None = Non
     yaw = np.arctan2(delta[:, 1], delta[:, 0]) + sweep_rad * np.sin(2 * math.pi * sweep_cycles * s)
     return Trajectory(_base_from_camera(cam, yaw, rig), np.full(n, float(pitch_rad)),
                       _stamps(n, rate_hz, start_ns), rig)
+
+
+def repeat_trajectory(loop: Trajectory, times: int, rate_hz: float = 10.0) -> Trajectory:
+    """The poses of ``loop`` driven ``times`` times in a row, stamped at ``rate_hz``.
+
+    Pose ``k * len(loop) + i`` equals pose ``i`` of ``loop`` exactly (same base pose, pitch
+    and rig), so every pass sees the scene from identical viewpoints; stamps start at the
+    loop's first stamp and keep increasing across passes.
+    """
+    if times < 1:
+        raise ConfigError(f"times must be >= 1, got {times}")
+    if len(loop) == 0:
+        raise ConfigError("cannot repeat an empty trajectory")
+    return Trajectory.from_base_poses(np.tile(loop.base_xy_yaw, (times, 1)),
+                                      np.tile(loop.pitch_rad, times), rate_hz,
+                                      int(loop.stamps_ns[0]), loop.rig)
