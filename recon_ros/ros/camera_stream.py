@@ -8,6 +8,15 @@ color image within ``max_color_offset_ns`` are available. The head *waits* for t
 ``timeout_ns`` (steady clock) from the first time the tick tried it, so time spent queued
 behind other frames does not count; everything else is decided at once.
 
+With a ``robot_frame`` set, the origin of that frame in the map frame at the image stamp is
+looked up too (the centre of the core's clearing radius and memory eviction). It waits like
+the camera pose while that frame's TF has not reached the stamp yet (extrapolation into the
+future), up to the same timeout; when it is unknown, not connected, older than the cache or
+late, the frame is *not* dropped: it is integrated with the camera's position as the centre,
+and the reason is counted in :attr:`CameraStream.robot_frame_fallbacks`. An unknown frame does
+not make frames wait (a misconfigured name would otherwise hold every frame for the timeout and
+overflow the queue).
+
 Every depth message that does not become a frame is counted in :attr:`CameraStream.drops`
 under a short, stable reason (the detail goes to the ``on_drop`` callback for logging):
 
@@ -62,11 +71,13 @@ from recon_ros.io.tf_buffer import ExtrapolationError, TfLookupError, format_sta
 
 from .conversions import stamp_ns
 
-__all__ = ["AssemblySettings", "CameraStream", "DropCallback", "LookupFn"]
+__all__ = ["AssembledFrame", "AssemblySettings", "CameraStream", "DropCallback", "LookupFn"]
 
 #: ``lookup(target, source, stamp_ns) -> T_target_source (4, 4)``; raises TfLookupError.
 LookupFn = Callable[[str, str, int], np.ndarray]
-#: ``on_drop(camera, kind, reason, detail)``; kind is ``"depth"`` or ``"color"``.
+#: ``on_drop(camera, kind, reason, detail)``; kind is ``"depth"`` (frame dropped), ``"color"``
+#: (integrated without color) or ``"robot"`` (integrated centred on the camera: robot_frame
+#: not available).
 DropCallback = Callable[[str, str, str, str], None]
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -83,6 +94,8 @@ class AssemblySettings:
         timeout_ns: how long a queued depth image waits for camera_info, TF and color.
         max_color_offset_ns: largest |color stamp - depth stamp| for pairing.
         min_depth_m, max_depth_m: the valid depth range (the core's integration range).
+        robot_frame: frame whose origin is the robot position (``""``: none, the core uses
+            the camera position).
     """
 
     map_frame: str
@@ -90,6 +103,30 @@ class AssemblySettings:
     max_color_offset_ns: int
     min_depth_m: float
     max_depth_m: float
+    robot_frame: str
+
+
+@dataclass(frozen=True)
+class AssembledFrame:
+    """A frame ready for integration.
+
+    Attributes:
+        frame: the posed frame.
+        robot_position_m: (3,) origin of ``robot_frame`` in the map frame at the frame's
+            stamp, metres; None without a robot frame or when it was not available (then the
+            core centres the clearing radius and memory eviction on the camera).
+    """
+
+    frame: Frame
+    robot_position_m: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _RobotFallback:
+    """Why the robot position of a frame is not available (counted once the frame is out)."""
+
+    reason: str
+    detail: str
 
 
 @dataclass
@@ -144,6 +181,7 @@ class CameraStream:
         self.integrated = 0
         self.drops: Counter[str] = Counter()
         self.color_drops: Counter[str] = Counter()
+        self.robot_frame_fallbacks: Counter[str] = Counter()
         self.invalid_pixels = 0
 
     # --------------------------------------------------------------------------- input
@@ -199,7 +237,7 @@ class CameraStream:
     # ------------------------------------------------------------------------ assembly
 
     def next_frame(self, lookup: LookupFn, settings: AssemblySettings, now_ns: int
-                   ) -> Frame | None:
+                   ) -> AssembledFrame | None:
         """The next frame ready for integration, or None if the queue is empty or its head
         is still waiting. Heads that can never become frames are dropped (and counted) on
         the way. The returned frame's stamp becomes :attr:`last_stamp_ns`."""
@@ -209,7 +247,7 @@ class CameraStream:
                     return None
                 head = self._depth[0]
                 try:
-                    frame = self._assemble(head, lookup, settings, now_ns)
+                    frame, robot = self._assemble(head, lookup, settings, now_ns)
                 except _Wait:
                     return None
                 except _Drop as drop:
@@ -220,8 +258,14 @@ class CameraStream:
                     self._depth.popleft()
                     self.last_stamp_ns = frame.stamp_ns
                     self.integrated += 1
-                    return frame
+                    if isinstance(robot, _RobotFallback):
+                        self.robot_frame_fallbacks[robot.reason] += 1
+                    break
             self._report(*report)
+        if isinstance(robot, _RobotFallback):
+            self._report("robot", robot.reason, robot.detail)
+            return AssembledFrame(frame, None)
+        return AssembledFrame(frame, robot)
 
     def record_drop(self, reason: str, detail: str) -> None:
         """Count a frame dropped after assembly (e.g. the core refused it) and report it."""
@@ -235,7 +279,13 @@ class CameraStream:
             self._on_drop(self.name, kind, reason, detail)
 
     def _assemble(self, q: _Queued, lookup: LookupFn, s: AssemblySettings, now_ns: int
-                  ) -> Frame:
+                  ) -> tuple[Frame, np.ndarray | _RobotFallback | None]:
+        """The frame of the head message and its robot position (see :meth:`_robot_position`).
+
+        Raises:
+            _Wait: camera_info, TF or color may still arrive.
+            _Drop: the message cannot become a frame.
+        """
         msg, stamp = q.msg, q.stamp_ns
         if q.first_try_ns is None:
             q.first_try_ns = now_ns
@@ -270,6 +320,7 @@ class CameraStream:
                 raise _Drop(f"TF lookup failed: {err.reason}",
                             f"{err} (waited {s.timeout_ns / 1e9:g} s)") from err
             raise _Wait from err
+        robot = self._robot_position(stamp, lookup, s, expired)
         try:
             depth = decode_depth(msg)
             camera = camera_from_info(info.k, info.width, info.height, depth.shape[1],
@@ -279,13 +330,40 @@ class CameraStream:
         depth = self._sanitize(depth, s)
         color = self._pair_color(frame_id, stamp, lookup, s, expired)
         try:
-            return Frame(depth=depth, camera=camera, T_world_cam=T_map_cam,
-                         color=color[0] if color else None,
-                         color_camera=color[1] if color else None,
-                         T_cam_color=color[2] if color else np.eye(4),
-                         stamp_ns=stamp, frame_id=frame_id)
+            frame = Frame(depth=depth, camera=camera, T_world_cam=T_map_cam,
+                          color=color[0] if color else None,
+                          color_camera=color[1] if color else None,
+                          T_cam_color=color[2] if color else np.eye(4),
+                          stamp_ns=stamp, frame_id=frame_id)
         except FrameError as err:
             raise _Drop("invalid frame", str(err)) from err
+        return frame, robot
+
+    @staticmethod
+    def _robot_position(stamp: int, lookup: LookupFn, s: AssemblySettings, expired: bool
+                        ) -> np.ndarray | _RobotFallback | None:
+        """(3,) origin of ``s.robot_frame`` in the map frame at ``stamp``; None without a
+        robot frame; a :class:`_RobotFallback` when it is not available (the frame is
+        integrated centred on the camera; counted by the caller once the frame is out, as
+        the head may still wait for color).
+
+        Raises:
+            _Wait: the robot frame's TF has not reached ``stamp`` yet and may still arrive.
+        """
+        if not s.robot_frame:
+            return None
+        try:
+            return lookup(s.map_frame, s.robot_frame, stamp)[:3, 3].copy()
+        except ExtrapolationError as err:
+            if err.direction == "future" and not expired:
+                raise _Wait from err
+            failure: TfLookupError = err
+        except TfLookupError as err:
+            failure = err
+        return _RobotFallback(
+            f"TF lookup failed: {failure.reason}",
+            f"robot_frame '{s.robot_frame}' not available at {format_stamp(stamp)}: clearing "
+            f"radius centred on the camera ({failure})")
 
     def _sanitize(self, depth: np.ndarray, s: AssemblySettings) -> np.ndarray:
         """NaN/Inf/negative pixels -> 0 (counted); drops the frame if nothing valid is left."""
@@ -359,5 +437,6 @@ class CameraStream:
                 "queue": {"depth": len(self._depth), "color": len(self._color)},
                 "drops": dict(self.drops),
                 "color_drops": dict(self.color_drops),
+                "robot_frame_fallbacks": dict(self.robot_frame_fallbacks),
                 "invalid_depth_pixels": self.invalid_pixels,
             }

@@ -8,10 +8,13 @@ sensor-data QoS):
 - ``<ns>/<color_image_topic>`` (``Image`` rgb8/bgr8/rgba8/bgra8/mono8) or
   ``<ns>/<color_image_topic>/compressed`` (``CompressedImage``) and ``<ns>/<color_info_topic>``;
 - ``/tf`` and ``/tf_static`` (``tf2_msgs/TFMessage``, the latter transient-local) into the
-  project's :class:`~recon_ros.io.tf_buffer.TfBuffer`.
+  project's :class:`~recon_ros.io.tf_buffer.TfBuffer`: the pose of each depth image and, with
+  ``robot_frame`` set, the robot position (centre of the map's clearing radius and memory
+  eviction) at its stamp.
 
 Outputs (node-private names): ``~/mesh`` (``visualization_msgs/MarkerArray``, one
-TRIANGLE_LIST marker per voxel block, only changed blocks), ``~/map``
+TRIANGLE_LIST marker per voxel block, only changed blocks; a DELETE when a block's surface
+is gone or the block was released), ``~/map``
 (``nav_msgs/OccupancyGrid``, transient-local), ``~/occupied_voxels`` (``PointCloud2``),
 ``~/status`` (``std_msgs/String`` holding JSON). Services (``std_srvs/Trigger``):
 ``~/save_map``, ``~/load_map`` (directory: the ``map_dir`` parameter), ``~/reset``.
@@ -27,6 +30,7 @@ stamps and TF use message time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -58,14 +62,13 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from recon_ros.core.errors import ConfigError, ReconError
-from recon_ros.core.frame import Frame
 from recon_ros.core.mapper import Mapper
 from recon_ros.io.image_codec import COMPRESSED_IMAGE
 from recon_ros.io.tf_buffer import TfBuffer
 from recon_ros.offline import CHECKPOINT_FILE, write_map_outputs
 
 from . import parameters as P
-from .camera_stream import IMAGE, AssemblySettings, CameraStream
+from .camera_stream import IMAGE, AssembledFrame, AssemblySettings, CameraStream
 from .conversions import (
     BlockTriangles,
     add_tf_message,
@@ -151,8 +154,10 @@ class MapperNode(Node):
                               ("~/reset", self._srv_reset)):
             self.create_service(Trigger, name, service, callback_group=self._map_group)
 
-        # Mesh bookkeeping: stable marker id per block key, subscribers seen, latencies.
+        # Mesh bookkeeping: marker id per block key with a surface (fresh ids for blocks that
+        # reappear, so the table stays as small as the mesh), subscribers seen, latencies.
         self._marker_ids: dict[int, int] = {}
+        self._new_marker_ids = itertools.count(1)
         self._mesh_messages = 0
         self._meshed_frames = 0
         self._mesh_subscribers = 0
@@ -280,7 +285,12 @@ class MapperNode(Node):
 
     def _on_drop(self, camera: str, kind: str, reason: str, detail: str) -> None:
         """Log a dropped frame: each reason's first occurrence in full, then a throttled
-        summary of the counts."""
+        summary of the counts. A frame integrated without its robot position is no drop: that
+        warning is logged in full, throttled."""
+        if kind == "robot":
+            self.get_logger().warning(f"[{camera}] {detail}",
+                                      throttle_duration_sec=self._throttle_s())
+            return
         key = f"{camera}: {kind}: {reason}"
         with self._drop_lock:
             self._drop_totals[key] += 1
@@ -301,7 +311,8 @@ class MapperNode(Node):
             map_frame=self._map_frame,
             timeout_ns=int(float(self._setting("tf_timeout_s")) * 1e9),
             max_color_offset_ns=int(float(self._setting("color_max_offset_s")) * 1e9),
-            min_depth_m=ic.min_depth_m, max_depth_m=ic.max_depth_m)
+            min_depth_m=ic.min_depth_m, max_depth_m=ic.max_depth_m,
+            robot_frame=str(self._setting("robot_frame")).removeprefix("/"))
 
     def _tick(self) -> None:
         """Integrate every ready frame, for at most one tick period."""
@@ -315,15 +326,16 @@ class MapperNode(Node):
             progress = False
             for stream in self.streams:
                 t0 = time.perf_counter()
-                frame = stream.next_frame(self._lookup, settings, self._steady.now().nanoseconds)
-                if frame is not None:
+                ready = stream.next_frame(self._lookup, settings, self._steady.now().nanoseconds)
+                if ready is not None:
                     self._node_times["assemble"].append((time.perf_counter() - t0) * 1e3)
-                    self._integrate(stream, frame)
+                    self._integrate(stream, ready)
                     progress = True
 
-    def _integrate(self, stream: CameraStream, frame: Frame) -> None:
+    def _integrate(self, stream: CameraStream, ready: AssembledFrame) -> None:
+        frame = ready.frame
         try:
-            self.mapper.integrate(frame)
+            self.mapper.integrate(frame, ready.robot_position_m)
         except ReconError as err:  # e.g. a pose far outside the volume's index range
             stream.record_drop("integration failed", str(err))
             return
@@ -369,6 +381,7 @@ class MapperNode(Node):
             return
         t0 = time.perf_counter()
         changed = self.mapper.update_mesh()
+        self._meshed_frames = self.mapper.frames_integrated
         resend_all = newcomer or self._mesh_resend_all
         self._mesh_resend_all = False
         if resend_all:
@@ -382,11 +395,13 @@ class MapperNode(Node):
         for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
             end = start + count
             if count:
-                marker_id = self._marker_ids.setdefault(key, len(self._marker_ids) + 1)
+                marker_id = self._marker_ids.get(key)
+                if marker_id is None:
+                    marker_id = self._marker_ids[key] = next(self._new_marker_ids)
                 blocks.append((marker_id, corners[start:end],
                                None if colors is None else colors[start:end]))
-            elif key in self._marker_ids:  # the block's surface is gone
-                blocks.append((self._marker_ids[key], None, None))
+            elif key in self._marker_ids:  # the block's surface is gone, or it was released
+                blocks.append((self._marker_ids.pop(key), None, None))
             start = end
         if not blocks and not resend_all:
             return
@@ -401,7 +416,6 @@ class MapperNode(Node):
             self._map_frame, self._header_stamp(), MESH_NS, blocks,
             delete_all_first=delete_all_first))
         self._mesh_messages += 1
-        self._meshed_frames = self.mapper.frames_integrated
 
     def _publish_occupancy(self) -> None:
         """Publish the 2D grid and the occupied voxels if the map changed since last time."""
@@ -508,6 +522,7 @@ class MapperNode(Node):
         self._last_stamp_ns = 0
         self._send_markers([], delete_all_first=True)
         self._mesh_resend_all = False
+        self._meshed_frames = 0
         self._publish_occupancy()
         response.success, response.message = True, "map cleared"
         return response

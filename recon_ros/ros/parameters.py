@@ -84,6 +84,12 @@ def _core(section: str, field: str, description: str, units: str = "") -> Param:
 _NODE_PARAMS: tuple[Param, ...] = (
     Param("map_frame", "map", "TF frame of the map and of every output (mesh, grid, cloud).",
           read_only=True),
+    Param("robot_frame", "",
+          "TF frame whose origin is the robot position, the centre of map.clearing_radius_m "
+          "and map.max_memory_mb eviction, e.g. base_link; looked up at each depth image's "
+          "stamp (waiting up to tf_timeout_s while its TF lags behind, like the camera pose). "
+          "\"\" = the camera's position. When it is not available the frame is still "
+          "integrated, centred on the camera (counted in the status, logged)."),
     Param("cameras", ["camera"],
           "Namespaces of the depth cameras, relative to the node's namespace; the topics "
           "below are subscribed inside each.", read_only=True),
@@ -124,7 +130,7 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "s"),
     Param("drop_log_period_s", 5.0,
           "Dropped frames are logged at most once per period (the first drop of each reason "
-          "is always logged).", "s", read_only=True),
+          "is always logged); so is an unavailable robot_frame.", "s", read_only=True),
     Param("cpu_threads", 1,
           "Torch intra-op threads on the CPU (0 = torch's default, one per core). 1 avoids "
           "OpenMP stalls when other processes (camera driver, RViz) share the cores.",
@@ -156,6 +162,19 @@ _CORE_PARAMS: tuple[Param, ...] = (
           "Pixel stride used to find the blocks a frame touches (0 = automatic).", "px"),
     _core("integration", "compile",
           "Fuse the voxel update with torch.compile (one-off compile at the first frame)."),
+    _core("integration", "clear_free_space",
+          "Update every allocated block in the camera's view, not only those near the "
+          "measured surface, so space seen through becomes free (objects that moved away "
+          "disappear); in-view blocks left holding free space only are released."),
+    _core("integration", "clearing_weight_factor",
+          "In (0, 1]: a surface or inside voxel seen more than a truncation in front of the "
+          "measured surface has its weight multiplied by this before the free update (1 = "
+          "plain weighted average; 0.5 forgets a removed object within about "
+          "log2(max_weight) frames)."),
+    _core("integration", "decay_per_s",
+          "Exponential weight decay rate per second of sensor time; voxels falling below "
+          "mesh.min_weight become unobserved and empty blocks are released (0 = off; one "
+          "pass over the whole map per frame).", "1/s"),
     _core("mesh", "min_weight", "Marching cubes only meshes cubes whose corners have at "
           "least this weight."),
     _core("occupancy", "min_height_m", "Lower edge of the height band of the 2D grid "
@@ -177,6 +196,13 @@ _CORE_PARAMS: tuple[Param, ...] = (
           "Weight file of the latent model (\"\" = the shipped default)."),
     _core("fusion", "max_count",
           "Cap of the per-voxel update count of the latent running average."),
+    _core("map", "clearing_radius_m",
+          "Blocks whose centre is farther than this from the robot (robot_frame, else the "
+          "camera) are dropped after every frame, and so are 2D free-space tiles farther "
+          "than this in the plane (0 = keep everything).", "m"),
+    _core("map", "max_memory_mb",
+          "Budget of the voxel storage and its index; beyond it the blocks farthest from the "
+          "robot are evicted first and storage never grows past it (0 = no budget).", "MiB"),
 )
 
 #: Every parameter of the mapper node, node parameters first, then the core's.
@@ -252,6 +278,10 @@ def validate(values: dict[str, Any]) -> MapperConfig:
                           f"one of {list(COLOR_TRANSPORTS)}")
     if not str(values["map_frame"]).strip("/"):
         raise ConfigError("map_frame='' is invalid: must be a frame id")
+    robot_frame = str(values["robot_frame"])
+    if robot_frame and not robot_frame.strip("/"):
+        raise ConfigError(f"robot_frame={robot_frame!r} is invalid: must be a frame id or \"\" "
+                          "(the camera)")
     cameras = list(values["cameras"])
     if not cameras or len(set(cameras)) != len(cameras):
         raise ConfigError(f"cameras={cameras!r} is invalid: must be a non-empty list of "

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from recon_ros.core.frame import Frame, PinholeCamera
 from recon_ros.io.synthetic import (
@@ -88,18 +89,23 @@ def mapper_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                ) -> Iterator[Any]:
     """A mapper process started as mapping.launch.py starts it, plus a connected harness.
 
-    Parametrise indirectly with a dict of extra ``-p`` parameters (merged over :data:`FAST`);
-    the key ``"use_sim_time"`` is passed as the launch argument.
+    Parametrise indirectly with a dict of extra parameters in ``-p`` syntax (merged over
+    :data:`FAST`); the key ``"use_sim_time"`` is passed as the launch argument. Map parameters
+    (``section.field``) go into the launch file's ``overlay_file``, the others are ``-p``
+    arguments: rcl drops a ``-p`` override of a nested name when the params file setting it
+    is given twice (as with the launch file's default overlay, the params file itself).
     """
     from .helpers import VENV_BIN, Harness, Process, child_env, next_domain_id
-    from .launch_spec import mapper_command
+    from .launch_spec import mapper_command, write_overlay
 
     extra = dict(FAST)
     extra.update(getattr(request, "param", {}) or {})
     use_sim_time = extra.pop("use_sim_time", "false") == "true"
+    core = {name: yaml.safe_load(extra.pop(name)) for name in [n for n in extra if "." in n]}
     workdir = tmp_path_factory.mktemp("mapper")
+    overlay = write_overlay(workdir / "overlay.yaml", core) if core else None
     domain = next_domain_id()
-    cmd = mapper_command(VENV_BIN, use_sim_time=use_sim_time, extra=extra)
+    cmd = mapper_command(VENV_BIN, overlay=overlay, use_sim_time=use_sim_time, extra=extra)
     proc = Process(cmd, child_env(domain, workdir / "ros_log"), workdir / "mapper.log",
                    cwd=workdir)
     harness = Harness(domain)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_DIR = REPO / "launch"
 
@@ -104,6 +106,21 @@ def mapper_command(venv_bin: Path, overlay: Path | None = None, camera: str = "c
     for name, value in (extra or {}).items():
         cmd += ["-p", f"{name}:={value}"]
     return cmd
+
+
+def write_overlay(path: Path, values: dict[str, Any]) -> Path:
+    """Write flat parameter values as a params file for every node (``/**``), e.g. for the
+    launch file's ``overlay_file``; ``section.field`` names become nested mappings, as in
+    ``config/mapper.yaml``. Returns ``path``."""
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        node = nested
+        *sections, leaf = name.split(".")
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+    return path
 
 
 def node_command(venv_bin: Path, spec: NodeSpec, params: dict[str, str]) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .launch_spec import REPO
 #: must be added here.
 NON_DEFAULT: dict[str, Any] = {
     "map_frame": "world",
+    "robot_frame": "base_link",
     "cameras": ["cam_a", "cam_b"],
     "depth_image_topic": "depth/image_rect_raw",
     "depth_info_topic": "depth/info",
@@ -56,6 +58,9 @@ NON_DEFAULT: dict[str, Any] = {
     "integration.behind_surface_drop": False,
     "integration.alloc_stride_px": 2,
     "integration.compile": True,
+    "integration.clear_free_space": False,
+    "integration.clearing_weight_factor": 0.25,
+    "integration.decay_per_s": 0.1,
     "mesh.min_weight": 0.01,
     "occupancy.min_height_m": 0.1,
     "occupancy.max_height_m": 1.2,
@@ -67,6 +72,8 @@ NON_DEFAULT: dict[str, Any] = {
     "fusion.method": "latent",
     "fusion.weights": "",
     "fusion.max_count": 32.0,
+    "map.clearing_radius_m": 10.0,
+    "map.max_memory_mb": 512.0,
 }
 SAME = {"volume.device", "fusion.weights"}
 
@@ -88,12 +95,14 @@ def test_table_mirrors_the_core_config() -> None:
     assert set(core_rows) == set(fields)
     assert {name: p.default for name, p in core_rows.items()} == fields
     assert len({p.name for p in P.PARAMETERS}) == len(P.PARAMETERS)
-    suffix_units = {"_m": "m", "_hz": "Hz", "_s": "s", "_px": "px", "_voxels": "voxels"}
+    # the first matching suffix decides (``_per_s`` before ``_s``)
+    suffix_units = {"_per_s": "1/s", "_m": "m", "_hz": "Hz", "_s": "s", "_px": "px",
+                    "_voxels": "voxels", "_mb": "MiB"}
     for p in P.PARAMETERS:
         assert p.description.endswith("."), p.name
-        for suffix, units in suffix_units.items():
-            if p.name.endswith(suffix):
-                assert p.units == units, p.name
+        suffix = next((s for s in suffix_units if p.name.endswith(s)), None)
+        if suffix is not None:
+            assert p.units == suffix_units[suffix], p.name
 
 
 def test_defaults_are_valid_and_build_the_core_default() -> None:
@@ -137,9 +146,16 @@ def test_docs_carry_the_generated_table() -> None:
     ("map_dir", "", "must be a directory"),
     ("drop_log_period_s", 0.0, "must be > 0"),
     ("cpu_threads", -1, "must be >= 0"),
+    ("robot_frame", "/", "must be a frame id or"),
+    ("integration.clearing_weight_factor", 0.0,
+     "integration.clearing_weight_factor=0.0 is invalid: must be in (0, 1]"),
+    ("integration.decay_per_s", -1.0, "must be >= 0 (0 = off)"),
+    ("map.clearing_radius_m", -1.0, "map.clearing_radius_m=-1.0 is invalid"),
+    ("map.max_memory_mb", -1.0, "map.max_memory_mb=-1.0 is invalid: must be 0 (off) or >= 1"),
+    ("map.max_memory_mb", 0.5, "must be 0 (off) or >= 1"),
 ])
 def test_validate_rejects_with_a_reason(name: str, value: Any, reason: str) -> None:
-    with pytest.raises(ConfigError, match=reason.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(reason)):
         P.validate({**P.defaults(), name: value})
 
 
@@ -154,19 +170,11 @@ def test_non_default_values_cover_the_table_and_are_valid() -> None:
 def test_every_parameter_is_declared_and_reaches_node_and_core(tmp_path: Path) -> None:
     pytest.importorskip("rclpy", reason=ROS_SKIP_REASON, exc_type=ImportError)
     from .helpers import VENV_BIN, Harness, Process, child_env, next_domain_id, wait_for
-    from .launch_spec import mapper_command, module_constants
+    from .launch_spec import mapper_command, module_constants, write_overlay
 
-    overlay = tmp_path / "overlay.yaml"
-    nested: dict[str, Any] = {}
-    for name, value in NON_DEFAULT.items():
-        if name == "cameras":
-            continue  # the launch file sets cameras from its `camera` argument
-        node = nested
-        *sections, leaf = name.split(".")
-        for s in sections:
-            node = node.setdefault(s, {})
-        node[leaf] = value
-    overlay.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+    # the launch file sets cameras from its `camera` argument
+    overlay = write_overlay(tmp_path / "overlay.yaml",
+                            {k: v for k, v in NON_DEFAULT.items() if k != "cameras"})
     domain = next_domain_id()
     # the launch file passes one camera namespace; the others come from the command line
     cmd = mapper_command(VENV_BIN, overlay=overlay, camera="cam_a")
