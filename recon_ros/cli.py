@@ -112,6 +112,11 @@ def _replay_table(result) -> Table:
     table.add_row("voxel memory MiB used / allocated",
                   f"{st['voxel_used_bytes'] / 2**20:.1f} / {st['voxel_capacity_bytes'] / 2**20:.1f}")
     table.add_row("bytes per voxel", f"{st['bytes_per_voxel']:.0f}")
+    table.add_row("map memory MiB (what map.max_memory_mb bounds)", f"{st['memory_mb']:.1f}")
+    released = ", ".join(f"{st[f'blocks_released_{k}']} {k.replace('_', ' ')}"
+                         for k in ("free_space", "decay", "radius", "memory"))
+    table.add_row("blocks released", released)
+    table.add_row("2D cells cleared (occupied -> not)", str(st["grid_cells_cleared"]))
     table.add_row("mesh vertices / faces", f"{result.mesh_vertices} / {result.mesh_faces}")
     speed = result.bag_duration_s / result.wall_s if result.wall_s else 0.0
     table.add_row("wall time s (x real time)", f"{result.wall_s:.1f} ({speed:.1f}x)")
@@ -161,10 +166,16 @@ def evaluate(
     pred_map: Annotated[Optional[Path], typer.Option(help="Predicted Nav2 map YAML.")] = None,
     samples: Annotated[int, typer.Option(min=1000)] = 100_000,
     json_out: Annotated[Optional[Path], typer.Option(help="Also write metrics as JSON.")] = None,
+    changes: Annotated[Optional[Path], typer.Option(
+        help="ground_truth/ folder of a `synth --scene dynamic` dataset: also score what is "
+             "left of removed objects and how much of added ones is mapped (needs --pred-map)."
+    )] = None,
 ) -> None:
-    """Accuracy, completeness, precision, recall and F-score of a mesh against ground truth."""
-    from .evaluation import grid_metrics, mesh_metrics, sample_mesh_points
+    """Accuracy, completeness, precision, recall and F-score of a mesh against ground truth
+    (and, with --changes, how the map followed objects removed and added between passes)."""
+    from .evaluation import dynamic_metrics, grid_metrics, mesh_metrics, sample_mesh_points
     from .io.map_files import ply_has_faces, read_nav2_map, read_ply, read_points
+    from .io.synthetic_dataset import read_change_ground_truth
 
     try:
         thresholds = tuple(float(t) / 100 for t in thresholds_cm.split(","))
@@ -175,6 +186,15 @@ def evaluate(
         grid = None
         if gt_map and pred_map:
             grid = grid_metrics(read_nav2_map(pred_map), read_nav2_map(gt_map))
+        change = None
+        if changes is not None:
+            if pred_map is None:
+                raise ValueError("--changes needs --pred-map (the map's Nav2 grid)")
+            c = read_change_ground_truth(changes)
+            change = dynamic_metrics(pred, read_nav2_map(pred_map), c.removed_surface,
+                                     c.removed_footprint_seen_free_xy, c.added_surface,
+                                     gt_points, threshold_m=max(thresholds),
+                                     n_samples=samples)
     except (ReconError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     table = Table(title=f"{mesh.name} vs {gt.name}")
@@ -185,10 +205,14 @@ def evaluate(
     if grid is not None:
         for k, v in vars(grid).items():
             table.add_row(f"grid {k}", f"{v:.4f}")
+    if change is not None:
+        for k, v in change.as_rows():
+            table.add_row(k, v)
     console.print(table)
     if json_out:
         data = {"mesh": {k: v for k, v in metrics.as_rows()},
-                "grid": vars(grid) if grid else None}
+                "grid": vars(grid) if grid else None,
+                "changes": dict(change.as_rows()) if change else None}
         json_out.write_text(json.dumps(data, indent=2))
 
 

@@ -30,6 +30,9 @@ GRID_FILE = "map.yaml"
 CHECKPOINT_FILE = "map.pt"
 CONFIG_FILE = "config.yaml"
 PREVIEW_FILE = "preview.png"
+#: Replay refreshes the (incremental) occupancy layers every this many frames, so the summary's
+#: "2D cells cleared" counts cells that turned free along the way, as the live node does.
+OCCUPANCY_REFRESH_FRAMES = 10
 
 
 def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True
@@ -109,6 +112,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
     first_ns = last_ns = None
     for frame in source:
         mapper.integrate(frame)
+        if mapper.frames_integrated % OCCUPANCY_REFRESH_FRAMES == 0:
+            mapper.refresh_occupancy()
         first_ns = frame.stamp_ns if first_ns is None else first_ns
         last_ns = frame.stamp_ns
         if progress is not None:

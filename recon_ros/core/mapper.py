@@ -217,6 +217,15 @@ class Mapper:
         with self.timer("occupancy"):
             return self.occupancy.occupied_points().cpu().numpy()
 
+    def refresh_occupancy(self) -> None:
+        """Bring the occupancy layers up to date with the map (incremental: only blocks
+        changed since the last refresh). Outputs do this themselves; calling it between
+        outputs keeps ``grid_cells_cleared`` counting the occupied -> free changes along the
+        way rather than only between two outputs."""
+        self.decode()
+        with self.timer("occupancy"):
+            self.occupancy.update()
+
     def occupancy_grid(self) -> OccupancyGrid2D:
         """The 2D occupancy grid over the configured height band."""
         self.decode()

@@ -62,7 +62,7 @@ def write_synthetic_dataset(out: str | Path, scene_name: str = "demo", seed: int
                             depth_encoding: str = "16UC1", max_range_m: float = 5.0,
                             grid_resolution_m: float = 0.05,
                             grid_band_m: tuple[float, float] = (0.05, 1.5),
-                            gt_stride_px: int = 4,
+                            gt_stride_px: int = 0,
                             free_below_m: float = OccupancyConfig.free_below_m,
                             change_points: int = 20_000, change_margin_m: float = 0.1
                             ) -> SceneBagInfo:
@@ -80,7 +80,8 @@ def write_synthetic_dataset(out: str | Path, scene_name: str = "demo", seed: int
         max_range_m: depths beyond are not measured (and not in the ground-truth points).
         grid_resolution_m, grid_band_m: the ground-truth 2D occupancy grid.
         gt_stride_px: pixel stride of the ground-truth surface points (and of the rays that
-            find the footprint cells seen free).
+            find the footprint cells seen free); 0 = one ray per 4 px of a 640 px wide image
+            (``max(1, width // 160)``), so small images get equally dense ground truth.
         free_below_m: dynamic scenes: footprint cells count as seen free only below this
             height (the mapper's ``occupancy.free_below_m``).
         change_points: dynamic scenes: surface points drawn per changed object (before the
@@ -91,6 +92,7 @@ def write_synthetic_dataset(out: str | Path, scene_name: str = "demo", seed: int
     if (out / "bag").exists():
         raise ConfigError(f"{out / 'bag'} already exists; choose another output folder")
     camera = default_camera(width, height)
+    gt_stride_px = gt_stride_px or max(1, width // 160)
     scene, trajectory = _scene_and_trajectory(scene_name, seed, n_frames, rate_hz)
     out.mkdir(parents=True, exist_ok=True)
     noise = NoiseConfig(multiplicative_sigma=noise_sigma, kinect_axial=kinect_noise,
