@@ -182,6 +182,13 @@ class BlockHashMap:
         self._count = new_count
         return movers, holes
 
+    def compact(self) -> None:
+        """Shrink the table and the slot buffer to what the current entries need (a table of
+        the power of two at or above 4x the entries, no tombstones)."""
+        n = max(self._count, 16)
+        self._slot_buf = self._slot_buf[:n].clone()
+        self._resize_table(_next_pow2(4 * n))
+
     def to(self, device: torch.device | str) -> "BlockHashMap":
         self.device = torch.device(device)
         self._slot_buf = self._slot_buf.to(self.device)

@@ -28,7 +28,7 @@ from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
 from .occupancy_grid import OccupancyGrid2D
 from .timing import StageTimer
-from .tsdf_integrator import FrameTensors, TsdfIntegrator
+from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator, block_centres
 from .volume import BlockVolume
 
 MAPPER_FORMAT = "recon_ros.mapper.v1"
@@ -74,6 +74,8 @@ class Mapper:
         self.frames_integrated = 0
         self.has_color = False
         self.blocks_released = {"free_space": 0, "decay": 0, "radius": 0, "memory": 0}
+        #: What the last frame did (TSDF fusion; None before the first frame or for latent).
+        self.last_integration: IntegrationResult | None = None
         self._last_stamp_ns: int | None = None
 
     def _attach_outputs(self) -> None:
@@ -116,11 +118,16 @@ class Mapper:
         """
         with self.timer("upload"):
             ft = self._to_device(frame)
+            centre = (ft.T_world_cam[:3, 3] if robot_position_m is None else torch.as_tensor(
+                np.asarray(robot_position_m, dtype=np.float32), device=self.device))
         self._decay(frame.stamp_ns)
+        radius = self.config.map.clearing_radius_m
         with self.timer("integrate"):
             if self.latent is None:
-                result = self.integrator.integrate(self.volume, ft)
+                result = self.integrator.integrate(
+                    self.volume, ft, within=(centre, radius) if radius > 0 else None)
                 changed = result.blocks_changed
+                self.last_integration = result
                 self.blocks_released["free_space"] += result.blocks_released
                 self.has_color |= ft.color is not None
             else:
@@ -131,8 +138,6 @@ class Mapper:
         with self.timer("free_space"):
             self.occupancy.carve(ft)
         with self.timer("bound"):
-            centre = (ft.T_world_cam[:3, 3] if robot_position_m is None else torch.as_tensor(
-                np.asarray(robot_position_m, dtype=np.float32), device=self.device))
             self._bound(centre)
         self.frames_integrated += 1
         return int(changed)
@@ -165,9 +170,7 @@ class Mapper:
 
     def _block_distances(self, centre: torch.Tensor) -> torch.Tensor:
         """(N,) distance of each block's centre from ``centre`` (3,), metres."""
-        vol = self.volume
-        mid = (vol.block_coords.to(torch.float32) * vol.block_size
-               + 0.5 * (vol.block_size - 1)) * vol.voxel_size_m
+        mid = block_centres(self.volume, self.volume.block_coords)
         return (mid - centre.to(mid.dtype)).norm(dim=1)
 
     def _release(self, slots: torch.Tensor) -> int:

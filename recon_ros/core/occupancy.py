@@ -140,8 +140,9 @@ class OccupancyMapper:
         end = frame.camera.backproject(uv[valid], depth[valid]) @ R.T + t  # (N, 3)
         hit = end[(end[:, 2] >= self.min_height_m) & (end[:, 2] <= self.max_height_m)]
         if hit.numel():
-            cells = torch.round(hit[:, :2] / self.resolution_m).to(torch.int64)
-            self._free_z.view(-1)[self._tile_slots(cells)] = float("inf")
+            # (tiles first: allocating them may replace the tensors)
+            flat = self._tile_slots(torch.round(hit[:, :2] / self.resolution_m).to(torch.int64))
+            self._free_z.view(-1)[flat] = float("inf")
         ray = end - t
         length = ray.norm(dim=1)
         s_max = ((length - self.truncation_m) / length).clamp(min=0.0)
@@ -186,9 +187,8 @@ class OccupancyMapper:
         centre = centre[(centre[:, 2] >= self.min_height_m - 1e-6) & (centre[:, 2] <= z_top + 1e-6)]
         if centre.numel() == 0:
             return
-        cells = torch.round(centre[:, :2] / self.resolution_m).to(torch.int64)
-        self._free_z.view(-1).scatter_reduce_(0, self._tile_slots(cells), centre[:, 2],
-                                              reduce="amin")
+        flat = self._tile_slots(torch.round(centre[:, :2] / self.resolution_m).to(torch.int64))
+        self._free_z.view(-1).scatter_reduce_(0, flat, centre[:, 2], reduce="amin")
 
     # ------------------------------------------------------------------ derived layers
     def update(self) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .block_hash import pack_coords
+from .block_hash import pack_coords, unpack_keys
 from .frame import PinholeCamera
 from .tsdf_kernel import get_kernel, neighbourhood_extremes
 from .volume import BlockVolume
@@ -147,7 +147,7 @@ class TsdfIntegrator:
         if n == 0:
             return torch.empty(0, dtype=torch.int64, device=volume.device)
         v, B, cam = volume.voxel_size_m, volume.block_size, frame.camera
-        centre = (volume.block_coords.to(torch.float32) * B + 0.5 * (B - 1)) * v  # (N, 3)
+        centre = block_centres(volume, volume.block_coords)  # (N, 3)
         radius = 0.5 * math.sqrt(3.0) * (B - 1) * v
         T_cam_world = _inverse_pose(frame.T_world_cam)
         p = centre @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
@@ -165,9 +165,22 @@ class TsdfIntegrator:
                                                     <= frame.max_depth_m + self.truncation_m)
         return torch.nonzero(in_z & (in_xy | straddles)).squeeze(1)
 
-    def integrate(self, volume: BlockVolume, frame: FrameTensors) -> IntegrationResult:
-        """Fuse one frame (and clear free space in view, when enabled)."""
+    def integrate(self, volume: BlockVolume, frame: FrameTensors,
+                  within: tuple[torch.Tensor, float] | None = None) -> IntegrationResult:
+        """Fuse one frame (and clear free space in view, when enabled).
+
+        Args:
+            volume: the map.
+            frame: the frame on the volume's device.
+            within: ``(centre (3,), radius_m)``: allocate no block whose centre is farther
+                than ``radius_m`` from ``centre`` (a map bounded around the robot would only
+                drop it again); blocks already allocated are updated regardless.
+        """
         keys = self.touched_blocks(volume, frame)
+        if within is not None and keys.numel():
+            centre, radius = within
+            keys = keys[block_centres(volume, unpack_keys(keys)).sub(centre).norm(dim=1)
+                        <= radius]
         band = volume.allocate_keys(keys) if keys.numel() else keys
         slots = band
         if self.clear_free_space:
@@ -236,6 +249,12 @@ class TsdfIntegrator:
 
     def _kernel(self, name: str) -> Callable:
         return get_kernel(name, self._compile)
+
+
+def block_centres(volume: BlockVolume, coords: torch.Tensor) -> torch.Tensor:
+    """(N, 3) float32 map-frame centres (of the voxel centres) of (N, 3) block coordinates."""
+    B = volume.block_size
+    return (coords.to(torch.float32) * B + 0.5 * (B - 1)) * volume.voxel_size_m
 
 
 #: Neighbouring pixels whose depths differ by more than this fraction are taken to see two

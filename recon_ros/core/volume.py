@@ -260,9 +260,10 @@ class BlockVolume:
         return int(self.release(slots[empty]).numel())
 
     def shrink_to(self, capacity: int) -> None:
-        """Drop storage beyond ``max(capacity, num_blocks)`` blocks (returns memory after
-        releases)."""
+        """Drop storage beyond ``max(capacity, num_blocks)`` blocks and shrink the index to
+        the blocks it holds (returns memory after releases)."""
         capacity = max(int(capacity), self.num_blocks, 1)
+        self.index.compact()
         if capacity >= self.capacity:
             return
         for name in ("tsdf", "weight", "color", "block_stamp"):

@@ -150,15 +150,17 @@ def test_clearing_radius_drops_far_blocks(device):
     mapper.integrate(Frame(scene_depth(T, obstacle=True), CAM, T))
     centre = torch.as_tensor(T[:3, 3], dtype=torch.float32, device=mapper.device)
     d = mapper._block_distances(centre)
-    assert d.numel() > 0 and bool((d <= 2.0).all())
-    assert mapper.stats()["blocks_released_radius"] > 0
+    assert d.numel() > 0 and bool((d <= 2.0).all())  # the wall (3 m) is never allocated
     assert obstacle_vertices(mapper) > 100  # the obstacle (1.5 m away) is kept
-    assert (np.abs(mapper.mesh().vertices[:, 0] - WALL_X) < 0.1).sum() == 0  # wall dropped
+    assert (np.abs(mapper.mesh().vertices[:, 0] - WALL_X) < 0.1).sum() == 0
     # Centred on a robot elsewhere: everything within 2 m of it survives, the rest goes.
     mapper.integrate(Frame(scene_depth(T, obstacle=True), CAM, T),
-                     robot_position_m=np.array([3.0, 0.0, 0.5]))
-    robot = torch.tensor([3.0, 0.0, 0.5], device=mapper.device)
+                     robot_position_m=np.array([4.0, 0.0, 0.5]))
+    robot = torch.tensor([4.0, 0.0, 0.5], device=mapper.device)
     assert bool((mapper._block_distances(robot) <= 2.0).all())
+    assert mapper.stats()["blocks_released_radius"] > 0
+    assert obstacle_vertices(mapper) == 0  # 2.5 m from the robot: dropped
+    assert (np.abs(mapper.mesh().vertices[:, 0] - WALL_X) < 0.01).sum() > 100  # now kept
 
 
 def test_memory_budget_evicts_farthest_blocks(device):

@@ -64,3 +64,16 @@ def test_obstacle_outside_the_height_band_is_not_projected():
     mapper.integrate(Frame(np.where(depth < 4, depth, 0).astype(np.float32), CAM, T))
     assert len(mapper.occupied_voxels()) > 0
     assert not (mapper.occupancy_grid().data == OCCUPIED).any()
+
+
+def test_free_space_layer_grows_past_its_initial_tiles_in_one_frame():
+    """2 mm cells: one frame's rays reach far more than the 256 tiles allocated up front (the
+    layer must grow inside carve without indexing a stale tensor)."""
+    mapper = Mapper(MapperConfig.from_dict({
+        "volume": {"voxel_size_m": 0.05},
+        "occupancy": {"resolution_m": 0.002, "free_below_m": 1.5, "free_space_stride_px": 2}}))
+    T = look_at(np.array([0.0, 0.0, 1.0]), np.array([3.0, 0.0, 1.0]))
+    mapper.integrate(Frame(wall_depth(T, 3.0), CAM, T))
+    assert len(mapper.occupancy._tiles) > 256
+    grid = mapper.occupancy_grid()
+    assert (grid.data == FREE).sum() > 10_000

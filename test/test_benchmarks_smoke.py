@@ -1,0 +1,147 @@
+"""Smoke tests of the benchmark scripts in benchmarks/: tiny arguments, then the structure and
+sanity of the figures they print and return. No time is ever asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from recon_ros.core.frame import Frame
+from recon_ros.core.mapper import Mapper
+from recon_ros.io.synthetic import Scene, default_camera, render_depth
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def soak() -> ModuleType:
+    return load_script("soak")
+
+
+@pytest.fixture(scope="module")
+def clearing_cost() -> ModuleType:
+    return load_script("clearing_cost")
+
+
+def test_clearing_cost_smoke(clearing_cost: ModuleType, capsys: pytest.CaptureFixture[str]
+                             ) -> None:
+    threads = torch.get_num_threads()
+    out = clearing_cost.main(["--frames", "4", "--repeats", "2", "--width", "64",
+                              "--height", "48", "--radius-m", "1.5"])
+    assert torch.get_num_threads() == threads  # restored
+    printed = capsys.readouterr().out
+    assert "hardware:" in printed and "vs off" in printed
+    results = out[5.0]
+    assert list(results) == ["clearing off", "clearing on", "on + radius 1.5 m"]
+    for name, r in results.items():
+        assert name in printed
+        assert r["frames"] == 8
+        assert 0 < r["median_ms"] <= r["p90_ms"] < math.inf
+        assert {"upload", "integrate", "free_space", "bound"} <= set(r["stage_ms"])
+        assert r["blocks_updated"] > 0 and r["blocks"] > 0
+    off, on, radius = results.values()
+    # Same frames, same surface band; clearing adds the other allocated blocks in view.
+    assert on["blocks_updated"] >= off["blocks_updated"]
+    assert off["released"] == {"free_space": 0, "radius": 0, "memory": 0}
+    assert on["released"]["radius"] == 0
+    assert radius["released"]["radius"] > 0  # the demo room is larger than 1.5 m
+    assert radius["blocks"] < on["blocks"]
+
+
+def test_block_bound_covers_every_lattice_centre(soak: ModuleType) -> None:
+    rng = np.random.default_rng(3)
+    for radius_m, block_m in ((1.5, 0.4), (4.0, 0.4), (2.0, 0.16)):
+        n = int(math.ceil(radius_m / block_m)) + 2
+        lattice = np.array(list(itertools.product(range(-n, n + 1), repeat=3)), float) * block_m
+        for point in rng.uniform(0.0, block_m, size=(5, 3)):
+            inside = int((np.linalg.norm(lattice - point, axis=1) <= radius_m).sum())
+            assert inside <= soak.max_blocks_within(radius_m, block_m)
+
+
+def test_corridor_windowed_render_is_exact_and_path_is_free(soak: ModuleType) -> None:
+    corridor = soak.Corridor(length_m=40.0)
+    drive = soak.corridor_drive(soak.PAN_PERIOD_FRAMES, 0.4)  # a whole pan, 24 m
+    camera = default_camera(40, 30)
+    full = Scene(room=corridor.room, objects=corridor.objects)
+    eyes = torch.as_tensor(drive.camera_positions)
+    assert float(full.sdf(eyes).min()) > 0.3  # the camera never enters an object
+    for i, frame in enumerate(soak.corridor_frames(corridor, drive, camera)):
+        expected = render_depth(full, camera, drive.T_world_cam(i), max_range_m=soak.MAX_DEPTH_M)
+        np.testing.assert_array_equal(frame.depth, expected)
+
+
+def test_soak_bounded_by_radius_and_peer_grows(soak: ModuleType,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = soak.main(["--frames", "40", "--window", "10", "--width", "40", "--height", "30",
+                     "--radius-m", "3", "--speed-m", "0.2", "--peer-frames", "30"])
+    printed = capsys.readouterr().out
+    assert "verdict:" in printed and "peer:" in printed
+    assert out["bounded"].crash is None and out["peer"].crash is None
+    assert out["bounded"].rss_end_mb > 0
+    bounded, peer = out["bounded"].reports, out["peer"].reports
+    assert [r.frame for r in bounded] == [10, 20, 30, 40]
+    assert [r.frame for r in peer] == [10, 20, 30]
+    assert out["block_bound"] == soak.max_blocks_within(3.0, 0.4)
+    for r in bounded + peer:
+        assert r.memory_mb > 0 and r.occupancy_mb > 0 and r.rss_mb > 0
+        assert 0 < r.frame_ms < math.inf
+        assert {"integrate", "free_space", "bound"} <= set(r.stage_ms)
+        assert r.mesh_triangles > 0
+    assert all(r.blocks <= out["block_bound"] for r in bounded)
+    assert out["verdict"]["reached"] and bounded[-1].released["radius"] > 0
+    # Without radius or budget nothing is dropped for distance and the map keeps growing.
+    assert all(r.released["radius"] == r.released["memory"] == 0 for r in peer)
+    assert out["peer_growth"]["rising"]
+    assert peer[-1].blocks > peer[0].blocks and peer[-1].blocks > bounded[-1].blocks
+
+
+def test_soak_reports_a_crash_with_its_frame(soak: ModuleType,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    mapper = Mapper(soak.soak_config(0.05, 3.0, 0.0))
+    integrate = mapper.integrate
+
+    def failing(frame: Frame) -> int:
+        if mapper.frames_integrated == 3:
+            raise IndexError("boom")
+        return integrate(frame)
+
+    monkeypatch.setattr(mapper, "integrate", failing)
+    frames = soak.corridor_frames(soak.Corridor(length_m=20.0), soak.corridor_drive(10, 0.2),
+                                  default_camera(40, 30))
+    run = soak.soak(mapper, frames, window=2, mesh_every=0, emit=lambda r: None)
+    assert run.crash is not None and run.crash.startswith("after 3 frames: IndexError: boom")
+    assert [r.frame for r in run.reports] == [2, 3]  # the partial window is still reported
+
+
+def test_soak_with_a_memory_budget_only(soak: ModuleType,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = soak.main(["--frames", "20", "--window", "10", "--width", "40", "--height", "30",
+                     "--radius-m", "0", "--max-memory-mb", "1", "--speed-m", "0.2",
+                     "--peer-frames", "0"])
+    assert "no radius" in capsys.readouterr().out and "peer" not in out
+    reports = out["bounded"].reports
+    max_blocks = Mapper(soak.soak_config(0.05, 0.0, 1.0)).max_blocks()
+    assert all(r.blocks <= max_blocks for r in reports)
+    # The block index may keep the size a frame's peak needed until its next rehash (about
+    # 1 % over the budget here); voxel storage itself is shrunk back to the budget.
+    assert all(r.memory_mb <= 1.05 for r in reports)
+    assert reports[-1].released["memory"] > 0 and reports[-1].released["radius"] == 0
+    assert out["verdict"]["reached"]
