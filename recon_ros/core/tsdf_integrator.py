@@ -140,9 +140,10 @@ class TsdfIntegrator:
         return torch.unique(pack_coords(volume.block_of_points(points)))
 
     def blocks_in_view(self, volume: BlockVolume, frame: FrameTensors) -> torch.Tensor:
-        """(M,) slots of allocated blocks that may hold a voxel inside the depth camera's
-        frustum between ``min_depth_m`` and ``max_depth_m + trunc`` (a bounding-sphere test:
-        conservative, every block with a voxel in view is included)."""
+        """(M,) slots of allocated blocks that may hold a voxel this frame updates: inside the
+        depth camera's frustum between ``min_depth_m`` and ``max_depth_m + trunc`` and not
+        entirely more than a truncation behind the measured surface. Bounding-sphere tests,
+        conservative: every block with a voxel the frame updates is included."""
         n = volume.num_blocks
         if n == 0:
             return torch.empty(0, dtype=torch.int64, device=volume.device)
@@ -153,17 +154,20 @@ class TsdfIntegrator:
         p = centre @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
         z = p[:, 2]
         near = (z - radius).clamp(min=1e-3)  # nearest possible depth of a voxel of the block
-        # Largest pixel offset of a voxel from the projected centre (sphere seen from `near`).
-        margin = radius / near
         x, y = p[:, 0] / z.clamp(min=1e-3), p[:, 1] / z.clamp(min=1e-3)
+        # A voxel c + d (|d| <= r) projects within r / near * (1 + |x|) of the centre's x = X/Z
+        # on the normalised image plane (and likewise in y).
+        mx, my = radius / near * (1 + x.abs()), radius / near * (1 + y.abs())
         left, right = -cam.cx / cam.fx, (cam.width - 1 - cam.cx) / cam.fx
         top, bottom = -cam.cy / cam.fy, (cam.height - 1 - cam.cy) / cam.fy
         straddles = z - radius <= 1e-3  # the camera may sit inside the sphere
-        in_xy = ((x >= left - margin) & (x <= right + margin)
-                 & (y >= top - margin) & (y <= bottom + margin))
+        in_xy = (x >= left - mx) & (x <= right + mx) & (y >= top - my) & (y <= bottom + my)
         in_z = (z + radius >= frame.min_depth_m) & (z - radius
                                                     <= frame.max_depth_m + self.truncation_m)
-        return torch.nonzero(in_z & (in_xy | straddles)).squeeze(1)
+        visible = in_z & (in_xy | straddles)
+        hidden = ~straddles & _behind_surface(frame, x * cam.fx + cam.cx, y * cam.fy + cam.cy,
+                                              mx * cam.fx, my * cam.fy, near, self.truncation_m)
+        return torch.nonzero(visible & ~hidden).squeeze(1)
 
     def integrate(self, volume: BlockVolume, frame: FrameTensors,
                   within: tuple[torch.Tensor, float] | None = None) -> IntegrationResult:
@@ -293,6 +297,41 @@ def _fill_gaps(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, camer
             out_uv.append((ua[:, None] + frac[None, :, None] * (ub - ua)[:, None]).reshape(-1, 2))
             out_d.append((da[:, None] + frac[None] * (db - da)[:, None]).reshape(-1))
     return torch.cat(out_uv), torch.cat(out_d)
+
+
+#: Tile edge (pixels) of the maximum-depth map used to skip blocks hidden behind the surface,
+#: and the widest footprint (in tiles per axis) tested; wider (near) blocks are never skipped.
+HIDDEN_TILE_PX = 16
+HIDDEN_MAX_TILES = 8
+
+
+def _behind_surface(frame: FrameTensors, u: torch.Tensor, v: torch.Tensor, mu: torch.Tensor,
+                    mv: torch.Tensor, near: torch.Tensor, trunc_m: float) -> torch.Tensor:
+    """(N,) bool: every pixel of a block's footprint reads a surface more than ``trunc_m`` in
+    front of the block's nearest point, or no valid depth, so the frame updates none of its
+    voxels.
+
+    Args:
+        frame: the frame.
+        u, v: (N,) projected block centres, pixels; mu, mv: (N,) footprint half-widths, pixels.
+        near: (N,) nearest depth of the block's voxels, metres.
+        trunc_m: truncation distance, metres.
+    """
+    T, K = HIDDEN_TILE_PX, HIDDEN_MAX_TILES
+    depth = torch.where(frame.valid(frame.depth), frame.depth, 0.0)
+    tiles = torch.nn.functional.max_pool2d(depth[None, None], T, T, ceil_mode=True)[0, 0]
+    th, tw = tiles.shape
+    u0 = torch.floor((u - mu) / T).clamp(0, tw - 1).to(torch.int64)
+    u1 = torch.floor((u + mu) / T).clamp(0, tw - 1).to(torch.int64)
+    v0 = torch.floor((v - mv) / T).clamp(0, th - 1).to(torch.int64)
+    v1 = torch.floor((v + mv) / T).clamp(0, th - 1).to(torch.int64)
+    small = (u1 - u0 < K) & (v1 - v0 < K)
+    k = torch.arange(K, device=u.device)
+    tu = u0[:, None, None] + k[None, None, :]  # (N, 1, K)
+    tv = v0[:, None, None] + k[None, :, None]  # (N, K, 1)
+    inside = (tu <= u1[:, None, None]) & (tv <= v1[:, None, None])
+    deepest = torch.where(inside, tiles[tv.clamp(max=th - 1), tu.clamp(max=tw - 1)], 0.0)
+    return small & (near > deepest.amax(dim=(1, 2)) + trunc_m)
 
 
 def _inverse_pose(T: torch.Tensor) -> torch.Tensor:

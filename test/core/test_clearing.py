@@ -249,3 +249,43 @@ def test_released_free_space_stays_free_in_the_grid(device):
     run(fresh, range(20), obstacle=True)
     run(fresh, range(20, 40), obstacle=False)
     assert not (obstacle_cells(fresh) == FREE).all()
+
+
+def back_view_frame() -> Frame:
+    """A camera behind the scene (x = 4.5 m, looking along -x) seeing a wall at x = 3.6 m:
+    seen from the front afterwards, its blocks lie 0.6 m behind the wall at 3 m (hidden)."""
+    T_back = look_at(np.array([4.5, 0.0, 0.5]), np.array([0.0, 0.0, 0.5]))
+    u, v = np.meshgrid(np.arange(CAM.width), np.arange(CAM.height))
+    rays = np.stack(((u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(u.shape)), -1)
+    d = rays @ T_back[:3, :3].T
+    return Frame(((WALL_X + 0.6 - T_back[0, 3]) / d[..., 0]).astype(np.float32), CAM, T_back)
+
+
+def test_skipping_hidden_blocks_changes_nothing(device, monkeypatch):
+    """Blocks entirely behind the measured surface are skipped by a tile max-depth test; the
+    map must be exactly what updating every block in view gives."""
+    import recon_ros.core.tsdf_integrator as integrator
+
+    def mapped(skip: bool) -> tuple[Mapper, int]:
+        if not skip:  # the reference: nothing is ever taken for hidden
+            monkeypatch.setattr(integrator, "_behind_surface",
+                                lambda frame, u, *rest: torch.zeros_like(u, dtype=torch.bool))
+        mapper = mapper_for(device)
+        mapper.integrate(back_view_frame())
+        updated = 0
+        for i in range(25):
+            run(mapper, range(i, i + 1), obstacle=not 10 <= i < 18)
+            updated += mapper.last_integration.blocks_updated
+        return mapper, updated
+
+    (skipping, n_skipping), (every, n_every) = mapped(True), mapped(False)
+    assert n_skipping < n_every  # not vacuous: blocks of the hidden wall were skipped
+    a, b = skipping.volume, every.volume
+    assert a.num_blocks == b.num_blocks
+    order_a = torch.argsort(a.index.slot_keys)
+    order_b = torch.argsort(b.index.slot_keys)
+    assert torch.equal(a.index.slot_keys[order_a], b.index.slot_keys[order_b])
+    n = a.num_blocks
+    assert torch.equal(a.tsdf[:n][order_a], b.tsdf[:n][order_b])
+    assert torch.equal(a.weight[:n][order_a], b.weight[:n][order_b])
+    assert torch.equal(a.color[:n][order_a], b.color[:n][order_b])
