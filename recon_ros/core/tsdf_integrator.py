@@ -142,32 +142,37 @@ class TsdfIntegrator:
     def blocks_in_view(self, volume: BlockVolume, frame: FrameTensors) -> torch.Tensor:
         """(M,) slots of allocated blocks that may hold a voxel this frame updates: inside the
         depth camera's frustum between ``min_depth_m`` and ``max_depth_m + trunc`` and not
-        entirely more than a truncation behind the measured surface. Bounding-sphere tests,
-        conservative: every block with a voxel the frame updates is included."""
+        entirely more than a truncation behind the measured surface. Each block is bounded by
+        the box of its voxel centres, projected exactly (its 8 corners): conservative, every
+        block with a voxel the frame updates is included."""
         n = volume.num_blocks
         if n == 0:
             return torch.empty(0, dtype=torch.int64, device=volume.device)
-        v, B, cam = volume.voxel_size_m, volume.block_size, frame.camera
-        centre = block_centres(volume, volume.block_coords)  # (N, 3)
-        radius = 0.5 * math.sqrt(3.0) * (B - 1) * v
+        cam = frame.camera
         T_cam_world = _inverse_pose(frame.T_world_cam)
-        p = centre @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
-        z = p[:, 2]
-        near = (z - radius).clamp(min=1e-3)  # nearest possible depth of a voxel of the block
-        x, y = p[:, 0] / z.clamp(min=1e-3), p[:, 1] / z.clamp(min=1e-3)
-        # A voxel c + d (|d| <= r) projects within r / near * (1 + |x|) of the centre's x = X/Z
-        # on the normalised image plane (and likewise in y).
-        mx, my = radius / near * (1 + x.abs()), radius / near * (1 + y.abs())
-        left, right = -cam.cx / cam.fx, (cam.width - 1 - cam.cx) / cam.fx
-        top, bottom = -cam.cy / cam.fy, (cam.height - 1 - cam.cy) / cam.fy
-        straddles = z - radius <= 1e-3  # the camera may sit inside the sphere
-        in_xy = (x >= left - mx) & (x <= right + mx) & (y >= top - my) & (y <= bottom + my)
-        in_z = (z + radius >= frame.min_depth_m) & (z - radius
-                                                    <= frame.max_depth_m + self.truncation_m)
-        visible = in_z & (in_xy | straddles)
-        hidden = ~straddles & _behind_surface(frame, x * cam.fx + cam.cx, y * cam.fy + cam.cy,
-                                              mx * cam.fx, my * cam.fy, near, self.truncation_m)
-        return torch.nonzero(visible & ~hidden).squeeze(1)
+        R, t = T_cam_world[:3, :3], T_cam_world[:3, 3]
+        corners = (block_centres(volume, volume.block_coords)[:, None, :]
+                   + self._corner_offsets(volume)[None]) @ R.T + t  # (N, 8, 3)
+        z = corners[..., 2]
+        near, far = z.amin(dim=1), z.amax(dim=1)
+        straddles = near <= 1e-3  # a corner at or behind the camera: keep, never skip
+        zs = z.clamp(min=1e-3)
+        u = corners[..., 0] / zs * cam.fx + cam.cx  # (N, 8) pixels
+        v = corners[..., 1] / zs * cam.fy + cam.cy
+        # Voxels go to their nearest pixel: widen the box by half a pixel (and a margin).
+        u0, u1 = u.amin(dim=1) - 1.0, u.amax(dim=1) + 1.0
+        v0, v1 = v.amin(dim=1) - 1.0, v.amax(dim=1) + 1.0
+        in_xy = (u1 >= 0) & (u0 <= cam.width - 1) & (v1 >= 0) & (v0 <= cam.height - 1)
+        in_z = (far >= frame.min_depth_m) & (near <= frame.max_depth_m + self.truncation_m)
+        hidden = ~straddles & _behind_surface(frame, u0, u1, v0, v1, near, self.truncation_m)
+        return torch.nonzero(in_z & (in_xy | straddles) & ~hidden).squeeze(1)
+
+    @staticmethod
+    def _corner_offsets(volume: BlockVolume) -> torch.Tensor:
+        """(8, 3) offsets from a block's centre to the corners of its voxel-centre box."""
+        half = 0.5 * (volume.block_size - 1) * volume.voxel_size_m
+        s = torch.tensor([-half, half], device=volume.device)
+        return torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(8, 3)
 
     def integrate(self, volume: BlockVolume, frame: FrameTensors,
                   within: tuple[torch.Tensor, float] | None = None) -> IntegrationResult:
@@ -305,15 +310,15 @@ HIDDEN_TILE_PX = 16
 HIDDEN_MAX_TILES = 8
 
 
-def _behind_surface(frame: FrameTensors, u: torch.Tensor, v: torch.Tensor, mu: torch.Tensor,
-                    mv: torch.Tensor, near: torch.Tensor, trunc_m: float) -> torch.Tensor:
+def _behind_surface(frame: FrameTensors, u0: torch.Tensor, u1: torch.Tensor, v0: torch.Tensor,
+                    v1: torch.Tensor, near: torch.Tensor, trunc_m: float) -> torch.Tensor:
     """(N,) bool: every pixel of a block's footprint reads a surface more than ``trunc_m`` in
-    front of the block's nearest point, or no valid depth, so the frame updates none of its
+    front of the block's nearest voxel, or no valid depth, so the frame updates none of its
     voxels.
 
     Args:
         frame: the frame.
-        u, v: (N,) projected block centres, pixels; mu, mv: (N,) footprint half-widths, pixels.
+        u0, u1, v0, v1: (N,) footprint box of each block, pixels.
         near: (N,) nearest depth of the block's voxels, metres.
         trunc_m: truncation distance, metres.
     """
@@ -321,15 +326,15 @@ def _behind_surface(frame: FrameTensors, u: torch.Tensor, v: torch.Tensor, mu: t
     depth = torch.where(frame.valid(frame.depth), frame.depth, 0.0)
     tiles = torch.nn.functional.max_pool2d(depth[None, None], T, T, ceil_mode=True)[0, 0]
     th, tw = tiles.shape
-    u0 = torch.floor((u - mu) / T).clamp(0, tw - 1).to(torch.int64)
-    u1 = torch.floor((u + mu) / T).clamp(0, tw - 1).to(torch.int64)
-    v0 = torch.floor((v - mv) / T).clamp(0, th - 1).to(torch.int64)
-    v1 = torch.floor((v + mv) / T).clamp(0, th - 1).to(torch.int64)
-    small = (u1 - u0 < K) & (v1 - v0 < K)
-    k = torch.arange(K, device=u.device)
-    tu = u0[:, None, None] + k[None, None, :]  # (N, 1, K)
-    tv = v0[:, None, None] + k[None, :, None]  # (N, K, 1)
-    inside = (tu <= u1[:, None, None]) & (tv <= v1[:, None, None])
+    tu0 = torch.floor(u0 / T).clamp(0, tw - 1).to(torch.int64)
+    tu1 = torch.floor(u1 / T).clamp(0, tw - 1).to(torch.int64)
+    tv0 = torch.floor(v0 / T).clamp(0, th - 1).to(torch.int64)
+    tv1 = torch.floor(v1 / T).clamp(0, th - 1).to(torch.int64)
+    small = (tu1 - tu0 < K) & (tv1 - tv0 < K)
+    k = torch.arange(K, device=u0.device)
+    tu = tu0[:, None, None] + k[None, None, :]  # (N, 1, K)
+    tv = tv0[:, None, None] + k[None, :, None]  # (N, K, 1)
+    inside = (tu <= tu1[:, None, None]) & (tv <= tv1[:, None, None])
     deepest = torch.where(inside, tiles[tv.clamp(max=th - 1), tu.clamp(max=tw - 1)], 0.0)
     return small & (near > deepest.amax(dim=(1, 2)) + trunc_m)
 
