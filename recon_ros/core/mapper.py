@@ -136,7 +136,7 @@ class Mapper:
                 changed = torch.unique(torch.div(voxels, self.volume.voxels_per_block,
                                                  rounding_mode="floor")).numel()
         with self.timer("free_space"):
-            self.occupancy.carve(ft)
+            self.occupancy.carve(ft, within=(centre, radius) if radius > 0 else None)
         with self.timer("bound"):
             self._bound(centre)
         self.frames_integrated += 1

@@ -127,9 +127,16 @@ class OccupancyMapper:
         return int(far.numel())
 
     # ------------------------------------------------------------------ free space
-    def carve(self, frame: FrameTensors) -> None:
+    def carve(self, frame: FrameTensors, within: tuple[torch.Tensor, float] | None = None
+              ) -> None:
         """Record the free space crossed by the frame's rays (within the height band) and
-        reset the cells where rays end on a surface inside the band."""
+        reset the cells where rays end on a surface inside the band.
+
+        Args:
+            frame: the frame.
+            within: ``(centre (3,), radius_m)``: only cells within ``radius_m`` of the centre
+                in the plane are touched (a map bounded around the robot would drop the rest).
+        """
         s = self.stride
         depth = frame.depth[::s, ::s]
         uv = frame.camera.pixel_grid(depth.device, stride=s)
@@ -139,6 +146,8 @@ class OccupancyMapper:
         R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
         end = frame.camera.backproject(uv[valid], depth[valid]) @ R.T + t  # (N, 3)
         hit = end[(end[:, 2] >= self.min_height_m) & (end[:, 2] <= self.max_height_m)]
+        if within is not None:
+            hit = hit[_near(hit[:, :2], within)]
         if hit.numel():
             # (tiles first: allocating them may replace the tensors)
             flat = self._tile_slots(torch.round(hit[:, :2] / self.resolution_m).to(torch.int64))
@@ -163,8 +172,11 @@ class OccupancyMapper:
         ray_id, sample = torch.nonzero(sk <= s1[:, None], as_tuple=True)  # ray-major order
         sk, r = sk[ray_id, sample, None], ray[ray_id]  # (M, 1), (M, 3)
         xy = t[:2] + sk * r[:, :2]
-        flat = self._tile_slots(torch.round(xy / self.resolution_m).to(torch.int64))
         z = (t[2] + sk[:, 0] * r[:, 2]).to(torch.float32)
+        if within is not None:
+            near = _near(xy, within)
+            xy, z = xy[near], z[near]
+        flat = self._tile_slots(torch.round(xy / self.resolution_m).to(torch.int64))
         self._free_z.view(-1).scatter_reduce_(0, flat, z, reduce="amin")
 
     def remember_free_space(self, slots: torch.Tensor) -> None:
@@ -379,6 +391,12 @@ class OccupancyMapper:
         """Bytes of the free-space layer, flags and cached occupied points."""
         points = sum(p.numel() for p in self._points.values()) * 4
         return (self._free_z.numel() * 4 + self._flags.numel() + self._tiles.nbytes() + points)
+
+
+def _near(xy: torch.Tensor, within: tuple[torch.Tensor, float]) -> torch.Tensor:
+    """(N,) bool: (N, 2) points lie within ``radius`` of ``centre[:2]`` (``within``)."""
+    centre, radius = within
+    return (xy - centre[:2].to(xy.dtype)).norm(dim=1) <= radius
 
 
 def _pack_xy(cells: torch.Tensor) -> torch.Tensor:

@@ -151,6 +151,11 @@ def test_clearing_radius_drops_far_blocks(device):
     centre = torch.as_tensor(T[:3, 3], dtype=torch.float32, device=mapper.device)
     d = mapper._block_distances(centre)
     assert d.numel() > 0 and bool((d <= 2.0).all())  # the wall (3 m) is never allocated
+    grid = mapper.occupancy_grid()  # and no 2D cell beyond the radius is carved either
+    rows, cols = np.nonzero(grid.data != -1)
+    x = grid.origin_xy[0] + (cols + 0.5) * grid.resolution_m
+    y = grid.origin_xy[1] + (rows + 0.5) * grid.resolution_m
+    assert len(x) > 100 and np.hypot(x - T[0, 3], y - T[1, 3]).max() <= 2.0 + VOXEL
     assert obstacle_vertices(mapper) > 100  # the obstacle (1.5 m away) is kept
     assert (np.abs(mapper.mesh().vertices[:, 0] - WALL_X) < 0.1).sum() == 0
     # Centred on a robot elsewhere: everything within 2 m of it survives, the rest goes.
