@@ -204,9 +204,10 @@ class TsdfIntegrator:
         if self.clear_free_space:
             # Only blocks outside the band: one inside it is re-allocated by the next frame.
             outside = torch.arange(slots.numel(), device=slots.device) >= band.numel()
-            free = ((weight <= 0) | (tsdf >= 0.5 * volume.truncation_m)).all(dim=1)
-            released = slots[outside & free]
-            changed &= ~(outside & free)
+            free = outside & ((weight <= 0) | (tsdf >= 0.5 * volume.truncation_m)).all(dim=1)
+            free[free.clone()] = _no_surface_across_faces(volume, slots[free])
+            released = slots[free]
+            changed &= ~free
         changed_slots = slots[changed]
         if changed_slots.numel():
             volume.mark_changed(changed_slots)
@@ -337,6 +338,27 @@ def _behind_surface(frame: FrameTensors, u0: torch.Tensor, u1: torch.Tensor, v0:
     inside = (tu <= tu1[:, None, None]) & (tv <= tv1[:, None, None])
     deepest = torch.where(inside, tiles[tv.clamp(max=th - 1), tu.clamp(max=tw - 1)], 0.0)
     return small & (near > deepest.amax(dim=(1, 2)) + trunc_m)
+
+
+def _no_surface_across_faces(volume: BlockVolume, slots: torch.Tensor) -> torch.Tensor:
+    """(R,) bool: no observed voxel adjacent to the (R,) blocks (in their 26 neighbours) is
+    negative, so no marching cube touching their voxels has a sign change: releasing them
+    (their voxels all positive) removes no triangle, not even across a block face."""
+    if slots.numel() == 0:
+        return torch.ones(0, dtype=torch.bool, device=volume.device)
+    B, dev = volume.block_size, volume.device
+    r = torch.arange(-1, B + 1, device=dev)
+    sample = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    sample = sample[((sample < 0) | (sample >= B)).any(dim=1)]  # the one-voxel shell (H, 3)
+    nbr = torch.div(sample, B, rounding_mode="floor")  # (H, 3) neighbour offset in {-1, 0, 1}
+    local = sample - nbr * B
+    linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
+    blocks = volume.slot_coords(slots)[:, None, :] + nbr[None]  # (R, H, 3)
+    nslot = volume.find(blocks.reshape(-1, 3)).reshape(blocks.shape[:2])
+    flat = nslot.clamp(min=0) * volume.voxels_per_block + linear[None]
+    observed = (nslot >= 0) & (volume.weight.reshape(-1)[flat] > 0)
+    negative = observed & (volume.tsdf.reshape(-1)[flat] < 0)
+    return ~negative.any(dim=1)
 
 
 def _inverse_pose(T: torch.Tensor) -> torch.Tensor:

@@ -294,3 +294,27 @@ def test_skipping_hidden_blocks_changes_nothing(device, monkeypatch):
     assert torch.equal(a.tsdf[:n][order_a], b.tsdf[:n][order_b])
     assert torch.equal(a.weight[:n][order_a], b.weight[:n][order_b])
     assert torch.equal(a.color[:n][order_a], b.color[:n][order_b])
+
+
+def test_a_free_block_next_to_a_surface_is_not_released(device):
+    """A block whose own voxels are all free can still own the cubes that cross into a
+    neighbour's negative voxels (a surface right at the block face, common at grazing angles):
+    releasing it would cut a strip out of the mesh. Exact cases on hand-made voxels."""
+    from recon_ros.core.tsdf_integrator import _no_surface_across_faces
+    from recon_ros.core.volume import BlockVolume
+
+    vol = BlockVolume(0.05, 8, 0.2, device)
+    a, bx, diag = vol.allocate(torch.tensor([[0, 0, 0], [1, 0, 0], [-1, -1, -1]]))
+    vol.tsdf[:3] = 0.2
+    vol.weight[:3] = 1.0
+    slot = torch.stack((a,))
+    assert _no_surface_across_faces(vol, slot).tolist() == [True]
+    vol.tsdf[bx, 5] = -0.05  # voxel (0, 0, 5) of block (1, 0, 0): on the face of block a
+    assert _no_surface_across_faces(vol, slot).tolist() == [False]
+    vol.tsdf[bx, 5] = 0.2
+    vol.tsdf[bx, (1 * 8 + 0) * 8 + 0] = -0.05  # voxel (1, 0, 0): not adjacent to block a
+    assert _no_surface_across_faces(vol, slot).tolist() == [True]
+    vol.tsdf[diag, (7 * 8 + 7) * 8 + 7] = -0.05  # the corner voxel diagonal to a's voxel 0
+    assert _no_surface_across_faces(vol, slot).tolist() == [False]
+    vol.weight[diag, (7 * 8 + 7) * 8 + 7] = 0.0  # unobserved: no surface
+    assert _no_surface_across_faces(vol, slot).tolist() == [True]
