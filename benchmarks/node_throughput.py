@@ -43,6 +43,7 @@ from test.ros.launch_spec import (  # noqa: E402
     mapper_command,
     node_command,
     node_specs,
+    write_overlay,
 )
 
 GOAL_CPU_HZ = 15.0
@@ -119,6 +120,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-clearing", action="store_true",
+                        help="integration.clear_free_space false (the behaviour before clearing)")
     args = parser.parse_args()
 
     work = REPO / "build" / "bench_node"
@@ -127,9 +130,13 @@ def main() -> int:
     env = child_env(domain, work / "ros_log")
     env.update(TRANSPORTS[args.transport])
     os.environ.update(TRANSPORTS[args.transport])  # the harness's participant, in this process
-    mapper = Process(mapper_command(VENV_BIN, extra={"volume.voxel_size_m": str(args.voxel),
-                                                     "volume.device": args.device,
-                                                     "input_qos": args.input_qos}),
+    # Core (dotted) parameters go in an overlay params file: rcl ignores `-p section.field`
+    # when a params file sets the section (see test/ros/launch_spec.write_overlay).
+    overlay = write_overlay(work / "overlay.yaml", {
+        "volume.voxel_size_m": args.voxel, "volume.device": args.device,
+        "integration.clear_free_space": not args.no_clearing})
+    mapper = Process(mapper_command(VENV_BIN, overlay=overlay,
+                                    extra={"input_qos": args.input_qos}),
                      env, work / "mapper.log", cwd=work)
     (camera_spec,) = [s for s in node_specs(LAUNCH_DIR / "demo.launch.py")
                       if s.executable == "recon_sim_camera"]
@@ -168,7 +175,8 @@ def _fmt(lat: dict[str, float] | None) -> str:
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\nrecon_mapper end to end: {args.width}x{args.height} depth+color, voxel "
           f"{args.voxel} m, {args.device}, input_qos {args.input_qos}, transport "
-          f"{args.transport}, {os.cpu_count()} cores, "
+          f"{args.transport}, clearing {'off' if args.no_clearing else 'on'}, "
+          f"{os.cpu_count()} cores, "
           f"load avg "
           f"{os.getloadavg()[0]:.1f}")
     print("| rate Hz | published | received | integrated | dropped | sustained | "

@@ -11,7 +11,7 @@ voxel into the color camera.
 
 Clearing: a voxel more than ``trunc`` in front of the measured surface gets a free update
 towards ``+trunc``. When a measurement contradicts the stored value by more than half the
-truncation across the voxel's whole 3x3 pixel neighbourhood (free space through a surface
+truncation through a pixel whose 3x3 neighbourhood is smooth (free space through a surface
 that left; a new surface where the map held free space; not a depth edge), the old weight is first scaled by ``clearing_weight_factor``, so an object that left is
 forgotten, and one that arrived is mapped, within a few frames, while one stray reading barely
 moves a well-observed voxel. Blocks in view but outside the band whose voxels all end up free
@@ -30,7 +30,7 @@ import torch
 
 from .block_hash import pack_coords, unpack_keys
 from .frame import PinholeCamera
-from .tsdf_kernel import get_kernel, neighbourhood_extremes
+from .tsdf_kernel import get_kernel, smooth_pixels
 from .volume import BlockVolume
 
 
@@ -232,9 +232,9 @@ class TsdfIntegrator:
         cam, dev = frame.camera, volume.device
         f32 = dict(dtype=torch.float32, device=dev)
         w_old = volume.weight.index_select(0, slots).to(torch.float32)
-        extremes = neighbourhood_extremes(frame.depth, frame.valid(frame.depth))
+        smooth = smooth_pixels(frame.depth, frame.valid(frame.depth), self.truncation_m)
         tsdf, weight, w_new, pixel, changed = self._kernel("depth")(
-            block_cam, local_cam, frame.depth, extremes,
+            block_cam, local_cam, frame.depth, smooth,
             torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], **f32),
             torch.tensor([frame.min_depth_m, frame.max_depth_m], **f32),
             torch.tensor(self.truncation_m, **f32), torch.tensor(self.drop_start_m, **f32),

@@ -13,7 +13,7 @@ import torch
 
 
 def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Tensor,
-               depth_extremes: torch.Tensor, intr: torch.Tensor, depth_range: torch.Tensor,
+               smooth: torch.Tensor, intr: torch.Tensor, depth_range: torch.Tensor,
                trunc_m: torch.Tensor, drop_start_m: torch.Tensor, max_weight: torch.Tensor,
                inverse_square: bool, tsdf: torch.Tensor, weight: torch.Tensor,
                clear_factor: torch.Tensor
@@ -25,8 +25,8 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         local_cam: (V, 3) offset of each voxel from its block's first voxel, rotated into the
             depth optical frame (so a voxel's camera position is ``block_cam + local_cam``).
         depth: (H, W) metres as measured.
-        depth_extremes: (2, H, W) smallest and largest valid depth of each pixel's 3x3
-            neighbourhood (see :func:`neighbourhood_extremes`).
+        smooth: (H, W) bool, the pixel's 3x3 neighbourhood is valid and spans at most a
+            truncation in depth (see :func:`smooth_pixels`).
         intr: (4,) ``fx, fy, cx, cy`` of the depth image, pixels.
         depth_range: (2,) valid ``min, max`` depth, metres (NaN/Inf fail the comparisons).
         trunc_m: () truncation distance, metres.
@@ -36,11 +36,11 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
         inverse_square: weight measurements by ``1 / depth**2`` instead of 1.
         tsdf: (S, V) current TSDF, metres. weight: (S, V) current weight.
         clear_factor: () change detection: a voxel whose stored TSDF differs by more than
-            half a truncation, in the same direction, from the truncated distances of its
-            pixel's whole 3x3 neighbourhood (free space seen through a surface that left, or a
-            surface where the map held free space) has its weight multiplied by this before
-            the update (1 = plain weighted average). Asking the whole neighbourhood keeps
-            depth edges (a voxel next to a silhouette) from counting as change.
+            half a truncation from the new truncated distance, seen through a ``smooth`` pixel
+            (free space seen through a surface that left, or a surface where the map held
+            free space) has its weight multiplied by this before the update (1 = plain
+            weighted average). Asking for a smooth neighbourhood keeps depth edges (a voxel
+            next to a silhouette) from counting as change.
 
     Every voxel in front of the measured surface (``sdf > trunc``) gets a free update towards
     ``+trunc``, so surfaces that left the scene lose their zero crossing.
@@ -62,13 +62,9 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
     else:
         w_new = update.to(tsdf.dtype)
     sdf_t = torch.minimum(sdf, trunc_m)
-    ext = depth_extremes.reshape(2, -1).index_select(1, pixel.reshape(-1)).reshape(
-        (2,) + pixel.shape)
-    near_t = torch.minimum(ext[0] - p[..., 2], trunc_m)  # every neighbour is at least this far
-    far_t = torch.minimum(ext[1] - p[..., 2], trunc_m)
-    cleared = (near_t - tsdf) > 0.5 * trunc_m
-    arrived = (tsdf - far_t) > 0.5 * trunc_m
-    contradicted = update & (weight > 0) & (cleared | arrived)
+    calm = smooth.reshape(-1).index_select(0, pixel.reshape(-1)).reshape(pixel.shape)
+    arrived = (tsdf - sdf_t) > 0.5 * trunc_m
+    contradicted = update & calm & (weight > 0) & (arrived | ((sdf_t - tsdf) > 0.5 * trunc_m))
     # The drop behind the surface protects established surfaces from silhouettes; a voxel the
     # map holds as free space that is now behind a surface (an object arrived) gets the full
     # weight, or a surface seen at a grazing angle could never overturn its free history.
@@ -82,14 +78,19 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
     return tsdf_out, w_out, w_new, pixel, changed.any(dim=1)
 
 
-def neighbourhood_extremes(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(2, H, W) smallest and largest valid depth in each pixel's 3x3 neighbourhood (+inf /
-    -inf where none is valid), from (H, W) depths and their (H, W) validity."""
-    inf = torch.full_like(depth, float("inf"))
-    lo = torch.where(valid, depth, inf)[None, None]
-    hi = torch.where(valid, depth, -inf)[None, None]
-    pool = torch.nn.functional.max_pool2d
-    return torch.stack((-pool(-lo, 3, 1, 1)[0, 0], pool(hi, 3, 1, 1)[0, 0]))
+def smooth_pixels(depth: torch.Tensor, valid: torch.Tensor, max_step_m: float) -> torch.Tensor:
+    """(H, W) bool: every pixel of the 3x3 neighbourhood is valid and their depths span at
+    most ``max_step_m`` (no depth edge), from (H, W) depths and their (H, W) validity.
+    Separable: a 1x3 then a 3x1 pass of elementwise min / max over shifted slices."""
+    inf = float("inf")
+    extremes = []
+    for fill, pick in ((-inf, torch.minimum), (inf, torch.maximum)):  # invalid: no match
+        x = torch.where(valid, depth, fill)
+        row = torch.nn.functional.pad(x, (1, 1), value=fill)
+        x = pick(pick(row[:, :-2], row[:, 1:-1]), row[:, 2:])
+        col = torch.nn.functional.pad(x, (0, 0, 1, 1), value=fill)
+        extremes.append(pick(pick(col[:-2], col[1:-1]), col[2:]))
+    return (extremes[1] - extremes[0]) <= max_step_m
 
 
 def fuse_color(color: torch.Tensor, weight: torch.Tensor, w_new: torch.Tensor,
