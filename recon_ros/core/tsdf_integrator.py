@@ -199,7 +199,7 @@ class TsdfIntegrator:
             slots = torch.cat((band, view[~in_band[view]]))
         if slots.numel() == 0:
             return IntegrationResult(0, 0, 0)
-        tsdf, weight, changed = self._fuse(volume, frame, slots)
+        tsdf, weight, changed = self._fuse(volume, frame, slots, band.numel())
         released = slots[:0]
         if self.clear_free_space:
             # Only blocks outside the band: one inside it is re-allocated by the next frame.
@@ -215,9 +215,11 @@ class TsdfIntegrator:
         return IntegrationResult(int(slots.numel()), int(changed_slots.numel()),
                                  int(released.numel()))
 
-    def _fuse(self, volume: BlockVolume, frame: FrameTensors, slots: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fuse the frame into the (S,) blocks ``slots`` and write them back.
+    def _fuse(self, volume: BlockVolume, frame: FrameTensors, slots: torch.Tensor,
+              n_band: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fuse the frame into the (S,) blocks ``slots`` and write them back; color only into
+        the first ``n_band`` (the band around the measured surface: the other blocks in view
+        get free-space updates, whose color would be that of the surface behind them).
 
         Returns:
             ``(tsdf, weight, changed)``: the blocks' new (S, V) float32 TSDF and weight and the
@@ -241,18 +243,21 @@ class TsdfIntegrator:
             torch.tensor(self.max_weight, **f32), self.weighting == "inverse_square",
             volume.tsdf.index_select(0, slots).to(torch.float32), w_old,
             torch.tensor(self.clearing_weight_factor, **f32))
-        if frame.color is not None:
-            ccam = frame.color_camera
+        if frame.color is not None and n_band:
+            ccam, band = frame.color_camera, slots[:n_band]
+            pixel = pixel[:n_band]
             if _registered(frame):  # same pixels as the depth image
                 seen = torch.ones_like(pixel, dtype=torch.bool)
             else:
                 pixel, seen = self._kernel("color_pixels")(
-                    block_cam, local_cam, frame.T_color_cam[:3, :3], frame.T_color_cam[:3, 3],
+                    block_cam[:n_band], local_cam, frame.T_color_cam[:3, :3],
+                    frame.T_color_cam[:3, 3],
                     torch.tensor([ccam.fx, ccam.fy, ccam.cx, ccam.cy], **f32), ccam.height,
                     ccam.width)
-            color = self._kernel("color")(volume.color.index_select(0, slots).to(torch.float32),
-                                          w_old, w_new, pixel, seen, frame.color)
-            volume.color.index_copy_(0, slots, color.to(volume.dtype))
+            color = self._kernel("color")(volume.color.index_select(0, band).to(torch.float32),
+                                          w_old[:n_band], w_new[:n_band], pixel, seen,
+                                          frame.color)
+            volume.color.index_copy_(0, band, color.to(volume.dtype))
         volume.tsdf.index_copy_(0, slots, tsdf.to(volume.dtype))
         volume.weight.index_copy_(0, slots, weight.to(volume.dtype))
         return tsdf, weight, changed

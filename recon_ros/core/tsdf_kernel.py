@@ -80,17 +80,18 @@ def fuse_depth(block_cam: torch.Tensor, local_cam: torch.Tensor, depth: torch.Te
 
 def smooth_pixels(depth: torch.Tensor, valid: torch.Tensor, max_step_m: float) -> torch.Tensor:
     """(H, W) bool: every pixel of the 3x3 neighbourhood is valid and their depths span at
-    most ``max_step_m`` (no depth edge), from (H, W) depths and their (H, W) validity.
-    Separable: a 1x3 then a 3x1 pass of elementwise min / max over shifted slices."""
+    most ``max_step_m`` (no depth edge), from (H, W) depths and their (H, W) validity; False
+    on the image border. Separable: 1x3 then 3x1 elementwise min / max over shifted slices."""
     inf = float("inf")
-    extremes = []
-    for fill, pick in ((-inf, torch.minimum), (inf, torch.maximum)):  # invalid: no match
-        x = torch.where(valid, depth, fill)
-        row = torch.nn.functional.pad(x, (1, 1), value=fill)
-        x = pick(pick(row[:, :-2], row[:, 1:-1]), row[:, 2:])
-        col = torch.nn.functional.pad(x, (0, 0, 1, 1), value=fill)
-        extremes.append(pick(pick(col[:-2], col[1:-1]), col[2:]))
-    return (extremes[1] - extremes[0]) <= max_step_m
+    lo = torch.where(valid, depth, -inf)  # an invalid neighbour spans everything
+    hi = torch.where(valid, depth, inf)
+    lo = torch.minimum(torch.minimum(lo[:, :-2], lo[:, 1:-1]), lo[:, 2:])
+    hi = torch.maximum(torch.maximum(hi[:, :-2], hi[:, 1:-1]), hi[:, 2:])
+    lo = torch.minimum(torch.minimum(lo[:-2], lo[1:-1]), lo[2:])
+    hi = torch.maximum(torch.maximum(hi[:-2], hi[1:-1]), hi[2:])
+    out = torch.zeros_like(valid)
+    out[1:-1, 1:-1] = (hi - lo) <= max_step_m
+    return out
 
 
 def fuse_color(color: torch.Tensor, weight: torch.Tensor, w_new: torch.Tensor,
