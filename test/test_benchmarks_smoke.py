@@ -145,3 +145,10 @@ def test_soak_with_a_memory_budget_only(soak: ModuleType,
     assert all(r.memory_mb <= 1.05 for r in reports)
     assert reports[-1].released["memory"] > 0 and reports[-1].released["radius"] == 0
     assert out["verdict"]["reached"]
+
+
+def test_integrate_time_smoke() -> None:
+    results = load_script("integrate_time").main(
+        ["--frames", "4", "--width", "40", "--height", "30", "--voxel-cm", "10"])
+    (r,) = results.values()
+    assert r["frames"] == 8 and 0 < r["median_ms"] <= r["p90_ms"]
