@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .latent_volume import LatentVolume, encode_count, neighbour_offsets
+from .latent_volume import LatentVolume, encode_count
 from .tsdf_integrator import FrameTensors
+from .volume import neighbour_offsets
 
 #: Depth input of the fusion network is ``depth_m / DEPTH_SCALE_M``.
 DEPTH_SCALE_M = 4.0

@@ -19,7 +19,7 @@ import torch
 
 from .block_hash import pack_coords
 from .errors import VolumeError
-from .volume import BlockVolume
+from .volume import BlockVolume, neighbour_offsets
 
 LATENT_FORMAT = "recon_ros.latent_volume.v1"
 #: Update count at which the confidence channel reaches 0.5 (see :func:`encode_count`).
@@ -29,12 +29,6 @@ COUNT_HALF = 4.0
 def encode_count(count: torch.Tensor) -> torch.Tensor:
     """Confidence channel fed to the networks: ``count / (count + COUNT_HALF)`` in [0, 1)."""
     return count / (count + COUNT_HALF)
-
-
-def neighbour_offsets(device: torch.device | str) -> torch.Tensor:
-    """(27, 3) int64 offsets of a 3x3x3 neighbourhood, x-major (x, then y, then z)."""
-    r = torch.arange(-1, 2, device=device)
-    return torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
 
 
 def voxel_flat_index(volume: BlockVolume, voxels: torch.Tensor, allocate: bool
@@ -78,7 +72,6 @@ class LatentVolume:
         self.feature_channels = int(feature_channels)
         self._allocate_storage(volume.capacity)
         volume.listeners.append(self)
-        self._halo_cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
 
     def _allocate_storage(self, capacity: int) -> None:
         v, dev = self.volume.voxels_per_block, self.volume.device
@@ -111,12 +104,12 @@ class LatentVolume:
         self.occupancy = torch.cat((self.occupancy, torch.zeros((extra, v), device=dev)))
         self.dirty = torch.cat((self.dirty, torch.zeros(extra, dtype=torch.bool, device=dev)))
 
-    def move_slots(self, src: torch.Tensor, dst: torch.Tensor, num_blocks: int) -> None:
+    def move_slots(self, src: torch.Tensor, dst: torch.Tensor, start: int, end: int) -> None:
         """Follow the volume's slot moves after a release (see ``BlockVolume.release``)."""
         self._grow_to_volume()
         for t in (self.features, self.count, self.occupancy, self.dirty):
             t[dst] = t[src]
-            t[num_blocks:] = 0
+            t[start:end] = 0
 
     # ------------------------------------------------------------------ voxel addressing
     def voxel_flat_index(self, voxels: torch.Tensor, allocate: bool) -> torch.Tensor:
@@ -171,31 +164,9 @@ class LatentVolume:
             ``(x, y, z)`` sits at ``[..., x + 1, y + 1, z + 1]``; zeros where a neighbour block
             is absent.
         """
-        B, vol = self.volume.block_size, self.volume
-        nbr_offsets, sample_nbr, sample_local = self._halo_layout(B)
-        coords = vol.slot_coords(slots)  # (S, 3)
-        nbr = vol.find((coords[:, None, :] + nbr_offsets[None]).reshape(-1, 3)).reshape(-1, 27)
-        sample_slot = nbr[:, sample_nbr]  # (S, (B + 2)^3)
-        flat = torch.where(sample_slot >= 0,
-                           sample_slot * vol.voxels_per_block + sample_local[None], -1)
-        x = self._gather_channels(flat)  # (S, (B+2)^3, F + 1)
-        n = B + 2
+        x = self._gather_channels(self.volume.halo_flat_index(slots))  # (S, (B+2)^3, F + 1)
+        n = self.volume.block_size + 2
         return x.permute(0, 2, 1).reshape(-1, self.feature_channels + 1, n, n, n)
-
-    def _halo_layout(self, B: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(27, 3) neighbour-block offsets, and for each of the (B + 2)^3 halo samples the
-        index of its neighbour block (into the offsets) and its linear index in that block."""
-        key = (B, 1, str(self.device))
-        if key not in self._halo_cache:
-            offsets = neighbour_offsets(self.device)
-            s = torch.arange(-1, B + 1, device=self.device)
-            sample = torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(-1, 3)
-            block = torch.div(sample, B, rounding_mode="floor")  # in {-1, 0, 1}
-            local = sample - block * B
-            nbr_index = ((block[:, 0] + 1) * 3 + block[:, 1] + 1) * 3 + block[:, 2] + 1
-            linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
-            self._halo_cache[key] = (offsets, nbr_index, linear)
-        return self._halo_cache[key]
 
     def _gather_channels(self, flat: torch.Tensor) -> torch.Tensor:
         """(...) flat indices (-1 = absent) -> (..., F + 1) features and :func:`encode_count`."""
@@ -222,7 +193,6 @@ class LatentVolume:
         self.volume.to(device)
         for name in ("features", "count", "occupancy", "dirty"):
             setattr(self, name, getattr(self, name).to(self.volume.device))
-        self._halo_cache.clear()
         return self
 
     def state_dict(self) -> dict[str, torch.Tensor | int | str]:

@@ -28,7 +28,7 @@ from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
 from .occupancy_grid import OccupancyGrid2D
 from .timing import StageTimer
-from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator, block_centres
+from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator
 from .volume import BlockVolume
 
 MAPPER_FORMAT = "recon_ros.mapper.v1"
@@ -170,7 +170,7 @@ class Mapper:
 
     def _block_distances(self, centre: torch.Tensor) -> torch.Tensor:
         """(N,) distance of each block's centre from ``centre`` (3,), metres."""
-        mid = block_centres(self.volume, self.volume.block_coords)
+        mid = self.volume.block_centers(self.volume.block_coords)
         return (mid - centre.to(mid.dtype)).norm(dim=1)
 
     def _release(self, slots: torch.Tensor) -> int:

@@ -193,9 +193,7 @@ class OccupancyMapper:
             return
         free = ((vol.weight[slots] >= self.min_weight)
                 & (vol.tsdf[slots].to(torch.float32) >= self.occupied_threshold_m))
-        block, voxel = torch.nonzero(free, as_tuple=True)
-        centre = (vol.slot_coords(slots)[block] * vol.block_size
-                  + vol.local_offsets[voxel]).to(torch.float32) * vol.voxel_size_m
+        centre = vol.voxel_centers_at(slots, *torch.nonzero(free, as_tuple=True))
         centre = centre[(centre[:, 2] >= self.min_height_m - 1e-6) & (centre[:, 2] <= z_top + 1e-6)]
         if centre.numel() == 0:
             return
@@ -227,8 +225,7 @@ class OccupancyMapper:
         occupied = ((vol.weight[slots] >= self.min_weight)
                     & (vol.tsdf[slots].to(torch.float32) < self.occupied_threshold_m))
         block, voxel = torch.nonzero(occupied, as_tuple=True)
-        centres = (vol.slot_coords(slots)[block] * vol.block_size
-                   + vol.local_offsets[voxel]).to(torch.float32) * vol.voxel_size_m
+        centres = vol.voxel_centers_at(slots, block, voxel)
         counts = torch.bincount(block, minlength=slots.numel()).tolist()
         for key, count, pts in zip(vol.index.slot_keys[slots].tolist(), counts,
                                    torch.split(centres, counts)):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -61,6 +62,20 @@ class FrameTensors:
     def valid(self, depth: torch.Tensor) -> torch.Tensor:
         """Bool mask of usable readings (NaN and Inf fail both comparisons)."""
         return (depth >= self.min_depth_m) & (depth <= self.max_depth_m)
+
+    @cached_property
+    def valid_depth(self) -> torch.Tensor:
+        """(H, W) bool, :meth:`valid` of the whole depth image (computed once)."""
+        return self.valid(self.depth)
+
+    @cached_property
+    def T_cam_world(self) -> torch.Tensor:
+        """(4, 4) inverse of the rigid ``T_world_cam`` (rotation transposed; computed once)."""
+        R_inv = self.T_world_cam[:3, :3].T
+        out = torch.eye(4, dtype=self.T_world_cam.dtype, device=self.T_world_cam.device)
+        out[:3, :3] = R_inv
+        out[:3, 3] = -R_inv @ self.T_world_cam[:3, 3]
+        return out
 
 
 @dataclass
@@ -149,9 +164,8 @@ class TsdfIntegrator:
         if n == 0:
             return torch.empty(0, dtype=torch.int64, device=volume.device)
         cam = frame.camera
-        T_cam_world = _inverse_pose(frame.T_world_cam)
-        R, t = T_cam_world[:3, :3], T_cam_world[:3, 3]
-        corners = (block_centres(volume, volume.block_coords)[:, None, :]
+        R, t = frame.T_cam_world[:3, :3], frame.T_cam_world[:3, 3]
+        corners = (volume.block_centers(volume.block_coords)[:, None, :]
                    + self._corner_offsets(volume)[None]) @ R.T + t  # (N, 8, 3)
         z = corners[..., 2]
         near, far = z.amin(dim=1), z.amax(dim=1)
@@ -188,7 +202,7 @@ class TsdfIntegrator:
         keys = self.touched_blocks(volume, frame)
         if within is not None and keys.numel():
             centre, radius = within
-            keys = keys[block_centres(volume, unpack_keys(keys)).sub(centre).norm(dim=1)
+            keys = keys[volume.block_centers(unpack_keys(keys)).sub(centre).norm(dim=1)
                         <= radius]
         band = volume.allocate_keys(keys) if keys.numel() else keys
         slots = band
@@ -225,8 +239,7 @@ class TsdfIntegrator:
             ``(tsdf, weight, changed)``: the blocks' new (S, V) float32 TSDF and weight and the
             (S,) bool "TSDF changed" flag of :func:`~.tsdf_kernel.fuse_depth`.
         """
-        T_cam_world = _inverse_pose(frame.T_world_cam)
-        R, t = T_cam_world[:3, :3], T_cam_world[:3, 3]
+        R, t = frame.T_cam_world[:3, :3], frame.T_cam_world[:3, 3]
         v = volume.voxel_size_m
         block_origin = (volume.slot_coords(slots) * volume.block_size).to(torch.float32) * v
         local_cam = (volume.local_offsets.to(torch.float32) * v) @ R.T  # (V, 3)
@@ -234,7 +247,7 @@ class TsdfIntegrator:
         cam, dev = frame.camera, volume.device
         f32 = dict(dtype=torch.float32, device=dev)
         w_old = volume.weight.index_select(0, slots).to(torch.float32)
-        smooth = smooth_pixels(frame.depth, frame.valid(frame.depth), self.truncation_m)
+        smooth = smooth_pixels(frame.depth, frame.valid_depth, self.truncation_m)
         tsdf, weight, w_new, pixel, changed = self._kernel("depth")(
             block_cam, local_cam, frame.depth, smooth,
             torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], **f32),
@@ -264,12 +277,6 @@ class TsdfIntegrator:
 
     def _kernel(self, name: str) -> Callable:
         return get_kernel(name, self._compile)
-
-
-def block_centres(volume: BlockVolume, coords: torch.Tensor) -> torch.Tensor:
-    """(N, 3) float32 map-frame centres (of the voxel centres) of (N, 3) block coordinates."""
-    B = volume.block_size
-    return (coords.to(torch.float32) * B + 0.5 * (B - 1)) * volume.voxel_size_m
 
 
 #: Neighbouring pixels whose depths differ by more than this fraction are taken to see two
@@ -329,7 +336,7 @@ def _behind_surface(frame: FrameTensors, u0: torch.Tensor, u1: torch.Tensor, v0:
         trunc_m: truncation distance, metres.
     """
     T, K = HIDDEN_TILE_PX, HIDDEN_MAX_TILES
-    depth = torch.where(frame.valid(frame.depth), frame.depth, 0.0)
+    depth = torch.where(frame.valid_depth, frame.depth, 0.0)
     tiles = torch.nn.functional.max_pool2d(depth[None, None], T, T, ceil_mode=True)[0, 0]
     th, tw = tiles.shape
     tu0 = torch.floor(u0 / T).clamp(0, tw - 1).to(torch.int64)
@@ -346,33 +353,14 @@ def _behind_surface(frame: FrameTensors, u0: torch.Tensor, u1: torch.Tensor, v0:
 
 
 def _no_surface_across_faces(volume: BlockVolume, slots: torch.Tensor) -> torch.Tensor:
-    """(R,) bool: no observed voxel adjacent to the (R,) blocks (in their 26 neighbours) is
+    """(R,) bool: no observed voxel of the (R,) blocks grown by their one-voxel halo is
     negative, so no marching cube touching their voxels has a sign change: releasing them
-    (their voxels all positive) removes no triangle, not even across a block face."""
-    if slots.numel() == 0:
-        return torch.ones(0, dtype=torch.bool, device=volume.device)
-    B, dev = volume.block_size, volume.device
-    r = torch.arange(-1, B + 1, device=dev)
-    sample = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-    sample = sample[((sample < 0) | (sample >= B)).any(dim=1)]  # the one-voxel shell (H, 3)
-    nbr = torch.div(sample, B, rounding_mode="floor")  # (H, 3) neighbour offset in {-1, 0, 1}
-    local = sample - nbr * B
-    linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
-    blocks = volume.slot_coords(slots)[:, None, :] + nbr[None]  # (R, H, 3)
-    nslot = volume.find(blocks.reshape(-1, 3)).reshape(blocks.shape[:2])
-    flat = nslot.clamp(min=0) * volume.voxels_per_block + linear[None]
-    observed = (nslot >= 0) & (volume.weight.reshape(-1)[flat] > 0)
-    negative = observed & (volume.tsdf.reshape(-1)[flat] < 0)
+    removes no triangle, not even across a block face."""
+    flat = volume.halo_flat_index(slots)
+    safe = flat.clamp(min=0)
+    negative = ((flat >= 0) & (volume.weight.reshape(-1)[safe] > 0)
+                & (volume.tsdf.reshape(-1)[safe] < 0))
     return ~negative.any(dim=1)
-
-
-def _inverse_pose(T: torch.Tensor) -> torch.Tensor:
-    """Inverse of a (4, 4) rigid transform (transpose of the rotation; no general inverse)."""
-    R_inv = T[:3, :3].T
-    out = torch.eye(4, dtype=T.dtype, device=T.device)
-    out[:3, :3] = R_inv
-    out[:3, 3] = -R_inv @ T[:3, 3]
-    return out
 
 
 def _registered(frame: FrameTensors) -> bool:

@@ -18,6 +18,7 @@ change, not to the map.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +35,19 @@ CHECKPOINT_FORMAT = "recon_ros.block_volume.v1"
 CHANGE_LOG_LENGTH = 4096
 
 
+def neighbour_offsets(device: torch.device | str) -> torch.Tensor:
+    """(27, 3) int64 offsets of a 3x3x3 neighbourhood, x-major (x, then y, then z)."""
+    r = torch.arange(-1, 2, device=device)
+    return torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(27, 3)
+
+
 class SlotListener(Protocol):
     """Holder of per-slot data aligned with a volume's slots."""
 
-    def move_slots(self, src: torch.Tensor, dst: torch.Tensor, num_blocks: int) -> None:
-        """Copy slot ``src[i]`` to ``dst[i]``; slots ``num_blocks ..`` are free afterwards and
-        must read as never allocated."""
+    def move_slots(self, src: torch.Tensor, dst: torch.Tensor, start: int, end: int) -> None:
+        """Copy slot ``src[i]`` to ``dst[i]``; slots ``start .. end - 1`` were freed and must
+        read as never allocated; storage may have to match the volume's capacity again
+        (after :meth:`BlockVolume.shrink_to`)."""
 
 
 @dataclass
@@ -74,8 +82,7 @@ class BlockVolume:
 
     Per-block tensors (``N = capacity``, ``V = B**3``):
         ``tsdf`` (N, V) metres, clamped to +-truncation; ``weight`` (N, V) accumulated
-        measurement weight, 0 = unobserved; ``color`` (N, V, 3) RGB in [0, 255];
-        ``block_stamp`` (N,) int64, the value of :attr:`stamp` when the block last changed.
+        measurement weight, 0 = unobserved; ``color`` (N, V, 3) RGB in [0, 255].
     """
 
     def __init__(self, voxel_size_m: float, block_size: int, truncation_m: float,
@@ -91,12 +98,12 @@ class BlockVolume:
         if self.max_capacity_blocks:
             self._initial_capacity = min(self._initial_capacity, self.max_capacity_blocks)
         self.stamp = 0
-        self.blocks_released = 0
         self.listeners: list[SlotListener] = []
         #: Called with the (R,) slots about to be released, while their voxels are readable.
         self.release_hooks: list[Callable[[torch.Tensor], None]] = []
         self._log: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque()
         self._log_floor = 0  # changes at stamps <= this are no longer in the log
+        self._halo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._allocate_storage(self._initial_capacity)
         b = torch.arange(self.block_size, device=self.device)
         gx, gy, gz = torch.meshgrid(b, b, b, indexing="ij")
@@ -110,7 +117,6 @@ class BlockVolume:
                                device=self.device)
         self.weight = torch.zeros((capacity, v), dtype=self.dtype, device=self.device)
         self.color = torch.zeros((capacity, v, 3), dtype=self.dtype, device=self.device)
-        self.block_stamp = torch.zeros(capacity, dtype=torch.int64, device=self.device)
 
     @property
     def voxels_per_block(self) -> int:
@@ -143,8 +149,6 @@ class BlockVolume:
         self.tsdf = torch.cat((self.tsdf, torch.full((extra, v), self.truncation_m, **kw)))
         self.weight = torch.cat((self.weight, torch.zeros((extra, v), **kw)))
         self.color = torch.cat((self.color, torch.zeros((extra, v, 3), **kw)))
-        self.block_stamp = torch.cat(
-            (self.block_stamp, torch.zeros(extra, dtype=torch.int64, device=self.device)))
 
     def allocate_keys(self, keys: torch.Tensor) -> torch.Tensor:
         """Slots of (N,) distinct block keys (see ``block_hash.pack_coords``), allocating
@@ -175,21 +179,48 @@ class BlockVolume:
         """(S,) slots -> (S, V, 3) float32 voxel centres in the map frame, metres."""
         return self.voxel_indices(slots).to(torch.float32) * self.voxel_size_m
 
+    def voxel_centers_at(self, slots: torch.Tensor, block: torch.Tensor, voxel: torch.Tensor
+                         ) -> torch.Tensor:
+        """(M, 3) float32 map-frame centres of M voxels given as (M,) indices into ``slots``
+        and (M,) linear voxel indices within the block (e.g. ``nonzero`` of an (S, V) mask)."""
+        return ((self.slot_coords(slots)[block] * self.block_size + self.local_offsets[voxel])
+                .to(torch.float32) * self.voxel_size_m)
+
+    def block_centers(self, coords: torch.Tensor) -> torch.Tensor:
+        """(N, 3) float32 map-frame centres of the voxel-centre boxes of (N, 3) blocks."""
+        B = self.block_size
+        return (coords.to(torch.float32) * B + 0.5 * (B - 1)) * self.voxel_size_m
+
+    def halo_flat_index(self, slots: torch.Tensor) -> torch.Tensor:
+        """(S, (B + 2)**3) flat voxel index ``slot * V + local`` of each of the (S,) blocks
+        grown by a one-voxel halo from its 26 neighbour blocks (-1 where a neighbour block is
+        absent). Sample ``(x, y, z)`` in ``-1 .. B`` is at ``((x + 1) * (B + 2) + y + 1) *
+        (B + 2) + z + 1``; the block's own voxel ``(x, y, z)`` is sample ``(x, y, z)``."""
+        if self._halo is None:
+            B, dev = self.block_size, self.device
+            offsets = neighbour_offsets(dev)
+            s = torch.arange(-1, B + 1, device=dev)
+            sample = torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(-1, 3)
+            block = torch.div(sample, B, rounding_mode="floor")  # in {-1, 0, 1}
+            local = sample - block * B
+            nbr_index = ((block[:, 0] + 1) * 3 + block[:, 1] + 1) * 3 + block[:, 2] + 1
+            linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
+            self._halo = (offsets, nbr_index, linear)
+        offsets, nbr_index, linear = self._halo
+        nbr = self.find((self.slot_coords(slots)[:, None, :] + offsets[None]).reshape(-1, 3))
+        sample_slot = nbr.reshape(-1, 27)[:, nbr_index]  # (S, (B + 2)^3)
+        return torch.where(sample_slot >= 0, sample_slot * self.voxels_per_block + linear[None],
+                           -1)
+
     def block_of_points(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) map-frame points -> (N, 3) int64 coordinates of the block holding the
         nearest voxel centre."""
         vox = torch.round(points / self.voxel_size_m).to(torch.int64)
         return torch.div(vox, self.block_size, rounding_mode="floor")
 
-    def changed_slots(self, since_stamp: int) -> torch.Tensor:
-        """Slots of blocks modified after ``since_stamp`` (see :attr:`stamp`); scans every
-        block (:meth:`changes` reads the log instead)."""
-        return torch.nonzero(self.block_stamp[: self.num_blocks] > since_stamp).squeeze(1)
-
     def mark_changed(self, slots: torch.Tensor) -> None:
-        """Advance :attr:`stamp` and record it on ``slots`` (and in the change log)."""
+        """Advance :attr:`stamp` and log ``slots`` as changed (see :meth:`changes`)."""
         self.stamp += 1
-        self.block_stamp[slots] = self.stamp
         self._append_log(self.index.slot_keys[slots], torch.empty_like(slots[:0]))
 
     def _append_log(self, changed_keys: torch.Tensor, released_keys: torch.Tensor) -> None:
@@ -202,7 +233,7 @@ class BlockVolume:
         empty = torch.empty(0, dtype=torch.int64, device=self.device)
         if since_stamp < self._log_floor:
             return Changes(torch.arange(self.num_blocks, device=self.device), empty, False)
-        entries = [e for e in self._log if e[0] > since_stamp]
+        entries = list(itertools.takewhile(lambda e: e[0] > since_stamp, reversed(self._log)))
         if not entries:
             return Changes(empty, empty, True)
         changed = torch.unique(torch.cat([e[1] for e in entries]))
@@ -225,17 +256,15 @@ class BlockVolume:
         old_n = self.num_blocks
         src, dst = self.index.remove_slots(slots)
         n = self.num_blocks
-        for name in ("tsdf", "weight", "color", "block_stamp"):
+        for name in ("tsdf", "weight", "color"):
             t = getattr(self, name)
             t[dst] = t[src]
         self.tsdf[n:old_n] = self.truncation_m
         self.weight[n:old_n] = 0
         self.color[n:old_n] = 0
-        self.block_stamp[n:old_n] = 0
         for listener in self.listeners:
-            listener.move_slots(src, dst, n)
+            listener.move_slots(src, dst, n, old_n)
         self.stamp += 1
-        self.blocks_released += int(keys.numel())
         self._append_log(torch.empty_like(keys[:0]), keys)
         return keys
 
@@ -266,11 +295,11 @@ class BlockVolume:
         self.index.compact()
         if capacity >= self.capacity:
             return
-        for name in ("tsdf", "weight", "color", "block_stamp"):
+        for name in ("tsdf", "weight", "color"):
             setattr(self, name, getattr(self, name)[:capacity].clone())
         empty = torch.empty(0, dtype=torch.int64, device=self.device)
         for listener in self.listeners:
-            listener.move_slots(empty, empty, self.num_blocks)
+            listener.move_slots(empty, empty, self.num_blocks, self.num_blocks)
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
@@ -285,7 +314,8 @@ class BlockVolume:
         """Move every tensor to ``device`` (in place); returns self."""
         self.device = torch.device(device)
         self.index.to(self.device)
-        for name in ("tsdf", "weight", "color", "block_stamp", "local_offsets"):
+        self._halo = None
+        for name in ("tsdf", "weight", "color", "local_offsets"):
             setattr(self, name, getattr(self, name).to(self.device))
         return self
 
@@ -325,7 +355,6 @@ class BlockVolume:
         vol.color[:n] = state["color"].to(vol.device)
         vol.stamp = int(state["stamp"]) + 1
         vol._log_floor = vol.stamp  # consumers rebuild everything after a load
-        vol.block_stamp[:n] = vol.stamp
         return vol
 
     # ------------------------------------------------------------------ stats
@@ -343,5 +372,5 @@ class BlockVolume:
         }
 
     def bytes_per_block(self) -> int:
-        """Bytes one block slot costs: voxel payload plus its stamp."""
-        return int(self.bytes_per_voxel()) * self.voxels_per_block + 8
+        """Bytes of voxel payload one block slot costs."""
+        return int(self.bytes_per_voxel()) * self.voxels_per_block
