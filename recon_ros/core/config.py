@@ -1,7 +1,7 @@
 """Typed, validated configuration of the mapping core.
 
 Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
-``mesh``, ``occupancy``, ``fusion``, ``map``. Every field name carries its unit.
+``mesh``, ``occupancy``, ``fusion``, ``map``, ``esdf``, ``costmap``. Every field name carries its unit.
 ``MapperConfig.from_dict`` rejects unknown keys so that a typo in a YAML file is an error, not
 a silently ignored setting.
 """
@@ -258,6 +258,59 @@ class MapConfig:
                  "max_memory_mb", "must be 0 (off) or >= 1", self.max_memory_mb)
 
 
+@dataclass
+class EsdfConfig:
+    """Euclidean signed distance field for planners (3D, block-sparse, incremental).
+
+    Attributes:
+        enabled: maintain the ESDF (costs a projective free-space pass per frame and a
+            wavefront update per output); off = no distance queries, slice or costmap.
+        max_distance_m: distances are propagated this far from obstacles; farther free
+            space reads exactly this value (nvblox ``esdf_integrator_max_distance_m``).
+        slice_height_m: map-frame z of the published horizontal distance slice, metres.
+        robot_radius_m: inscribed radius of the robot: costmap cells closer than this to an
+            obstacle are "inscribed" (99), metres.
+        inflation_radius_m: costmap cost decays from 98 at ``robot_radius_m`` to 0 at this
+            distance from an obstacle (Nav2 InflationLayer ``inflation_radius``), metres.
+        cost_scaling_factor: exponential decay rate of the inflated cost, 1/m (Nav2
+            InflationLayer ``cost_scaling_factor``).
+    """
+
+    enabled: bool = True
+    max_distance_m: float = 2.0
+    slice_height_m: float = 0.5
+    robot_radius_m: float = 0.3
+    inflation_radius_m: float = 0.55
+    cost_scaling_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        s = "esdf"
+        _require(0.0 < self.max_distance_m <= 20.0, s, "max_distance_m", "must be in (0, 20] m",
+                 self.max_distance_m)
+        _require(self.robot_radius_m >= 0.0, s, "robot_radius_m", "must be >= 0",
+                 self.robot_radius_m)
+        _require(self.inflation_radius_m >= self.robot_radius_m, s, "inflation_radius_m",
+                 f"must be >= robot_radius_m ({self.robot_radius_m})", self.inflation_radius_m)
+        _require(self.cost_scaling_factor > 0.0, s, "cost_scaling_factor", "must be > 0",
+                 self.cost_scaling_factor)
+
+
+@dataclass
+class CostmapConfig:
+    """The Nav2-style costmaps built from the 2D grid's obstacles and their distance field.
+
+    Attributes:
+        local_size_m: edge of the square rolling window around the robot published as the
+            local costmap, metres; 0 = no local costmap.
+    """
+
+    local_size_m: float = 6.0
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.local_size_m <= 200.0, "costmap", "local_size_m",
+                 "must be in [0, 200] m (0 = off)", self.local_size_m)
+
+
 SECTIONS: dict[str, type] = {
     "volume": VolumeConfig,
     "integration": IntegrationConfig,
@@ -265,6 +318,8 @@ SECTIONS: dict[str, type] = {
     "occupancy": OccupancyConfig,
     "fusion": FusionConfig,
     "map": MapConfig,
+    "esdf": EsdfConfig,
+    "costmap": CostmapConfig,
 }
 
 
@@ -278,6 +333,8 @@ class MapperConfig:
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     map: MapConfig = field(default_factory=MapConfig)
+    esdf: EsdfConfig = field(default_factory=EsdfConfig)
+    costmap: CostmapConfig = field(default_factory=CostmapConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -5,6 +5,8 @@
     >>> mapper.integrate(frame)          # a recon_ros.core.Frame
     >>> mesh = mapper.mesh()             # TriangleMesh, map frame
     >>> grid = mapper.occupancy_grid()   # OccupancyGrid2D for Nav2
+    >>> q = mapper.distance(points)      # ESDF distance + gradient for planners
+    >>> cost = mapper.costmap()          # Nav2-style inflated costmap
 
 Only :meth:`Mapper.integrate` changes the map; meshing and occupancy are computed lazily (and
 incrementally for the mesh) when asked, so a node can run them at their own rates.
@@ -18,8 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import costmap as costmaps
 from .config import MapperConfig
 from .checkpoint import read_checkpoint
+from .distance_slice import DistanceSlice
+from .errors import ConfigError
+from .esdf import DistanceQuery, EsdfLayer
 from .frame import Frame
 from .latent_integrator import LatentIntegrator
 from .latent_volume import LatentVolume
@@ -89,6 +95,12 @@ class Mapper:
             free_below_m=oc.free_below_m, min_weight=oc.min_weight,
             truncation_m=self.truncation_m, free_space_stride_px=oc.free_space_stride_px)
         self.volume.release_hooks = [self.occupancy.remember_free_space]
+        self.esdf: EsdfLayer | None = None
+        ec = self.config.esdf
+        if ec.enabled:
+            self.esdf = EsdfLayer(self.volume, ec.max_distance_m, oc.min_weight,
+                                  carve_stride_px=self.config.integration.alloc_stride_px)
+            self.volume.release_hooks.append(self.esdf.remember_free_space)
 
     def _limit_capacity(self) -> None:
         """Stop the storage from doubling past ``map.max_memory_mb``."""
@@ -137,6 +149,9 @@ class Mapper:
                                                  rounding_mode="floor")).numel()
         with self.timer("free_space"):
             self.occupancy.carve(ft, within=(centre, radius) if radius > 0 else None)
+        if self.esdf is not None:
+            with self.timer("esdf_carve"):
+                self.esdf.carve(ft, within=(centre, radius) if radius > 0 else None)
         with self.timer("bound"):
             self._bound(centre)
         self.frames_integrated += 1
@@ -162,11 +177,16 @@ class Mapper:
             if far.numel():
                 self.blocks_released["radius"] += self._release(far)
             self.occupancy.drop_tiles_beyond(centre[:2], radius)
+            if self.esdf is not None:
+                self.esdf.drop_beyond(centre, radius)
         if max_blocks and self.volume.num_blocks > max_blocks:
             excess = self.volume.num_blocks - max_blocks
-            farthest = torch.topk(self._block_distances(centre), excess).indices
+            distances = self._block_distances(centre)
+            farthest = torch.topk(distances, excess).indices
             self.blocks_released["memory"] += self._release(farthest)
             self.volume.shrink_to(max_blocks)
+            if self.esdf is not None:  # the distance field never outgrows the kept map
+                self.esdf.drop_beyond(centre, float(self._block_distances(centre).max()))
 
     def _block_distances(self, centre: torch.Tensor) -> torch.Tensor:
         """(N,) distance of each block's centre from ``centre`` (3,), metres."""
@@ -235,6 +255,47 @@ class Mapper:
         with self.timer("occupancy"):
             return self.occupancy.grid()
 
+    def _esdf(self) -> EsdfLayer:
+        if self.esdf is None:
+            raise ConfigError("the distance field is off (esdf.enabled: false)")
+        return self.esdf
+
+    def update_esdf(self) -> int:
+        """Bring the distance field up to date (incremental: only what changed since the last
+        call); returns the number of voxel distances (re)assigned. Queries do this first."""
+        esdf = self._esdf()
+        self.decode()
+        with self.timer("esdf"):
+            return esdf.update()
+
+    def distance(self, points: torch.Tensor | np.ndarray) -> DistanceQuery:
+        """Distance to the nearest obstacle and its gradient at (N, 3) map-frame points,
+        metres (torch tensor on any device, or numpy); see :class:`DistanceQuery`. Positive
+        in free space (capped at ``esdf.max_distance_m``), negative just inside obstacles,
+        NaN where the map has not observed the space around a point."""
+        self.update_esdf()
+        with self.timer("esdf_query"):
+            return self.esdf.query(_as_tensor(points).to(torch.float32))
+
+    def esdf_slice(self, height_m: float | None = None) -> DistanceSlice:
+        """Horizontal slice of the distance field at map height ``height_m`` (None =
+        ``esdf.slice_height_m``), on the voxel lattice."""
+        self.update_esdf()
+        height = self.config.esdf.slice_height_m if height_m is None else float(height_m)
+        with self.timer("esdf_slice"):
+            return self.esdf.slice(height)
+
+    def costmap(self, center_xy: tuple[float, float] | None = None,
+                size_m: float | None = None) -> OccupancyGrid2D:
+        """Nav2-style costmap (0..100, 99 inscribed, -1 unknown) of the 2D grid's obstacles
+        inflated by ``esdf.robot_radius_m`` / ``esdf.inflation_radius_m``; the whole grid, or
+        a square rolling window of ``size_m`` around ``center_xy`` (map frame, metres)."""
+        ec = self.config.esdf
+        grid = self.occupancy_grid()
+        with self.timer("costmap"):
+            return costmaps.costmap(grid, ec.robot_radius_m, ec.inflation_radius_m,
+                                    ec.cost_scaling_factor, center_xy, size_m)
+
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
         """Forget the whole map (configuration and timers are kept)."""
@@ -244,6 +305,8 @@ class Mapper:
             self.volume.reset()
         self.mesher.reset()
         self.occupancy.reset()
+        if self.esdf is not None:
+            self.esdf.reset()
         self.frames_integrated = 0
         self.has_color = False
         self.blocks_released = dict.fromkeys(self.blocks_released, 0)
@@ -258,6 +321,7 @@ class Mapper:
             "config": self.config.to_dict(),
             "volume": self.volume.state_dict(),
             "occupancy": self.occupancy.state_dict(),
+            "esdf": None if self.esdf is None else self.esdf.state_dict(),
             "frames_integrated": self.frames_integrated,
             "has_color": self.has_color,
         }
@@ -280,6 +344,8 @@ class Mapper:
         mapper._limit_capacity()
         mapper._attach_outputs()
         mapper.occupancy.load_state_dict(state["occupancy"])
+        if mapper.esdf is not None and state.get("esdf") is not None:
+            mapper.esdf.load_state_dict(state["esdf"])
         mapper.frames_integrated = int(state["frames_integrated"])
         mapper.has_color = bool(state["has_color"])
         return mapper
@@ -295,6 +361,8 @@ class Mapper:
             self.volume.to(self.device)
         self.mesher.reset()
         self.occupancy.follow_volume_device()
+        if self.esdf is not None:
+            self.esdf.to(self.device)
         self.timer.device = self.device
         return self
 
@@ -305,7 +373,10 @@ class Mapper:
         ``memory_mb`` is what ``map.max_memory_mb`` bounds (voxel storage capacity, latent
         storage and the block index); ``blocks_released_*`` count blocks released by
         free-space clearing, weight decay, the clearing radius and memory eviction;
-        ``grid_cells_cleared`` counts 2D cells that went from occupied to not occupied.
+        ``grid_cells_cleared`` counts 2D cells that went from occupied to not occupied;
+        ``esdf_memory_mb`` is the distance field's storage (outside ``map.max_memory_mb``,
+        bounded by ``map.clearing_radius_m`` and by the extent of the kept blocks);
+        ``esdf_voxels_updated`` counts distance assignments since the start.
         """
         mem = self.volume.memory_bytes()
         bounded = mem["voxel_capacity_bytes"] + mem["index_bytes"]
@@ -323,6 +394,8 @@ class Mapper:
             **{f"blocks_released_{k}": v for k, v in self.blocks_released.items()},
             "grid_cells_cleared": self.occupancy.cells_cleared,
             "mesh_triangles": self.mesher.num_triangles,
+            "esdf_memory_mb": 0.0 if self.esdf is None else self.esdf.memory_bytes() / 2**20,
+            "esdf_voxels_updated": 0 if self.esdf is None else self.esdf.voxels_updated,
         }
 
 

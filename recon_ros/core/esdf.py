@@ -1,0 +1,652 @@
+"""Incremental Euclidean signed distance field (ESDF) over the TSDF volume, for planners.
+
+The layer keeps its own block-sparse storage on the volume's block lattice (same voxel size,
+block size and device). Every voxel is one of:
+
+- **unknown**: never observed (no TSDF weight, never seen free);
+- **site** (obstacle): observed TSDF below zero, i.e. at or just behind a surface; its distance
+  is its TSDF value (negative, down to minus the truncation);
+- **free**: observed TSDF >= 0, or seen free by :meth:`EsdfLayer.carve` (the projective
+  free-space pass over the camera frustum: the TSDF volume keeps only the surface band, so the
+  ESDF records the free space the planner needs itself). Its distance is
+  ``|voxel - site| - voxel/2``: the Euclidean distance from its centre to the centre of its
+  nearest site minus half a voxel (the surface lies between a site and its free neighbour), or
+  ``max_distance_m`` when no site is that close.
+
+Each free voxel stores the offset to its nearest site ("parent", as in voxblox / nvblox and Lau
+et al. 2013). :meth:`EsdfLayer.update` works only on what changed: the blocks the TSDF changed
+or released and the blocks the carving touched (the volume's change log). A **raise** wave
+resets every voxel whose parent is no longer a site (an obstacle left), spreading from the
+changed blocks through neighbours whose parents died; a **lower** wave then spreads sites
+outwards from new sites and from the known neighbours of reset or newly observed voxels: each
+step hands a voxel's parent to its 6 face neighbours, which keep it when it is closer than
+their own. Waves stop at unknown voxels and at ``max_distance_m``. All steps are batched tensor
+code on the volume's device (one step per voxel of wave travel, no Python loop over voxels).
+
+Frames: map frame, metres; voxel ``i`` (global index) has its centre at ``i * voxel_size_m``
+(the volume's convention).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from .block_hash import BlockHashMap, pack_coords, unpack_keys
+from .distance_slice import DistanceSlice
+from .tsdf_integrator import FrameTensors, TsdfIntegrator
+from .volume import BlockVolume
+
+ESDF_FORMAT = "recon_ros.esdf.v1"
+#: (6, 3) face-neighbour directions; direction ``d`` is the row index.
+_FACES = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
+#: Improvements smaller than this (metres) do not propagate (float rounding).
+_EPS_M = 1e-6
+_DEAD = -2
+#: A site stops being one when its TSDF rises above this many voxels (see ``_refresh``).
+SITE_RELEASE_VOXELS = 0.25
+
+
+@dataclass
+class DistanceQuery:
+    """Distances at query points (see :meth:`EsdfLayer.query`).
+
+    Attributes:
+        distance: (N,) float32 metres, trilinear in the 8 surrounding voxels; NaN where one of
+            them that carries weight is unknown.
+        gradient: (N, 3) float32 d distance / d point (map frame, unit-less; about a unit
+            vector pointing away from the nearest obstacle); NaN unless all 8 are known.
+        observed: (N,) bool, ``distance`` is not NaN.
+    """
+
+    distance: torch.Tensor
+    gradient: torch.Tensor
+    observed: torch.Tensor
+
+
+class EsdfLayer:
+    """Distance field of a :class:`BlockVolume`, updated incrementally from its change log.
+
+    Args:
+        volume: the TSDF volume (the ESDF follows its block lattice and device).
+        max_distance_m: propagation limit; farther free space reads exactly this.
+        min_weight: voxels with less TSDF weight count as unobserved.
+        carve_stride_px: pixel stride of the rays that find the blocks :meth:`carve` visits;
+            0 = the largest stride spanning at most a quarter block at the frame's maximum depth
+            (:meth:`TsdfIntegrator.auto_stride`).
+    """
+
+    def __init__(self, volume: BlockVolume, max_distance_m: float, min_weight: float,
+                 carve_stride_px: int) -> None:
+        self.volume = volume
+        self.max_distance_m = float(max_distance_m)
+        self.min_weight = float(min_weight)
+        self.carve_stride_px = int(carve_stride_px)
+        v = volume.voxel_size_m
+        #: Largest squared site distance, in voxels, that stays within ``max_distance_m``.
+        self.max_d2 = int(math.floor(((self.max_distance_m + 0.5 * v) / v) ** 2))
+        self.voxels_updated = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ storage
+    @property
+    def device(self) -> torch.device:
+        return self.volume.device
+
+    @property
+    def voxel_size_m(self) -> float:
+        return self.volume.voxel_size_m
+
+    @property
+    def block_size(self) -> int:
+        return self.volume.block_size
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.index)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.dist.shape[0])
+
+    def reset(self) -> None:
+        """Forget everything (the next :meth:`update` rebuilds from the volume)."""
+        self.index = BlockHashMap(self.device, 1024)
+        self._allocate_storage(1024)
+        self._seen_stamp = -1
+        self._dirty: list[torch.Tensor] = []  # keys of blocks whose state may have changed
+        self._new_keys: list[torch.Tensor] = []  # keys of blocks allocated since the update
+
+    def _allocate_storage(self, capacity: int) -> None:
+        v, dev = self.volume.voxels_per_block, self.device
+        #: (C, V) float32 metres: obstacles hold their TSDF; other voxels the distance from
+        #: their centre to their parent's centre (``max_distance_m`` without a parent). The
+        #: field is read through :meth:`values`.
+        self.dist = torch.full((capacity, v), self.max_distance_m, device=dev)
+        #: (C, V) int64 flat index ``slot * V + local`` of each voxel's nearest site; -1 =
+        #: none within ``max_distance_m``, ``_DEAD`` = its block was dropped.
+        self.parent = torch.full((capacity, v), -1, dtype=torch.int64, device=dev)
+        #: (C, V) bool: observed (TSDF weight, or carved free).
+        self.known = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
+        #: (C, V) bool: obstacle voxel (observed TSDF < 0); those next to observed free
+        #: space are the seeds of the distance waves (their own parent).
+        self.obstacle = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
+        #: (C, V) bool: seen free by the projective pass (kept when the TSDF block goes).
+        self.carved = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
+        #: (C, 6) int64 slot of each block's face neighbour (``_FACES`` order), -1 = none.
+        self.faces = torch.full((capacity, 6), -1, dtype=torch.int64, device=dev)
+        #: (C, 3) int64 block coordinates of each slot.
+        self.coords = torch.zeros((capacity, 3), dtype=torch.int64, device=dev)
+
+    _FIELDS = ("dist", "parent", "known", "obstacle", "carved", "faces", "coords")
+
+    def _empty_rows(self, n: int) -> dict[str, torch.Tensor]:
+        v, dev = self.volume.voxels_per_block, self.device
+        return {
+            "dist": torch.full((n, v), self.max_distance_m, device=dev),
+            "parent": torch.full((n, v), -1, dtype=torch.int64, device=dev),
+            "known": torch.zeros((n, v), dtype=torch.bool, device=dev),
+            "obstacle": torch.zeros((n, v), dtype=torch.bool, device=dev),
+            "carved": torch.zeros((n, v), dtype=torch.bool, device=dev),
+            "faces": torch.full((n, 6), -1, dtype=torch.int64, device=dev),
+            "coords": torch.zeros((n, 3), dtype=torch.int64, device=dev),
+        }
+
+    def _allocate(self, keys: torch.Tensor) -> torch.Tensor:
+        """Slots of (N,) distinct block keys, allocating absent blocks (empty: unknown)."""
+        old_n = self.num_blocks
+        slots, n_new = self.index.insert_or_find(keys)
+        if n_new == 0:
+            return slots
+        if self.num_blocks > self.capacity:
+            extra = self.capacity
+            while self.capacity + extra < self.num_blocks:
+                extra *= 2
+            rows = self._empty_rows(extra)
+            for name in self._FIELDS:
+                setattr(self, name, torch.cat((getattr(self, name), rows[name])))
+        new = torch.arange(old_n, self.num_blocks, device=self.device)
+        self.coords[new] = unpack_keys(self.index.slot_keys[new])
+        self._link(new)
+        self._new_keys.append(self.index.slot_keys[new])
+        return slots
+
+    def _link(self, slots: torch.Tensor) -> None:
+        """Fill the face-neighbour table rows of (S,) blocks and their neighbours' back links."""
+        coords = self._coords(slots)
+        offsets = torch.tensor(_FACES, device=self.device)
+        nbr = self.index.lookup(pack_coords((coords[:, None] + offsets[None]).reshape(-1, 3)))
+        nbr = nbr.reshape(-1, 6)
+        self.faces[slots] = nbr
+        k, d = torch.nonzero(nbr >= 0, as_tuple=True)
+        self.faces[nbr[k, d], d ^ 1] = slots[k]  # _FACES pairs each direction with d ^ 1
+
+    def _coords(self, slots: torch.Tensor) -> torch.Tensor:
+        """(S,) slots -> (S, 3) int64 block coordinates."""
+        return self.coords[slots]
+
+    def drop(self, slots: torch.Tensor) -> None:
+        """Forget the blocks at (R,) distinct ``slots`` (map bounds); voxels whose nearest
+        site was in them are corrected at the next :meth:`update`."""
+        if slots.numel() == 0:
+            return
+        V = self.volume.voxels_per_block
+        old_n = self.num_blocks
+        new_slot = torch.arange(old_n, device=self.device)
+        new_slot[slots] = -1
+        src, dst = self.index.remove_slots(slots)
+        new_slot[src] = dst
+        n = self.num_blocks
+        rows = self._empty_rows(old_n - n)
+        for name in self._FIELDS:
+            t = getattr(self, name)
+            t[dst] = t[src]
+            t[n:old_n] = rows[name]
+        # Re-point parents at the moved blocks; parents in dropped blocks are dead, and the
+        # blocks holding such voxels are corrected by the next update's raise wave.
+        parent = self.parent[:n]
+        has = parent >= 0
+        moved = torch.where(has, new_slot[torch.div(parent, V, rounding_mode="floor")
+                                          .clamp(min=0)], -1)
+        self.parent[:n] = torch.where(has, torch.where(moved >= 0, moved * V + parent % V,
+                                                       _DEAD), parent)
+        orphaned = (self.parent[:n] == _DEAD).any(dim=1)
+        self._dirty.append(self.index.slot_keys[torch.nonzero(orphaned).squeeze(1)])
+        if self.capacity > 4 * max(n, 1024):
+            keep = 2 * max(n, 1024)
+            for name in self._FIELDS:
+                setattr(self, name, getattr(self, name)[:keep].clone())
+            self.index.compact()
+        self._link(torch.arange(n, device=self.device))
+
+    def drop_beyond(self, centre: torch.Tensor, radius_m: float) -> None:
+        """Drop the blocks whose centre is farther than ``radius_m`` from ``centre`` (3,)."""
+        if self.num_blocks:
+            mid = self.volume.block_centers(self._coords(torch.arange(self.num_blocks,
+                                                                      device=self.device)))
+            self.drop(torch.nonzero((mid - centre.to(mid.dtype)).norm(dim=1) > radius_m)
+                      .squeeze(1))
+
+    # ------------------------------------------------------------------ inputs
+    def carve(self, frame: FrameTensors, within: tuple[torch.Tensor, float] | None = None
+              ) -> None:
+        """Mark the voxels the frame sees free (more than a truncation in front of the
+        measured depth, nearest pixel, valid readings only) as known free.
+
+        The blocks visited are those crossed by the strided pixels' rays up to a truncation
+        before their end (sampled half a block apart); blocks already fully carved are
+        skipped. ``within``: ``(centre (3,), radius_m)``, blocks farther are left alone.
+        """
+        vol, cam = self.volume, frame.camera
+        s = self.carve_stride_px or TsdfIntegrator.auto_stride(vol, cam, frame.max_depth_m)
+        depth = frame.depth[::s, ::s]
+        valid = frame.valid(depth)
+        if not bool(valid.any()):
+            return
+        uv = cam.pixel_grid(depth.device, stride=s)[valid]
+        d = depth[valid]
+        block_m = vol.block_size * vol.voxel_size_m
+        reach = (d - vol.truncation_m).clamp(min=0.0)
+        n = int(math.ceil(float(reach.max()) / (0.5 * block_m))) + 1
+        frac = torch.linspace(0.0, 1.0, n, device=d.device)
+        ray = cam.backproject(uv, torch.ones_like(d))  # (P, 3), z = 1
+        R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
+        pts = (reach[:, None, None] * frac[None, :, None] * (ray @ R.T)[:, None, :] + t)
+        keys = torch.unique(pack_coords(vol.block_of_points(pts.reshape(-1, 3))))
+        if within is not None:
+            mid = vol.block_centers(unpack_keys(keys))
+            keys = keys[(mid - within[0]).norm(dim=1) <= within[1]]
+        slots = self._allocate(keys)
+        slots = slots[~self.carved[slots].all(dim=1)]
+        if slots.numel() == 0:
+            return
+        centres = ((self._coords(slots)[:, None, :] * vol.block_size
+                    + vol.local_offsets[None]).reshape(-1, 3).to(torch.float32)
+                   * vol.voxel_size_m)  # (S * V, 3)
+        Rc, tc = frame.T_cam_world[:3, :3], frame.T_cam_world[:3, 3]
+        pix, z = cam.project(centres @ Rc.T + tc)
+        u = torch.round(pix[:, 0]).to(torch.int64)
+        v = torch.round(pix[:, 1]).to(torch.int64)
+        inside = (z > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+        measured = frame.depth[v.clamp(0, cam.height - 1), u.clamp(0, cam.width - 1)]
+        ok = frame.valid_depth[v.clamp(0, cam.height - 1), u.clamp(0, cam.width - 1)]
+        free = (inside & ok & (z < measured - vol.truncation_m)).reshape(slots.numel(), -1)
+        self.carved[slots] |= free
+        self.known[slots] |= free  # known changes alone move no distance: no wave
+
+    def remember_free_space(self, volume_slots: torch.Tensor) -> None:
+        """Keep the observed free voxels of (R,) volume blocks about to be released (a
+        :attr:`BlockVolume.release_hooks` entry) as carved free space."""
+        vol = self.volume
+        keys = vol.index.slot_keys[volume_slots]
+        slots = self._allocate(keys)
+        free = (vol.weight[volume_slots] >= self.min_weight) & (vol.tsdf[volume_slots] >= 0)
+        self.carved[slots] |= free
+
+    # ------------------------------------------------------------------ update
+    def update(self) -> int:
+        """Bring the field up to date with the volume and the carved free space; returns the
+        number of voxels whose distance was (re)assigned."""
+        vol = self.volume
+        changes = vol.changes(self._seen_stamp)
+        self._seen_stamp = vol.stamp
+        if not changes.complete:
+            return self.recompute()
+        self._allocate(vol.index.slot_keys[changes.slots])
+        keys = torch.cat([vol.index.slot_keys[changes.slots], changes.released_keys,
+                          *self._dirty])
+        new_keys = torch.cat(self._new_keys) if self._new_keys else keys[:0]
+        self._dirty.clear()
+        self._new_keys.clear()
+        if keys.numel() == 0 and new_keys.numel() == 0:
+            return 0
+        V = vol.voxels_per_block
+        slots = self.index.lookup(torch.unique(keys))
+        slots = slots[slots >= 0]
+        # A voxel's seed status and surface depth read its neighbours' TSDF: the face
+        # neighbours of changed blocks are refreshed too.
+        near = self.faces[slots].reshape(-1)
+        slots = torch.unique(torch.cat((slots, near[near >= 0])))
+        reset, new_seeds = self._refresh(slots)
+        # Voxels of the dirty blocks whose parent is no longer a seed start the raise wave.
+        flat = _flat_all(slots, V)
+        stale = flat[self._parent_dead(flat)]
+        self._unset(stale)
+        raised = self._raise(torch.cat((reset, stale)))
+        new_slots = self.index.lookup(new_keys)
+        border = torch.cat((raised, _flat_all(new_slots[new_slots >= 0], V)))
+        seeds = torch.cat((new_seeds, self._neighbours_with_parent(border)))
+        return self._lower(seeds) + int(raised.numel())
+
+    def recompute(self) -> int:
+        """Rebuild the whole field from the volume and the carved free space (what
+        :meth:`update` equals, up to ties between equidistant sites)."""
+        vol = self.volume
+        self._seen_stamp = vol.stamp
+        self._dirty.clear()
+        self._new_keys.clear()
+        self._allocate(vol.index.slot_keys)
+        self._new_keys.clear()
+        n = self.num_blocks
+        self.parent[:n] = -1
+        self.dist[:n] = self.max_distance_m
+        _, seeds = self._refresh(torch.arange(n, device=self.device))
+        return self._lower(seeds)
+
+    def _refresh(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recompute ``known`` and ``obstacle`` of (S,) blocks from the volume and the carving;
+        obstacle voxels get their TSDF as distance, seeds become their own parent.
+
+        Returns:
+            flat indices of (1) voxels that stopped being seeds or obstacles (reset: no
+            parent), (2) new seeds.
+        """
+        vol = self.volume
+        V = vol.voxels_per_block
+        v = self.voxel_size_m
+        vslots = vol.index.lookup(self.index.slot_keys[slots])
+        present = vslots >= 0
+        observed = torch.zeros((slots.numel(), V), dtype=torch.bool, device=self.device)
+        tsdf = torch.zeros((slots.numel(), V), device=self.device)
+        depth = torch.zeros((slots.numel(), V), device=self.device)
+        boundary = torch.zeros((slots.numel(), V), dtype=torch.bool, device=self.device)
+        observed[present] = vol.weight[vslots[present]] >= self.min_weight
+        tsdf[present] = vol.tsdf[vslots[present]].to(torch.float32)
+        depth[present], boundary[present] = self._surface_depth(vslots[present])
+        base = slots[:, None] * V + torch.arange(V, device=self.device)[None]
+        old_obstacle = self.obstacle[slots]
+        old_seed = self.parent[slots] == base
+        # Hysteresis: an obstacle stays one until its TSDF rises above SITE_RELEASE_VOXELS,
+        # so sensor noise around the zero crossing does not start a wave every frame.
+        release = torch.where(old_obstacle, SITE_RELEASE_VOXELS * v, 0.0)
+        obstacle = observed & (tsdf < release)
+        # Seeds: the obstacle voxels next to observed free space (the first layer behind the
+        # surface, whatever angle it was seen at: no holes).
+        seed = obstacle & boundary
+        self.obstacle[slots] = obstacle
+        self.known[slots] = observed | self.carved[slots]
+        reset = base[(old_seed & ~seed) | (old_obstacle & ~obstacle)]
+        self._unset(reset)
+        inside = base[obstacle]
+        # A seed's free neighbour is one voxel away, so the surface lies within a voxel.
+        self.dist.view(-1)[inside] = torch.where(seed[obstacle],
+                                                 depth[obstacle].clamp(-v, 0.0), tsdf[obstacle])
+        self.parent.view(-1)[inside] = torch.where(seed[obstacle], inside, -1)
+        return reset, base[seed & ~old_seed]
+
+    def _surface_depth(self, vslots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Surface geometry of the voxels of (P,) volume blocks.
+
+        Returns:
+            (P, V) float32 signed distance to the surface: the projective TSDF divided by its
+            gradient magnitude where that exceeds 1. A projective TSDF measures along camera
+            rays, so at a surface seen at angle theta it reads ``1 / cos(theta)`` times the
+            true distance, and so does its gradient (central differences over observed,
+            unsaturated neighbours; one-sided at the edge of the observed band);
+            (P, V) bool: the voxel has an observed face neighbour with TSDF >= 0.
+        """
+        vol, B = self.volume, self.block_size
+        if vslots.numel() == 0:
+            empty = torch.empty((0, vol.voxels_per_block), device=self.device)
+            return empty, empty.to(torch.bool)
+        halo = vol.halo_flat_index(vslots)  # (P, (B + 2)^3)
+        seen = halo >= 0
+        t = vol.tsdf.view(-1)[halo.clamp(min=0)].to(torch.float32)
+        seen &= vol.weight.view(-1)[halo.clamp(min=0)] >= self.min_weight
+        ok = seen & (t.abs() < vol.truncation_m)  # saturated values carry no slope
+        n = B + 2
+        t, ok = t.reshape(-1, n, n, n), ok.reshape(-1, n, n, n)
+        free = (seen.reshape(-1, n, n, n) & (t >= 0))
+        inner = (slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
+        centre, c_ok = t[inner], ok[inner]
+        grad2 = torch.zeros_like(centre)
+        boundary = torch.zeros_like(c_ok)
+        for axis in (1, 2, 3):
+            lo, hi = list(inner), list(inner)
+            lo[axis], hi[axis] = slice(0, -2), slice(2, None)
+            lo, hi = tuple(lo), tuple(hi)
+            t_lo, t_hi, k_lo, k_hi = t[lo], t[hi], ok[lo], ok[hi]
+            slope = torch.where(k_lo & k_hi, (t_hi - t_lo) / 2,
+                                torch.where(k_hi, t_hi - centre,
+                                            torch.where(k_lo, centre - t_lo, 0.0)))
+            grad2 += torch.where(c_ok | (k_lo & k_hi), slope, 0.0) ** 2
+            boundary |= free[lo] | free[hi]
+        scale = (grad2.sqrt() / self.voxel_size_m).clamp(min=1.0)
+        return (centre / scale).reshape(vslots.numel(), -1), boundary.reshape(vslots.numel(), -1)
+
+    def _unset(self, flat: torch.Tensor) -> None:
+        """Voxels at ``flat`` lose their parent (distance ``max_distance_m``)."""
+        self.parent.view(-1)[flat] = -1
+        self.dist.view(-1)[flat] = self.max_distance_m
+
+    def _global(self, flat: torch.Tensor) -> torch.Tensor:
+        """(F,) flat voxel indices ``slot * V + local`` -> (F, 3) int64 global voxel indices."""
+        V, B = self.volume.voxels_per_block, self.block_size
+        slot, local = torch.div(flat, V, rounding_mode="floor"), flat % V
+        return self._coords(slot) * B + self.volume.local_offsets[local]
+
+    def _lookup(self, voxels: torch.Tensor) -> torch.Tensor:
+        """(..., 3) int64 global voxel indices -> (...) flat indices, -1 where unallocated."""
+        B = self.block_size
+        block = torch.div(voxels, B, rounding_mode="floor")
+        local = voxels - block * B
+        slot = self.index.lookup(pack_coords(block.reshape(-1, 3))).reshape(voxels.shape[:-1])
+        linear = (local[..., 0] * B + local[..., 1]) * B + local[..., 2]
+        return torch.where(slot >= 0, slot * self.volume.voxels_per_block + linear, -1)
+
+    def _neighbours(self, flat: torch.Tensor) -> torch.Tensor:
+        """(F,) flat voxels -> (F, 6) flat indices of their face neighbours (``_FACES``
+        order), -1 where the neighbour's block is not allocated."""
+        V = self.volume.voxels_per_block
+        slot, local = torch.div(flat, V, rounding_mode="floor"), flat % V
+        nlocal, cross = self._face_tables
+        nslot = torch.where(cross[local], self.faces[slot], slot[:, None])
+        return torch.where(nslot >= 0, nslot * V + nlocal[local], -1)
+
+    @cached_property
+    def _face_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V, 6) local index of each voxel's face neighbour within its block (wrapped) and
+        (V, 6) bool, the neighbour lies in the adjacent block."""
+        B = self.block_size
+        nloc = self.volume.local_offsets[:, None, :] + torch.tensor(_FACES, device=self.device)
+        cross = ((nloc < 0) | (nloc >= B)).any(dim=2)
+        nloc = nloc % B
+        return (nloc[..., 0] * B + nloc[..., 1]) * B + nloc[..., 2], cross
+
+    def _parent_dead(self, flat: torch.Tensor) -> torch.Tensor:
+        """(F,) bool: the voxel (not an obstacle) has a parent that is no longer a seed (a
+        seed is its own parent)."""
+        parent = self.parent.view(-1)[flat]
+        p = parent.clamp(min=0)
+        lost = (parent >= 0) & (self.parent.view(-1)[p] != p)
+        return (lost | (parent == _DEAD)) & ~self.obstacle.view(-1)[flat]
+
+    def _raise(self, seeds: torch.Tensor) -> torch.Tensor:
+        """Reset every voxel reachable from ``seeds`` through face neighbours whose parent
+        is dead; returns all reset voxels (seeds included)."""
+        out = [seeds]
+        frontier = seeds
+        while frontier.numel():
+            nbr = self._neighbours(frontier)
+            nbr = torch.unique(nbr[nbr >= 0])
+            frontier = nbr[self._parent_dead(nbr)]
+            self._unset(frontier)
+            out.append(frontier)
+        return torch.cat(out)
+
+    def _neighbours_with_parent(self, flat: torch.Tensor) -> torch.Tensor:
+        """Face neighbours of ``flat`` that hold a parent (sites included)."""
+        if flat.numel() == 0:
+            return flat
+        nbr = self._neighbours(torch.unique(flat))
+        nbr = torch.unique(nbr[nbr >= 0])
+        return nbr[self.parent.view(-1)[nbr] >= 0]
+
+    def _lower(self, seeds: torch.Tensor) -> int:
+        """Spread parents from ``seeds`` until no voxel gets closer; returns the number of
+        voxel assignments."""
+        v = self.voxel_size_m
+        parent, dist = self.parent.view(-1), self.dist.view(-1)
+        obstacle = self.obstacle.view(-1)
+        frontier = torch.unique(seeds)
+        assigned = 0
+        while frontier.numel():
+            nbr = self._neighbours(frontier)  # (F, 6)
+            site_flat = parent[frontier]
+            delta = self._global(site_flat) - self._global(frontier)  # (F, 3) voxels
+            # |delta - e_d|^2 for the 6 unit steps e_d = +-axis (``_FACES`` order).
+            axis = torch.stack((delta, -delta), dim=2).reshape(-1, 6)  # (F, 6): +x,-x,+y,..
+            d2 = (delta * delta).sum(dim=1, keepdim=True) + 1 - 2 * axis
+            n = nbr.clamp(min=0)
+            # The estimate each proposal gives (distance to the seed's centre plus the seed's
+            # depth behind the surface) against the neighbour's current one.
+            estimate = d2.to(torch.float32).sqrt() * v + dist[site_flat][:, None]
+            current = torch.where(parent[n] >= 0, dist[n] + dist[parent[n].clamp(min=0)],
+                                  float("inf"))
+            ok = ((nbr >= 0) & ~obstacle[n] & (d2 <= self.max_d2)
+                  & (estimate < current - _EPS_M))
+            f_idx, d_idx = torch.nonzero(ok, as_tuple=True)
+            if f_idx.numel() == 0:
+                break
+            target = nbr[f_idx, d_idx]
+            est = estimate[f_idx, d_idx]
+            uniq, inv = torch.unique(target, return_inverse=True)
+            best = torch.full((uniq.numel(),), float("inf"), device=self.device)
+            best.scatter_reduce_(0, inv, est, reduce="amin")
+            # Among equal estimates the lowest direction wins (one proposal per direction).
+            direction = torch.where(est == best[inv], d_idx, 6)
+            first = torch.full((uniq.numel(),), 6, dtype=torch.int64, device=self.device)
+            first.scatter_reduce_(0, inv, direction, reduce="amin")
+            win = direction == first[inv]
+            f_idx, d_idx, target = f_idx[win], d_idx[win], target[win]
+            parent[target] = site_flat[f_idx]
+            dist[target] = d2[f_idx, d_idx].to(torch.float32).sqrt() * v
+            assigned += int(target.numel())
+            frontier = target
+        self.voxels_updated += assigned
+        return assigned
+
+    # ------------------------------------------------------------------ outputs
+    def values(self, flat: torch.Tensor) -> torch.Tensor:
+        """Signed distance, metres, of voxels at flat indices (any shape): obstacles read
+        their TSDF; other voxels the distance to their parent seed's centre plus the seed's
+        TSDF (<= 0: the seed lies that far behind the surface), at most ``max_distance_m``."""
+        parent = self.parent.view(-1)[flat]
+        dist = self.dist.view(-1)
+        obstacle = self.obstacle.view(-1)[flat]
+        to_seed = dist[flat] + dist[parent.clamp(min=0)]
+        free = torch.where(parent >= 0, to_seed, self.max_distance_m)
+        return torch.where(obstacle, dist[flat], free.clamp(max=self.max_distance_m))
+
+    def query(self, points: torch.Tensor) -> DistanceQuery:
+        """Distance and gradient at (N, 3) map-frame points (any device; results on the
+        points' device), trilinear over the 8 surrounding voxel centres.
+
+        A point's distance needs the corners it gives weight to (a point on a voxel centre
+        needs only that voxel: weights below 1e-4 are ignored); its gradient needs all 8.
+        """
+        out_device = points.device
+        p = points.to(self.device, torch.float32) / self.voxel_size_m
+        i0 = torch.floor(p)
+        f = p - i0  # (N, 3) in [0, 1)
+        corner = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)],
+                              device=self.device)  # (8, 3)
+        flat = self._lookup(i0.to(torch.int64)[:, None, :] + corner[None])  # (N, 8)
+        known = (flat >= 0) & self.known.view(-1)[flat.clamp(min=0)]
+        d = torch.where(known, self.values(flat.clamp(min=0)), 0.0)
+        cf = corner.to(torch.float32)
+        w_axis = torch.where(cf[None] > 0, f[:, None, :], 1 - f[:, None, :])  # (N, 8, 3)
+        weight = w_axis.prod(dim=2)
+        sign = cf * 2 - 1  # d w / d f per axis
+        grad = torch.stack([(sign[None, :, a] * w_axis[:, :, (a + 1) % 3]
+                             * w_axis[:, :, (a + 2) % 3] * d).sum(dim=1) for a in range(3)],
+                           dim=1) / self.voxel_size_m
+        # Corners with a negligible weight (a point on a voxel centre, up to rounding) are
+        # not needed: they move the distance by at most 1e-4 * max_distance_m.
+        observed = (known | (weight < 1e-4)).all(dim=1)
+        nan = torch.tensor(float("nan"), device=self.device)
+        distance = torch.where(observed, (weight * d).sum(dim=1), nan)
+        grad = torch.where(known.all(dim=1, keepdim=True), grad, nan)
+        return DistanceQuery(distance.to(out_device), grad.to(out_device),
+                             observed.to(out_device))
+
+    def slice(self, height_m: float) -> DistanceSlice:
+        """The voxel layer nearest ``height_m`` (map z) as a 2D grid (NaN = unknown)."""
+        vol, B, v = self.volume, self.block_size, self.voxel_size_m
+        k = int(round(height_m / v))
+        bz, lz = k // B, k % B
+        coords = self._coords(torch.arange(self.num_blocks, device=self.device))
+        slots = torch.nonzero(coords[:, 2] == bz).squeeze(1)
+        if slots.numel() == 0:
+            return DistanceSlice(np.full((0, 0), np.nan, np.float32), v, (0.0, 0.0), k * v,
+                                 self.max_distance_m)
+        layer = (torch.arange(B, device=self.device)[:, None] * B
+                 + torch.arange(B, device=self.device)[None]) * B + lz  # (x, y) -> local
+        flat = slots[:, None, None] * self.volume.voxels_per_block + layer[None]
+        dist = torch.where(self.known.view(-1)[flat], self.values(flat),
+                           float("nan"))  # (S, B, B) indexed [x, y]
+        xy = coords[slots, :2] * B
+        lo = xy.min(dim=0).values
+        size = (xy.max(dim=0).values - lo + B).tolist()
+        grid = torch.full((size[1], size[0]), float("nan"), device=self.device)  # [y, x]
+        r = torch.arange(B, device=self.device)
+        cols = (xy[:, 0] - lo[0])[:, None, None] + r[:, None]
+        rows = (xy[:, 1] - lo[1])[:, None, None] + r[None, :]
+        grid[rows.expand(-1, B, B), cols.expand(-1, B, B)] = dist
+        origin = ((float(lo[0]) - 0.5) * v, (float(lo[1]) - 0.5) * v)
+        return DistanceSlice(grid.cpu().numpy(), v, origin, k * v, self.max_distance_m)
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Known voxels as arrays: ``indices`` (N, 3) int32 global voxel indices (centre =
+        index * ``voxel_size_m``), ``distance`` (N,) float32 metres, ``obstacle`` (N,) bool, and
+        the scalars ``voxel_size_m``, ``max_distance_m``."""
+        n = self.num_blocks
+        flat = _flat_all(torch.arange(n, device=self.device), self.volume.voxels_per_block)
+        flat = flat[self.known.view(-1)[flat]]
+        return {
+            "indices": self._global(flat).to(torch.int32).cpu().numpy(),
+            "distance": self.values(flat).cpu().numpy(),
+            "obstacle": self.obstacle.view(-1)[flat].cpu().numpy(),
+            "voxel_size_m": np.float32(self.voxel_size_m),
+            "max_distance_m": np.float32(self.max_distance_m),
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    def to(self, device: torch.device | str) -> "EsdfLayer":
+        """Follow the volume to ``device`` (call after moving the volume); returns self."""
+        self.index.to(device)
+        for name in self._FIELDS:
+            setattr(self, name, getattr(self, name).to(device))
+        self._dirty = [k.to(device) for k in self._dirty]
+        self._new_keys = [k.to(device) for k in self._new_keys]
+        self.__dict__.pop("_face_tables", None)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor | str]:
+        """The carved free space (the rest is rebuilt from the volume)."""
+        n = self.num_blocks
+        return {"format": ESDF_FORMAT, "keys": self.index.slot_keys.cpu().clone(),
+                "carved": self.carved[:n].cpu().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the carved free space; the next :meth:`update` rebuilds the field."""
+        self.reset()
+        slots = self._allocate(state["keys"].to(self.device))
+        self.carved[slots] = state["carved"].to(self.device)
+
+    def memory_bytes(self) -> int:
+        """Bytes of storage (capacity) and index."""
+        per_voxel = sum(getattr(self, n).element_size() * (3 if n == "parent" else 1)
+                        for n in self._FIELDS)
+        return self.capacity * self.volume.voxels_per_block * per_voxel + self.index.nbytes()
+
+
+def _flat_all(slots: torch.Tensor, voxels_per_block: int) -> torch.Tensor:
+    """(S,) slots -> (S * V,) flat indices of all their voxels."""
+    return (slots[:, None] * voxels_per_block
+            + torch.arange(voxels_per_block, device=slots.device)[None]).reshape(-1)
+
