@@ -1,27 +1,33 @@
 """Incremental Euclidean signed distance field (ESDF) over the TSDF volume, for planners.
 
 The layer keeps its own block-sparse storage on the volume's block lattice (same voxel size,
-block size and device). Every voxel is one of:
+block size and device): blocks of the TSDF volume, and the blocks :meth:`EsdfLayer.carve` saw
+free (the TSDF volume keeps only the surface band, so the ESDF records the free space a planner
+needs itself, by a projective pass over the camera frustum). Every voxel is:
 
-- **unknown**: never observed (no TSDF weight, never seen free);
-- **site** (obstacle): observed TSDF below zero, i.e. at or just behind a surface; its distance
-  is its TSDF value (negative, down to minus the truncation);
-- **free**: observed TSDF >= 0, or seen free by :meth:`EsdfLayer.carve` (the projective
-  free-space pass over the camera frustum: the TSDF volume keeps only the surface band, so the
-  ESDF records the free space the planner needs itself). Its distance is
-  ``|voxel - site| - voxel/2``: the Euclidean distance from its centre to the centre of its
-  nearest site minus half a voxel (the surface lies between a site and its free neighbour), or
-  ``max_distance_m`` when no site is that close.
+- **unknown** or **known** (observed by the TSDF, or carved free): unknown space is never
+  reported as free (queries read NaN there), though distances travel through it;
+- an **obstacle** (observed TSDF < 0, with hysteresis: it stays one until its TSDF rises above
+  ``SITE_RELEASE_VOXELS``, so noise at the zero crossing does not restart waves). Its value is
+  its TSDF (negative, down to minus the truncation). The obstacle voxels next to observed free
+  space are the **seeds**: the first layer behind the surface, whatever angle it was seen at.
+  A seed stores its depth behind the surface: the projective TSDF divided by its gradient
+  magnitude (a surface seen at angle theta reads ``1 / cos(theta)`` too far along the ray),
+  clamped to one voxel;
+- otherwise **free**: it stores its nearest seed ("parent", as in voxblox / nvblox and Lau et
+  al. 2013) and the distance between their centres. Its value is that distance plus the
+  seed's (negative) depth, at most ``max_distance_m``; without a seed within
+  ``max_distance_m`` it reads ``max_distance_m``.
 
-Each free voxel stores the offset to its nearest site ("parent", as in voxblox / nvblox and Lau
-et al. 2013). :meth:`EsdfLayer.update` works only on what changed: the blocks the TSDF changed
-or released and the blocks the carving touched (the volume's change log). A **raise** wave
-resets every voxel whose parent is no longer a site (an obstacle left), spreading from the
-changed blocks through neighbours whose parents died; a **lower** wave then spreads sites
-outwards from new sites and from the known neighbours of reset or newly observed voxels: each
-step hands a voxel's parent to its 6 face neighbours, which keep it when it is closer than
-their own. Waves stop at unknown voxels and at ``max_distance_m``. All steps are batched tensor
-code on the volume's device (one step per voxel of wave travel, no Python loop over voxels).
+:meth:`EsdfLayer.update` works only on what changed: the blocks the TSDF changed or released
+(the volume's change log), their face neighbours, and new blocks. A **raise** wave resets every
+voxel whose parent is no longer a seed (an obstacle left), spreading from the changed blocks
+through face neighbours whose parents died; a **lower** wave then spreads seeds outwards from
+new seeds and from the neighbours of reset and new voxels: each step hands a voxel's parent to
+its 6 face neighbours, which keep it when it is nearer than their own (ties: the lower seed
+index, a strict order, so the incremental and the full computation agree). Waves stop at
+obstacles, at unallocated blocks and at ``max_distance_m``. All steps are batched tensor code
+on the volume's device: one step per voxel of wave travel, no Python loop over voxels.
 
 Frames: map frame, metres; voxel ``i`` (global index) has its centre at ``i * voxel_size_m``
 (the volume's convention).
@@ -44,10 +50,12 @@ from .volume import BlockVolume
 ESDF_FORMAT = "recon_ros.esdf.v1"
 #: (6, 3) face-neighbour directions; direction ``d`` is the row index.
 _FACES = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
-#: Improvements smaller than this (metres) do not propagate (float rounding).
-_EPS_M = 1e-6
+#: Bits of the seed index in the wave's ordering key ``d2 << _SEED_BITS | seed``.
+_SEED_BITS = 36
+_LAST = torch.iinfo(torch.int64).max
+#: ``parent`` of a voxel whose seed's block was dropped (corrected by the next raise wave).
 _DEAD = -2
-#: A site stops being one when its TSDF rises above this many voxels (see ``_refresh``).
+#: An obstacle voxel stops being one when its TSDF rises above this many voxels.
 SITE_RELEASE_VOXELS = 0.25
 
 
@@ -87,8 +95,9 @@ class EsdfLayer:
         self.min_weight = float(min_weight)
         self.carve_stride_px = int(carve_stride_px)
         v = volume.voxel_size_m
-        #: Largest squared site distance, in voxels, that stays within ``max_distance_m``.
-        self.max_d2 = int(math.floor(((self.max_distance_m + 0.5 * v) / v) ** 2))
+        #: Largest squared seed distance, in voxels, that can read within ``max_distance_m``
+        #: (a seed lies up to a voxel behind the surface).
+        self.max_d2 = int(math.floor(((self.max_distance_m + v) / v) ** 2))
         self.voxels_updated = 0
         self.reset()
 
@@ -502,39 +511,37 @@ class EsdfLayer:
             axis = torch.stack((delta, -delta), dim=2).reshape(-1, 6)  # (F, 6): +x,-x,+y,..
             d2 = (delta * delta).sum(dim=1, keepdim=True) + 1 - 2 * axis
             n = nbr.clamp(min=0)
-            # The estimate each proposal gives (distance to the seed's centre plus the seed's
-            # depth behind the surface) against the neighbour's current one.
-            estimate = d2.to(torch.float32).sqrt() * v + dist[site_flat][:, None]
-            current = torch.where(parent[n] >= 0, dist[n] + dist[parent[n].clamp(min=0)],
-                                  float("inf"))
-            ok = ((nbr >= 0) & ~obstacle[n] & (d2 <= self.max_d2)
-                  & (estimate < current - _EPS_M))
+            # Order of candidate seeds: squared distance, then seed index (a strict order, so
+            # the incremental and the full computation settle on the same seed). The
+            # neighbours' current squared distance is recovered exactly from their distance
+            # (dist = sqrt(d2) * v); no parent = last.
+            key = (d2 << _SEED_BITS) | site_flat[:, None]
+            has = parent[n] >= 0
+            d2_now = torch.round((dist[n] / v) ** 2).to(torch.int64)
+            current = torch.where(has, (d2_now << _SEED_BITS) | parent[n].clamp(min=0), _LAST)
+            ok = (nbr >= 0) & ~obstacle[n] & (d2 <= self.max_d2) & (key < current)
             f_idx, d_idx = torch.nonzero(ok, as_tuple=True)
             if f_idx.numel() == 0:
                 break
             target = nbr[f_idx, d_idx]
-            est = estimate[f_idx, d_idx]
+            k = key[f_idx, d_idx]
             uniq, inv = torch.unique(target, return_inverse=True)
-            best = torch.full((uniq.numel(),), float("inf"), device=self.device)
-            best.scatter_reduce_(0, inv, est, reduce="amin")
-            # Among equal estimates the lowest direction wins (one proposal per direction).
-            direction = torch.where(est == best[inv], d_idx, 6)
-            first = torch.full((uniq.numel(),), 6, dtype=torch.int64, device=self.device)
-            first.scatter_reduce_(0, inv, direction, reduce="amin")
-            win = direction == first[inv]
+            best = torch.full((uniq.numel(),), _LAST, dtype=torch.int64, device=self.device)
+            best.scatter_reduce_(0, inv, k, reduce="amin")
+            win = k == best[inv]  # equal keys: the same seed, the same result
             f_idx, d_idx, target = f_idx[win], d_idx[win], target[win]
             parent[target] = site_flat[f_idx]
             dist[target] = d2[f_idx, d_idx].to(torch.float32).sqrt() * v
-            assigned += int(target.numel())
-            frontier = target
+            frontier = torch.unique(target)
+            assigned += int(frontier.numel())
         self.voxels_updated += assigned
         return assigned
 
     # ------------------------------------------------------------------ outputs
     def values(self, flat: torch.Tensor) -> torch.Tensor:
         """Signed distance, metres, of voxels at flat indices (any shape): obstacles read
-        their TSDF; other voxels the distance to their parent seed's centre plus the seed's
-        TSDF (<= 0: the seed lies that far behind the surface), at most ``max_distance_m``."""
+        their TSDF (seeds: their depth behind the surface); other voxels the distance to
+        their parent seed's centre plus the seed's depth (<= 0), at most ``max_distance_m``."""
         parent = self.parent.view(-1)[flat]
         dist = self.dist.view(-1)
         obstacle = self.obstacle.view(-1)[flat]
@@ -640,9 +647,8 @@ class EsdfLayer:
 
     def memory_bytes(self) -> int:
         """Bytes of storage (capacity) and index."""
-        per_voxel = sum(getattr(self, n).element_size() * (3 if n == "parent" else 1)
-                        for n in self._FIELDS)
-        return self.capacity * self.volume.voxels_per_block * per_voxel + self.index.nbytes()
+        return (sum(getattr(self, n).numel() * getattr(self, n).element_size()
+                    for n in self._FIELDS) + self.index.nbytes())
 
 
 def _flat_all(slots: torch.Tensor, voxels_per_block: int) -> torch.Tensor:

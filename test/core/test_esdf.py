@@ -134,7 +134,9 @@ def test_solid_distance_within_a_voxel_diagonal(device, shape, height_m):
     d = q.distance.cpu().numpy()[observed]
     err = d - d_solid[keep][observed]
     assert err.max() <= DIAGONAL  # never farther than the truth by more than a diagonal
-    assert abs(float(np.median(err))) < VOXEL / 4
+    # No systematic offset beyond a third of a voxel (the nearest seed centre sits up to a
+    # voxel off the surface normal, so close to oblique faces the ESDF reads slightly long).
+    assert abs(float(np.median(err))) < VOXEL / 3
     within = np.abs(err) <= DIAGONAL
     if shape == "sphere":
         assert within.all()
