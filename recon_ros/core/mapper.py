@@ -99,7 +99,7 @@ class Mapper:
         ec = self.config.esdf
         if ec.enabled:
             self.esdf = EsdfLayer(self.volume, ec.max_distance_m, oc.min_weight,
-                                  carve_stride_px=self.config.integration.alloc_stride_px)
+                                  carve_stride_px=oc.free_space_stride_px)
             self.volume.release_hooks.append(self.esdf.remember_free_space)
 
     def _limit_capacity(self) -> None:

@@ -3,7 +3,8 @@
 Image decoding (depth encodings, step, endianness, compressed color) and the camera_info
 checks are the ROS-free :mod:`recon_ros.io.image_codec` functions, which read rclpy messages
 as they read ``rosbags`` ones; this module adds what only a live node needs: stamps, TF
-messages, building messages for publishing, and the mesh as a ``MarkerArray``.
+messages, building messages for publishing (grids, grid updates, clouds, the distance slice),
+and the mesh as a ``MarkerArray``.
 
 Mesh markers are serialised straight to CDR bytes with numpy (:func:`mesh_marker_array_cdr`):
 building one ``geometry_msgs/Point`` object per triangle corner costs about 1.5 us each in
@@ -16,15 +17,18 @@ from __future__ import annotations
 
 import array
 import struct
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped
+from map_msgs.msg import OccupancyGridUpdate
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from tf2_msgs.msg import TFMessage
 
+from recon_ros.core.distance_slice import DistanceSlice
 from recon_ros.core.frame import PinholeCamera
 from recon_ros.core.occupancy_grid import OccupancyGrid2D
 from recon_ros.io.image_codec import encode_compressed, encode_depth
@@ -32,16 +36,21 @@ from recon_ros.io.tf_buffer import TfBuffer, TfDataError
 
 __all__ = [
     "BlockTriangles",
+    "HeldGrid",
     "MARKER_ADD",
     "MARKER_DELETE",
     "MARKER_DELETEALL",
     "TfTuple",
     "add_tf_message",
+    "apply_grid_update",
     "camera_info_msg",
+    "cloud_fields",
     "color_msg",
     "compressed_msg",
     "depth_msg",
+    "distance_slice_msg",
     "grid_from_msg",
+    "grid_update_msg",
     "mesh_marker_array_cdr",
     "ns_to_time",
     "occupancy_grid_msg",
@@ -206,36 +215,161 @@ def grid_from_msg(msg: OccupancyGrid) -> OccupancyGrid2D:
                            max_height_m=float("nan"))
 
 
-_XYZ_FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-               for i, n in enumerate("xyz")]
+def grid_update_msg(previous: np.ndarray, grid: OccupancyGrid2D, frame_id: str, stamp: int
+                    ) -> OccupancyGridUpdate | None:
+    """The ``map_msgs/OccupancyGridUpdate`` that turns the cells ``previous`` into ``grid``.
+
+    Args:
+        previous: (H, W) int8 cells last sent, on the same geometry (size, resolution, origin)
+            as ``grid``.
+        grid: the new grid.
+        frame_id, stamp: header (map frame, stamp of the newest integrated frame).
+
+    Returns:
+        The tightest box of changed cells: ``x``/``y`` its first column/row, ``width`` x
+        ``height`` cells, ``data`` its cells row-major (row 0 = lowest y, as the grid); None
+        if no cell changed.
+
+    Raises:
+        ValueError: ``previous`` has another shape than ``grid``.
+    """
+    if previous.shape != grid.data.shape:
+        raise ValueError(f"grid update needs the same size: {previous.shape} vs "
+                         f"{grid.data.shape}")
+    changed = previous != grid.data
+    rows, cols = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
+    if rows.size == 0:
+        return None
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    msg = OccupancyGridUpdate()
+    msg.header.stamp = ns_to_time(stamp)
+    msg.header.frame_id = frame_id
+    msg.x, msg.y, msg.width, msg.height = x0, y0, x1 - x0, y1 - y0
+    msg.data = array.array("b", np.ascontiguousarray(grid.data[y0:y1, x0:x1]).tobytes())
+    return msg
+
+
+def apply_grid_update(data: np.ndarray, update: OccupancyGridUpdate) -> np.ndarray:
+    """The cells ``data`` (H, W) with ``update`` written into them (a new array), as Nav2's
+    StaticLayer and RViz apply ``map_updates``.
+
+    Raises:
+        ValueError: the update's box leaves the grid, or its data has the wrong length.
+    """
+    x, y, w, h = int(update.x), int(update.y), int(update.width), int(update.height)
+    if x < 0 or y < 0 or x + w > data.shape[1] or y + h > data.shape[0]:
+        raise ValueError(f"update box x={x} y={y} {w}x{h} exceeds the {data.shape[1]}x"
+                         f"{data.shape[0]} grid")
+    if len(update.data) != w * h:
+        raise ValueError(f"update data has {len(update.data)} cells, box {w}x{h}")
+    out = data.copy()
+    out[y:y + h, x:x + w] = np.asarray(update.data, dtype=np.int8).reshape(h, w)
+    return out
+
+
+class HeldGrid:
+    """The grid a subscriber of ``~/map`` and ``~/map_updates`` holds, fed the messages as they
+    arrive; what Nav2's StaticLayer does, plus a repair for updates that overtake their map.
+
+    ``~/map`` and ``~/map_updates`` are separate DDS streams, so when the grid grows, the
+    update published right after the new full map can arrive before it (e.g. when the larger
+    map is retransmitted by the reliable protocol). An update that does not fit the held map
+    waits for the next map; when a map arrives, the updates received since the previous map
+    and stamped no earlier than it (the node stamps both with the newest integrated frame) are
+    applied to it again, in arrival order. Re-applying an update the map already contains
+    changes nothing.
+
+    Attributes:
+        msg: the grid held now (None before the first map).
+    """
+
+    #: Updates kept for re-applying to a map that arrives late.
+    KEEP_UPDATES = 16
+
+    def __init__(self) -> None:
+        self.msg: OccupancyGrid | None = None
+        self._cells = np.zeros((0, 0), np.int8)
+        self._since_map: deque[OccupancyGridUpdate] = deque(maxlen=self.KEEP_UPDATES)
+
+    def add(self, msg: OccupancyGrid | OccupancyGridUpdate) -> list[OccupancyGrid]:
+        """Take the next message received; returns the grids held after each change it made
+        (the map itself, then every update applied to it again; or the update applied; or
+        nothing for an update that waits for its map or is in another frame)."""
+        if isinstance(msg, OccupancyGrid):
+            self.msg, self._cells = msg, grid_from_msg(msg).data
+            stamp = stamp_ns(msg.header.stamp)
+            overtaken = [u for u in self._since_map if stamp_ns(u.header.stamp) >= stamp]
+            self._since_map = deque(overtaken, maxlen=self.KEEP_UPDATES)
+            return [msg] + [g for u in overtaken for g in self._apply(u)]
+        self._since_map.append(msg)
+        return self._apply(msg)
+
+    def _apply(self, update: OccupancyGridUpdate) -> list[OccupancyGrid]:
+        held = self.msg
+        if held is None or update.header.frame_id != held.header.frame_id:
+            return []
+        try:
+            self._cells = apply_grid_update(self._cells, update)
+        except ValueError:
+            return []
+        self.msg = OccupancyGrid(header=update.header, info=held.info,
+                                 data=array.array("b", self._cells.tobytes()))
+        return [self.msg]
+
+
+def _cloud_msg(columns: np.ndarray, names: Sequence[str], frame_id: str, stamp: int
+               ) -> PointCloud2:
+    """An unordered, dense ``PointCloud2`` of (N, len(names)) values as float32 fields."""
+    values = np.ascontiguousarray(columns, dtype="<f4").reshape(-1, len(names))
+    step = 4 * len(names)
+    msg = PointCloud2()
+    msg.header.stamp = ns_to_time(stamp)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = 1, int(values.shape[0])
+    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                  for i, n in enumerate(names)]
+    msg.is_bigendian = False
+    msg.point_step = step
+    msg.row_step = step * int(values.shape[0])
+    msg.is_dense = True
+    msg.data = values.tobytes()
+    return msg
 
 
 def point_cloud_msg(points: np.ndarray, frame_id: str, stamp: int) -> PointCloud2:
     """(N, 3) float points -> an unordered ``PointCloud2`` with float32 x, y, z."""
-    pts = np.ascontiguousarray(points, dtype="<f4").reshape(-1, 3)
-    msg = PointCloud2()
-    msg.header.stamp = ns_to_time(stamp)
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = 1, int(pts.shape[0])
-    msg.fields = list(_XYZ_FIELDS)
-    msg.is_bigendian = False
-    msg.point_step = 12
-    msg.row_step = 12 * int(pts.shape[0])
-    msg.is_dense = True
-    msg.data = pts.tobytes()
-    return msg
+    return _cloud_msg(points, "xyz", frame_id, stamp)
 
 
-def points_from_cloud(msg: PointCloud2) -> np.ndarray:
-    """(N, 3) float32 x, y, z of a ``PointCloud2`` with float32 x/y/z fields (any layout)."""
+def distance_slice_msg(distance_slice: DistanceSlice, frame_id: str, stamp: int
+                       ) -> PointCloud2:
+    """A horizontal ESDF slice as an unordered ``PointCloud2`` with float32 fields x, y, z,
+    distance: one point per known (non-NaN) cell, at the cell centre (map frame, metres),
+    ``z`` the slice height, ``distance`` to the nearest obstacle in metres (negative inside
+    obstacles). RViz shows it with the ``Intensity`` color transformer on ``distance``."""
+    known = ~np.isnan(distance_slice.distance)
+    x, y = distance_slice.cell_centers()
+    z = np.full(int(known.sum()), distance_slice.height_m)
+    return _cloud_msg(np.stack([x[known], y[known], z, distance_slice.distance[known]], axis=1),
+                      ("x", "y", "z", "distance"), frame_id, stamp)
+
+
+def cloud_fields(msg: PointCloud2, names: Sequence[str]) -> np.ndarray:
+    """(N, len(names)) float32 values of float32 fields of a ``PointCloud2`` (any layout)."""
     offsets = {f.name: f.offset for f in msg.fields if f.datatype == PointField.FLOAT32}
-    if not {"x", "y", "z"} <= set(offsets):
-        raise ValueError("PointCloud2 has no float32 x, y, z fields")
+    missing = [n for n in names if n not in offsets]
+    if missing:
+        raise ValueError(f"PointCloud2 has no float32 field(s) {missing}")
     n = int(msg.width) * int(msg.height)
     raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(n, int(msg.point_step))
     order = ">f4" if msg.is_bigendian else "<f4"
     return np.stack([raw[:, offsets[a]:offsets[a] + 4].copy().view(order)[:, 0]
-                     for a in "xyz"], axis=1).astype(np.float32)
+                     for a in names], axis=1).astype(np.float32).reshape(n, len(names))
+
+
+def points_from_cloud(msg: PointCloud2) -> np.ndarray:
+    """(N, 3) float32 x, y, z of a ``PointCloud2`` with float32 x/y/z fields (any layout)."""
+    return cloud_fields(msg, "xyz")
 
 
 # -------------------------------------------------------------------------- mesh markers

@@ -12,20 +12,23 @@ sensor-data QoS):
   ``robot_frame`` set, the robot position (centre of the map's clearing radius and memory
   eviction) at its stamp.
 
-Outputs (node-private names): ``~/mesh`` (``visualization_msgs/MarkerArray``, one
+Outputs (node-private names, map frame): ``~/mesh`` (``visualization_msgs/MarkerArray``, one
 TRIANGLE_LIST marker per voxel block, only changed blocks; a DELETE when a block's surface
-is gone or the block was released), ``~/map``
-(``nav_msgs/OccupancyGrid``, transient-local), ``~/occupied_voxels`` (``PointCloud2``),
-``~/status`` (``std_msgs/String`` holding JSON). Services (``std_srvs/Trigger``):
-``~/save_map``, ``~/load_map`` (directory: the ``map_dir`` parameter), ``~/reset``.
+is gone or the block was released), ``~/map`` (``nav_msgs/OccupancyGrid``, transient-local)
+with ``~/map_updates`` (``map_msgs/OccupancyGridUpdate``: the box of changed cells while the
+grid keeps its size and origin), ``~/occupied_voxels`` (``PointCloud2``), ``~/esdf_slice``
+(``PointCloud2`` with a ``distance`` field), ``~/costmap`` and ``~/local_costmap`` (Nav2-style
+costmaps as ``OccupancyGrid``, transient-local), ``~/status`` (``std_msgs/String`` holding
+JSON). Services (``std_srvs/Trigger``): ``~/save_map``, ``~/load_map`` (directory: the
+``map_dir`` parameter), ``~/reset``.
 
 Callbacks: subscriptions (a reentrant group) only queue messages
 (:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF; the integration tick, the
-mesh/occupancy/status timers and the services share one mutually exclusive group, so the map
-is only ever touched by one of them at a time (``main`` spins the single-threaded events
-executor; queues and TF are also locked, so a multi-threaded executor is safe). Timers run on
-the steady clock, so processing continues when simulated time (``use_sim_time``) pauses;
-stamps and TF use message time.
+mesh/occupancy/planner-output/status timers and the services share one mutually exclusive
+group, so the map is only ever touched by one of them at a time (``main`` spins the
+single-threaded events executor; queues and TF are also locked, so a multi-threaded executor
+is safe). Timers run on the steady clock, so processing continues when simulated time
+(``use_sim_time``) pauses; stamps and TF use message time.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from map_msgs.msg import OccupancyGridUpdate
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -63,6 +67,7 @@ from visualization_msgs.msg import MarkerArray
 
 from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.mapper import Mapper
+from recon_ros.core.occupancy_grid import OccupancyGrid2D
 from recon_ros.io.image_codec import COMPRESSED_IMAGE
 from recon_ros.io.tf_buffer import TfBuffer
 from recon_ros.offline import CHECKPOINT_FILE, write_map_outputs
@@ -72,6 +77,8 @@ from .camera_stream import IMAGE, AssembledFrame, AssemblySettings, CameraStream
 from .conversions import (
     BlockTriangles,
     add_tf_message,
+    distance_slice_msg,
+    grid_update_msg,
     mesh_marker_array_cdr,
     occupancy_grid_msg,
     point_cloud_msg,
@@ -148,7 +155,13 @@ class MapperNode(Node):
 
         self._mesh_pub = self.create_publisher(MarkerArray, "~/mesh", RELIABLE_QOS)
         self._grid_pub = self.create_publisher(OccupancyGrid, "~/map", LATCHED_QOS)
+        self._grid_update_pub = self.create_publisher(OccupancyGridUpdate, "~/map_updates",
+                                                      RELIABLE_QOS)
         self._cloud_pub = self.create_publisher(PointCloud2, "~/occupied_voxels", RELIABLE_QOS)
+        self._slice_pub = self.create_publisher(PointCloud2, "~/esdf_slice", RELIABLE_QOS)
+        self._costmap_pub = self.create_publisher(OccupancyGrid, "~/costmap", LATCHED_QOS)
+        self._local_costmap_pub = self.create_publisher(OccupancyGrid, "~/local_costmap",
+                                                        LATCHED_QOS)
         self._status_pub = self.create_publisher(String, "~/status", RELIABLE_QOS)
         for name, service in (("~/save_map", self._srv_save), ("~/load_map", self._srv_load),
                               ("~/reset", self._srv_reset)):
@@ -163,6 +176,15 @@ class MapperNode(Node):
         self._mesh_subscribers = 0
         self._mesh_resend_all = False
         self._occupancy_frames = -1
+        # Grid bookkeeping: the cells ~/map subscribers hold (last full grid + updates), and
+        # the ~/map subscribers seen (a new one gets the full grid again).
+        self._sent_grid: OccupancyGrid2D | None = None
+        self._sent_grid_stamp_ns = 0
+        self._grid_subscribers = 0
+        self._planning_frames = -1
+        # map-frame (x, y) of the robot (robot_frame, else the camera) at the newest frame,
+        # metres: the centre of ~/local_costmap
+        self._robot_xy: tuple[float, float] | None = None
         self._last_stamp_ns = 0
         self._unmeshed_stamps: list[int] = []
         self._latency: dict[str, list[float]] = defaultdict(list)
@@ -171,6 +193,7 @@ class MapperNode(Node):
         self._rate_timers: dict[str, Timer] = {}
         for key, callback in (("tick_rate_hz", self._tick), ("mesh_rate_hz", self._publish_mesh),
                               ("occupancy_rate_hz", self._publish_occupancy),
+                              ("esdf_rate_hz", self._publish_planning),
                               ("status_rate_hz", self._publish_status)):
             self._rate_timers[key] = self.create_timer(
                 1.0, callback, callback_group=self._map_group, clock=self._steady)
@@ -340,6 +363,9 @@ class MapperNode(Node):
             stream.record_drop("integration failed", str(err))
             return
         self._last_stamp_ns = max(self._last_stamp_ns, frame.stamp_ns)
+        robot = frame.T_world_cam[:3, 3] if ready.robot_position_m is None \
+            else ready.robot_position_m
+        self._robot_xy = (float(robot[0]), float(robot[1]))
         self._unmeshed_stamps.append(frame.stamp_ns)
         self._latency["integrated"].append(self._age_ms(frame.stamp_ns))
 
@@ -357,15 +383,21 @@ class MapperNode(Node):
                                     throttle_duration_sec=self._throttle_s())
             return False
         self.mapper = mapper
-        self._marker_ids.clear()
-        self._mesh_resend_all = True
-        self._occupancy_frames = -1
-        self._unmeshed_stamps.clear()
+        self._resend_outputs()
         self.get_logger().info(f"{why}: empty map, {self.mapper.config.volume.voxel_size_m:g} m "
                                f"voxels on {self.mapper.device}")
         return True
 
     # ------------------------------------------------------------------ outputs
+
+    def _resend_outputs(self) -> None:
+        """The map was replaced (reset, load): every output is sent again in full."""
+        self._marker_ids.clear()
+        self._mesh_resend_all = True
+        self._occupancy_frames = -1
+        self._sent_grid = None
+        self._planning_frames = -1
+        self._unmeshed_stamps.clear()
 
     def _header_stamp(self) -> int:
         return self._last_stamp_ns or self.get_clock().now().nanoseconds
@@ -418,17 +450,69 @@ class MapperNode(Node):
         self._mesh_messages += 1
 
     def _publish_occupancy(self) -> None:
-        """Publish the 2D grid and the occupied voxels if the map changed since last time."""
-        if self.mapper.frames_integrated == self._occupancy_frames:
+        """Publish the 2D grid and the occupied voxels if the map changed since last time, and
+        the full grid again when ~/map has a new subscriber (its transient-local copy may be
+        older than the updates sent since)."""
+        subscribers = self._grid_pub.get_subscription_count()
+        newcomer = subscribers > self._grid_subscribers
+        self._grid_subscribers = subscribers
+        changed = self.mapper.frames_integrated != self._occupancy_frames
+        if not (changed or newcomer):
             return
         t0 = time.perf_counter()
         self._occupancy_frames = self.mapper.frames_integrated
         stamp = self._header_stamp()
-        self._grid_pub.publish(occupancy_grid_msg(self.mapper.occupancy_grid(),
-                                                  self._map_frame, stamp))
-        self._cloud_pub.publish(point_cloud_msg(self.mapper.occupied_voxels(),
-                                                self._map_frame, stamp))
+        self._send_grid(self.mapper.occupancy_grid(), stamp, full=newcomer)
+        if changed:
+            self._cloud_pub.publish(point_cloud_msg(self.mapper.occupied_voxels(),
+                                                    self._map_frame, stamp))
         self._node_times["occupancy_publish"].append((time.perf_counter() - t0) * 1e3)
+
+    def _send_grid(self, grid: OccupancyGrid2D, stamp: int, full: bool) -> None:
+        """``grid`` on ``~/map``, or only its changed cells on ``~/map_updates`` when it has
+        the geometry (size, resolution, origin, height) of the grid subscribers hold and
+        ``full`` is False (nothing at all if no cell changed)."""
+        sent = self._sent_grid
+        if full or sent is None or (sent.data.shape, sent.resolution_m, sent.origin_xy,
+                                    sent.min_height_m) != (grid.data.shape, grid.resolution_m,
+                                                           grid.origin_xy, grid.min_height_m):
+            self._grid_pub.publish(occupancy_grid_msg(grid, self._map_frame, stamp))
+        else:
+            update = grid_update_msg(sent.data, grid, self._map_frame, stamp)
+            if update is None:
+                return
+            self._grid_update_pub.publish(update)
+        # a copy: the core may reuse its buffer for the next grid
+        self._sent_grid = OccupancyGrid2D(grid.data.copy(), grid.resolution_m, grid.origin_xy,
+                                          grid.min_height_m, grid.max_height_m)
+        self._sent_grid_stamp_ns = stamp
+
+    def _publish_planning(self) -> None:
+        """Publish the ESDF slice (if ``esdf.enabled``), the global costmap and the local
+        costmap around the robot (if ``costmap.local_size_m`` > 0) if the map changed since
+        last time. A core error is logged (throttled) and the outputs are tried again at the
+        next change."""
+        if self.mapper.frames_integrated == self._planning_frames:
+            return
+        t0 = time.perf_counter()
+        self._planning_frames = self.mapper.frames_integrated
+        stamp = self._header_stamp()
+        config = self.mapper.config
+        try:
+            if config.esdf.enabled:
+                self._slice_pub.publish(distance_slice_msg(self.mapper.esdf_slice(),
+                                                           self._map_frame, stamp))
+            self._costmap_pub.publish(occupancy_grid_msg(self.mapper.costmap(),
+                                                         self._map_frame, stamp))
+            size_m = config.costmap.local_size_m
+            if size_m > 0.0 and self._robot_xy is not None:
+                self._local_costmap_pub.publish(occupancy_grid_msg(
+                    self.mapper.costmap(self._robot_xy, size_m), self._map_frame, stamp))
+        except ReconError as err:
+            self.get_logger().error(f"planner outputs (ESDF slice, costmaps) not published: "
+                                    f"{err}", throttle_duration_sec=self._throttle_s())
+            return
+        self._node_times["planning_publish"].append((time.perf_counter() - t0) * 1e3)
 
     def status(self) -> dict[str, Any]:
         """Everything the status topic reports (timings and latencies of the last period)."""
@@ -447,6 +531,8 @@ class MapperNode(Node):
             "mesh": {"marker_ids": len(self._marker_ids), "messages": self._mesh_messages,
                      "frames_integrated": self._meshed_frames},
             "occupancy_frames_integrated": self._occupancy_frames,
+            "grid_stamp_ns": self._sent_grid_stamp_ns,
+            "planning_frames_integrated": self._planning_frames,
             "cameras": {s.name: s.status() for s in self.streams},
             "tf": {"frames": tf_frames, "refused": tf_refused},
             "timings_ms": timings,
@@ -503,10 +589,7 @@ class MapperNode(Node):
             if not result.successful:
                 self.get_logger().warning(f"loaded map's config not mirrored: {result.reason}")
         self._config_target = mapper.config
-        self._marker_ids.clear()
-        self._mesh_resend_all = True
-        self._occupancy_frames = -1
-        self._unmeshed_stamps.clear()
+        self._resend_outputs()
         response.success = True
         response.message = (f"loaded {path.resolve()} ({mapper.frames_integrated} frames, "
                             f"{mapper.volume.num_blocks} blocks)")

@@ -118,7 +118,11 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "one period.", "Hz"),
     Param("mesh_rate_hz", 2.0, "Rate of incremental mesh updates (0 = never).", "Hz"),
     Param("occupancy_rate_hz", 1.0,
-          "Rate of the occupancy grid and occupied-voxel cloud (0 = never).", "Hz"),
+          "Rate of the occupancy grid (in full, or as ~/map_updates when its size and origin "
+          "are unchanged) and the occupied-voxel cloud (0 = never).", "Hz"),
+    Param("esdf_rate_hz", 1.0,
+          "Rate of the planner outputs: the ESDF slice (~/esdf_slice, if esdf.enabled) and "
+          "the global and local costmaps (~/costmap, ~/local_costmap) (0 = never).", "Hz"),
     Param("status_rate_hz", 1.0,
           "Rate of the JSON status message; timings and latencies cover one period.", "Hz"),
     Param("tf_timeout_s", 0.5,
@@ -203,6 +207,26 @@ _CORE_PARAMS: tuple[Param, ...] = (
     _core("map", "max_memory_mb",
           "Budget of the voxel storage and its index; beyond it the blocks farthest from the "
           "robot are evicted first and storage never grows past it (0 = no budget).", "MiB"),
+    _core("esdf", "enabled",
+          "Maintain the 3D Euclidean signed distance field (a free-space pass per frame, an "
+          "incremental update per output) and publish its slice ~/esdf_slice; false = no "
+          "distance field (the costmaps are still published)."),
+    _core("esdf", "max_distance_m",
+          "Distances are propagated this far from obstacles; farther free space reads this "
+          "value.", "m"),
+    _core("esdf", "slice_height_m", "Map z of the ~/esdf_slice plane.", "m"),
+    _core("esdf", "robot_radius_m",
+          "Inscribed radius of the robot: costmap cells this close to an obstacle are "
+          "inscribed (99).", "m"),
+    _core("esdf", "inflation_radius_m",
+          "Costmap cells up to this far from an obstacle get an exponentially decaying cost "
+          "(Nav2 InflationLayer inflation_radius).", "m"),
+    _core("esdf", "cost_scaling_factor",
+          "Decay rate of the inflated cost, 252 exp(-factor (d - robot_radius_m)) in Nav2's "
+          "0-252 scale (Nav2 InflationLayer cost_scaling_factor).", "1/m"),
+    _core("costmap", "local_size_m",
+          "Edge of the square ~/local_costmap window centred on the robot (robot_frame, else "
+          "the camera) (0 = no local costmap).", "m"),
 )
 
 #: Every parameter of the mapper node, node parameters first, then the core's.
@@ -255,7 +279,8 @@ def validate(values: dict[str, Any]) -> MapperConfig:
     Raises:
         ConfigError: the first invalid value, with the reason.
     """
-    for name in ("tick_rate_hz", "mesh_rate_hz", "occupancy_rate_hz", "status_rate_hz"):
+    for name in ("tick_rate_hz", "mesh_rate_hz", "occupancy_rate_hz", "esdf_rate_hz",
+                 "status_rate_hz"):
         _check_rate(name, values[name])
     for name in ("tick_rate_hz", "status_rate_hz"):
         if values[name] <= 0.0:

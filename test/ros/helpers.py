@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import rclpy
+from map_msgs.msg import OccupancyGridUpdate
 from nav_msgs.msg import OccupancyGrid
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -37,9 +38,11 @@ from recon_ros.core.frame import Frame
 from recon_ros.ros.conversions import (
     MARKER_DELETE,
     MARKER_DELETEALL,
+    HeldGrid,
     camera_info_msg,
     color_msg,
     depth_msg,
+    stamp_ns,
     tf_message,
 )
 
@@ -175,14 +178,18 @@ class Harness:
         self._lock = threading.Lock()
         self.status_msgs: list[dict[str, Any]] = []
         self.mesh_msgs: list[bytes] = []  # raw CDR: parsed on demand (parse_marker_array)
+        #: the grids held after each ~/map or ~/map_updates message (an update applied to
+        #: the grid before it, stamped like the update), as Nav2's StaticLayer holds them
         self.grid_msgs: list[OccupancyGrid] = []
+        self._held_grid = HeldGrid()
         self.cloud_msgs: list[PointCloud2] = []
         n = self.node
         n.create_subscription(String, f"{mapper}/status", self._on_status, RELIABLE)
         n.create_subscription(MarkerArray, f"{mapper}/mesh", self._record(self.mesh_msgs),
                               RELIABLE, raw=True)
-        n.create_subscription(OccupancyGrid, f"{mapper}/map", self._record(self.grid_msgs),
-                              LATCHED)
+        n.create_subscription(OccupancyGrid, f"{mapper}/map", self._on_grid, LATCHED)
+        n.create_subscription(OccupancyGridUpdate, f"{mapper}/map_updates", self._on_grid,
+                              RELIABLE)
         n.create_subscription(PointCloud2, f"{mapper}/occupied_voxels",
                               self._record(self.cloud_msgs), RELIABLE)
         self.tf_pub = n.create_publisher(TFMessage, "/tf", RELIABLE)
@@ -199,6 +206,10 @@ class Harness:
     def _on_status(self, msg: String) -> None:
         with self._lock:
             self.status_msgs.append(json.loads(msg.data))
+
+    def _on_grid(self, msg: OccupancyGrid | OccupancyGridUpdate) -> None:
+        with self._lock:
+            self.grid_msgs.extend(self._held_grid.add(msg))
 
     def _record(self, into: list[Any]) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
@@ -242,6 +253,19 @@ class Harness:
         wait_for(lambda: len(self.grid_msgs) > after, timeout, "an occupancy grid")
         with self._lock:
             return self.grid_msgs[-1]
+
+    def held_grid(self, frames: int, timeout: float = 30.0) -> OccupancyGrid:
+        """The grid subscribers hold once the node projected ``frames`` integrated frames into
+        it (an unchanged grid is not sent again: the status names the stamp of the message
+        that carries it)."""
+        stamp = self.wait_status(lambda s: s["occupancy_frames_integrated"] == frames, timeout,
+                                 f"the grid of {frames} frames")["grid_stamp_ns"]
+
+        def find() -> OccupancyGrid | None:
+            with self._lock:
+                return next((g for g in reversed(self.grid_msgs)
+                             if stamp_ns(g.header.stamp) == stamp), None)
+        return wait_for(find, timeout, f"the grid stamped {stamp}")
 
     def graph(self, node_name: str, kind: str) -> set[str]:
         """Topic (``publisher``/``subscriber``) or ``service`` names of a node in the graph

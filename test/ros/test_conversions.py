@@ -1,7 +1,11 @@
 """rclpy message conversions: the hand-written MarkerArray CDR against rclpy's own
-serialisation, images through the shared decoders, grids and clouds both ways."""
+serialisation, images through the shared decoders, grids, grid updates, clouds and the ESDF
+slice both ways; the locally built message packages carry upstream's type hashes."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,11 +14,15 @@ from .conftest import ROS_SKIP_REASON
 
 pytest.importorskip("rclpy", reason=ROS_SKIP_REASON, exc_type=ImportError)
 
+from ament_index_python.packages import get_package_share_directory
 from geometry_msgs.msg import Point
+from map_msgs.msg import OccupancyGridUpdate
 from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from recon_ros.core.distance_slice import DistanceSlice
 from recon_ros.core.frame import PinholeCamera
 from recon_ros.core.occupancy_grid import OccupancyGrid2D
 from recon_ros.io.image_codec import (
@@ -28,16 +36,22 @@ from recon_ros.ros.conversions import (
     MARKER_ADD,
     MARKER_DELETE,
     MARKER_DELETEALL,
+    HeldGrid,
     add_tf_message,
+    apply_grid_update,
     camera_info_msg,
+    cloud_fields,
     color_msg,
     compressed_msg,
     depth_msg,
+    distance_slice_msg,
     grid_from_msg,
+    grid_update_msg,
     mesh_marker_array_cdr,
     occupancy_grid_msg,
     point_cloud_msg,
     points_from_cloud,
+    stamp_ns,
     tf_message,
 )
 
@@ -135,3 +149,89 @@ def test_tf_message_into_the_buffer() -> None:
     refused = add_tf_message(buffer, msg, static=False)
     assert len(refused) == 1  # a frame cannot be its own parent
     np.testing.assert_allclose(buffer.lookup("map", "odom", 10)[:3, 3], [1.0, 2.0, 0.0])
+
+
+def test_distance_slice_cloud_has_every_known_cell() -> None:
+    distance = np.array([[0.5, np.nan, -0.1], [2.0, 1.25, np.nan]], dtype=np.float32)
+    piece = DistanceSlice(distance, 0.1, (-1.0, 3.0), 0.475, 2.0)
+    msg = deserialize_message(serialize_message(distance_slice_msg(piece, "map", STAMP)),
+                              PointCloud2)
+    assert msg.header.frame_id == "map" and (msg.header.stamp.sec, msg.header.stamp.nanosec) \
+        == divmod(STAMP, 10**9)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
+        ("x", 0, PointField.FLOAT32, 1), ("y", 4, PointField.FLOAT32, 1),
+        ("z", 8, PointField.FLOAT32, 1), ("distance", 12, PointField.FLOAT32, 1)]
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 4, 16, 64)
+    assert msg.is_dense and not msg.is_bigendian
+    expected = np.array([[-0.95, 3.05, 0.475, 0.5], [-0.75, 3.05, 0.475, -0.1],
+                         [-0.95, 3.15, 0.475, 2.0], [-0.85, 3.15, 0.475, 1.25]], np.float32)
+    np.testing.assert_allclose(cloud_fields(msg, ("x", "y", "z", "distance")), expected,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="no float32 field"):
+        cloud_fields(point_cloud_msg(np.zeros((2, 3)), "map", STAMP), ["distance"])
+
+
+def test_grid_update_is_the_box_of_changed_cells() -> None:
+    before = np.full((6, 8), -1, dtype=np.int8)
+    after = before.copy()
+    after[2, 5], after[4, 3], after[3, 4] = 100, 0, 0
+    grid = OccupancyGrid2D(after, 0.05, (1.0, 2.0), 0.05, 1.5)
+    update = grid_update_msg(before, grid, "map", STAMP)
+    update = deserialize_message(serialize_message(update), OccupancyGridUpdate)
+    assert (update.x, update.y, update.width, update.height) == (3, 2, 3, 3)
+    assert update.header.frame_id == "map"
+    np.testing.assert_array_equal(np.asarray(update.data, np.int8).reshape(3, 3),
+                                  after[2:5, 3:6])
+    np.testing.assert_array_equal(apply_grid_update(before, update), after)
+    assert grid_update_msg(after, grid, "map", STAMP) is None
+    with pytest.raises(ValueError, match="same size"):
+        grid_update_msg(before[:, :7], grid, "map", STAMP)
+    with pytest.raises(ValueError, match="exceeds"):
+        apply_grid_update(before[:, :5], update)
+
+
+def _grid(data: np.ndarray, origin_y: float, stamp: int) -> OccupancyGrid:
+    return occupancy_grid_msg(OccupancyGrid2D(data, 0.1, (0.0, origin_y), 0.05, 1.5), "map",
+                              stamp)
+
+
+def test_held_grid_applies_updates_and_repairs_overtaken_maps() -> None:
+    small = np.zeros((2, 3), np.int8)
+    grown = np.zeros((4, 3), np.int8)  # grew by two rows at -y: the origin moved
+    grown[0, 0] = 100
+    changed = grown.copy()
+    changed[3, 2] = changed[1, 1] = 100
+    update = grid_update_msg(grown, OccupancyGrid2D(changed, 0.1, (0.0, -0.2), 0.05, 1.5),
+                             "map", STAMP + 2)  # box x=1 y=1 2x3: does not fit the small map
+    held = HeldGrid()
+    assert held.add(update) == [] and held.msg is None  # no map yet
+    assert held.add(_grid(small, 0.0, STAMP)) == [held.msg]  # still waits for its map
+    grown_msg = _grid(grown, -0.2, STAMP + 1)
+    out = held.add(grown_msg)
+    assert [stamp_ns(g.header.stamp) for g in out] == [STAMP + 1, STAMP + 2]
+    np.testing.assert_array_equal(grid_from_msg(held.msg).data, changed)
+    assert held.msg.info == grown_msg.info
+    # an update in another frame is ignored; a full map again (same stamp as the update, as
+    # sent to a new subscriber) re-applies the update, which changes nothing
+    stray = grid_update_msg(changed, OccupancyGrid2D(grown, 0.1, (0.0, -0.2), 0.05, 1.5),
+                            "odom", STAMP + 3)
+    assert held.add(stray) == []
+    again = _grid(changed, -0.2, STAMP + 2)
+    assert [g.header.stamp for g in held.add(again)] == [again.header.stamp] * 2
+    np.testing.assert_array_equal(grid_from_msg(held.msg).data, changed)
+
+
+def test_local_message_packages_have_upstream_type_hashes() -> None:
+    """tf2_msgs and map_msgs are built here from their definitions (scripts/build_msgs.sh);
+    their RIHS01 type hashes must be upstream's, or a real ROS 2 graph would not match them.
+    The hashes are those a ROS 2 install reports (``ros2 topic info -v``)."""
+    upstream = {
+        ("tf2_msgs", "TFMessage"):
+            "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087",
+        ("map_msgs", "OccupancyGridUpdate"):
+            "RIHS01_c4095b0be2e4363f8978a1570e0293ee093436f1e1c61d99b48502ac317025e8",
+    }
+    for (package, name), expected in upstream.items():
+        path = Path(get_package_share_directory(package)) / "msg" / f"{name}.json"
+        hashes = json.loads(path.read_text())["type_hashes"]
+        assert hashes[0] == {"type_name": f"{package}/msg/{name}", "hash_string": expected}

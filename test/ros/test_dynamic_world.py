@@ -26,9 +26,9 @@ from recon_ros.core.frame import Frame
 from recon_ros.core.occupancy_grid import FREE, OCCUPIED
 from recon_ros.io.synthetic import default_camera
 from recon_ros.io.tf_buffer import transform_from_xyzw
-from recon_ros.ros.conversions import MARKER_DELETE, TfTuple, grid_from_msg, stamp_ns
+from recon_ros.ros.conversions import MARKER_DELETE, TfTuple, grid_from_msg
 
-from .helpers import Harness, mesh_state, mesh_vertices, parse_marker_array, wait_for
+from .helpers import Harness, mesh_state, mesh_vertices, parse_marker_array
 
 WIDTH, HEIGHT = 160, 120
 T0 = 1_700_000_000_000_000_000
@@ -84,13 +84,6 @@ def _publish(h: Harness, frame: Frame, stamps: list[int],
     return status
 
 
-def _grid_at(h: Harness, stamp: int) -> OccupancyGrid:
-    """The grid published after the frame stamped ``stamp`` was integrated."""
-    return wait_for(lambda: next((g for g in reversed(h.grid_msgs)
-                                  if stamp_ns(g.header.stamp) == stamp), None), 30,
-                    f"the grid of the frame stamped {stamp}")
-
-
 def _box_cells(msg: OccupancyGrid) -> np.ndarray:
     """Values of the two columns of grid cells on and just behind the box's front face (x =
     1.0 and 1.05 m), at least 7 cm in from its sides."""
@@ -114,7 +107,7 @@ def test_removed_obstacle_leaves_grid_and_mesh(mapper_run) -> None:
     h = mapper_run.harness
     with_box = [T0 + k * PERIOD_NS for k in range(4)]
     _publish(h, _wall_frame(box=True), with_box, _camera_tf)
-    cells = _box_cells(_grid_at(h, with_box[-1]))
+    cells = _box_cells(h.held_grid(len(with_box)))
     assert cells.size == 18 and np.all(cells == OCCUPIED), cells
     before = h.wait_mesh_settled()
     box_ids = _box_marker_ids(mesh_state(before))
@@ -122,7 +115,7 @@ def test_removed_obstacle_leaves_grid_and_mesh(mapper_run) -> None:
 
     without_box = [with_box[-1] + (k + 1) * PERIOD_NS for k in range(4)]
     status = _publish(h, _wall_frame(box=False), without_box, _camera_tf)
-    cells = _box_cells(_grid_at(h, without_box[-1]))
+    cells = _box_cells(h.held_grid(len(with_box) + len(without_box)))
     assert np.all(cells == FREE), cells
     after = h.wait_mesh_settled()
     deleted = {m.id for raw in after[len(before):] for m in parse_marker_array(raw)

@@ -128,8 +128,12 @@ def test_rviz_config_shows_mesh_map_cloud_and_tf() -> None:
     assert {"rviz_default_plugins/MarkerArray", "rviz_default_plugins/Map",
             "rviz_default_plugins/PointCloud2", "rviz_default_plugins/TF"} <= classes
     assert manager["Global Options"]["Fixed Frame"] == "map"
-    (grid,) = [d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Map"]
-    assert grid["Topic"]["Durability Policy"] == "Transient Local"
+    maps = {d["Topic"]["Value"]: d for d in manager["Displays"]
+            if d["Class"] == "rviz_default_plugins/Map"}
+    assert set(maps) == {"/recon_mapper/map", "/recon_mapper/costmap",
+                         "/recon_mapper/local_costmap"}
+    assert all(d["Topic"]["Durability Policy"] == "Transient Local" for d in maps.values())
+    assert maps["/recon_mapper/map"]["Update Topic"]["Value"] == "/recon_mapper/map_updates"
 
 
 def test_realsense_overlay_subscribes_the_driver_topics(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ NON_DEFAULT: dict[str, Any] = {
     "tick_rate_hz": 20.0,
     "mesh_rate_hz": 1.5,
     "occupancy_rate_hz": 0.5,
+    "esdf_rate_hz": 0.25,
     "status_rate_hz": 4.0,
     "tf_timeout_s": 0.25,
     "tf_cache_s": 20.0,
@@ -74,6 +75,13 @@ NON_DEFAULT: dict[str, Any] = {
     "fusion.max_count": 32.0,
     "map.clearing_radius_m": 10.0,
     "map.max_memory_mb": 512.0,
+    "esdf.enabled": False,
+    "esdf.max_distance_m": 3.0,
+    "esdf.slice_height_m": 0.3,
+    "esdf.robot_radius_m": 0.25,
+    "esdf.inflation_radius_m": 0.8,
+    "esdf.cost_scaling_factor": 5.0,
+    "costmap.local_size_m": 4.0,
 }
 SAME = {"volume.device", "fusion.weights"}
 
@@ -153,6 +161,10 @@ def test_docs_carry_the_generated_table() -> None:
     ("map.clearing_radius_m", -1.0, "map.clearing_radius_m=-1.0 is invalid"),
     ("map.max_memory_mb", -1.0, "map.max_memory_mb=-1.0 is invalid: must be 0 (off) or >= 1"),
     ("map.max_memory_mb", 0.5, "must be 0 (off) or >= 1"),
+    ("esdf_rate_hz", -1.0, "esdf_rate_hz=-1.0 is invalid: must be a finite number >= 0"),
+    ("esdf.inflation_radius_m", 0.1, "esdf.inflation_radius_m=0.1 is invalid: must be >= "
+     "robot_radius_m"),
+    ("costmap.local_size_m", -1.0, "costmap.local_size_m=-1.0 is invalid"),
 ])
 def test_validate_rejects_with_a_reason(name: str, value: Any, reason: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(reason)):
