@@ -9,7 +9,7 @@ publication of the mesh that contains it.
 
     .venv/bin/python benchmarks/node_throughput.py [--rates 5 10 15 20 30] [--seconds 10]
         [--voxel 0.05] [--device cpu] [--input-qos sensor_data|reliable]
-        [--transport shm|default] [--json out.json]
+        [--transport shm|default] [--no-clearing] [--no-esdf] [--json out.json]
 
 A rate is *sustained* when nothing was dropped and at least 95 % of the frames the camera
 published in the window were integrated. Times are wall-clock on this machine; the camera
@@ -122,6 +122,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-clearing", action="store_true",
                         help="integration.clear_free_space false (the behaviour before clearing)")
+    parser.add_argument("--no-esdf", action="store_true",
+                        help="esdf.enabled false (no 3D distance field: the cost of the ESDF)")
     args = parser.parse_args()
 
     work = REPO / "build" / "bench_node"
@@ -134,7 +136,8 @@ def main() -> int:
     # when a params file sets the section (see test/ros/launch_spec.write_overlay).
     overlay = write_overlay(work / "overlay.yaml", {
         "volume.voxel_size_m": args.voxel, "volume.device": args.device,
-        "integration.clear_free_space": not args.no_clearing})
+        "integration.clear_free_space": not args.no_clearing,
+        "esdf.enabled": not args.no_esdf})
     mapper = Process(mapper_command(VENV_BIN, overlay=overlay,
                                     extra={"input_qos": args.input_qos}),
                      env, work / "mapper.log", cwd=work)

@@ -9,6 +9,13 @@ Reported: median ms per frame (TSDF + color integration, block allocation includ
 extraction time for both, and bytes per allocated voxel. A second run integrates a long
 synthetic trajectory into one growing map and compares the cost of its first and last frames,
 to show that the cost per frame does not grow with the map.
+
+A third section measures the distance field (ESDF) at 5 cm on the same frames: two mappers
+with the ESDF off and on integrate them interleaved; per frame, the whole ``Mapper.integrate``
+without the ESDF, the ESDF's free-space carving inside ``integrate`` (its timer stage
+``esdf_carve``), the incremental update after the frame (``Mapper.update_esdf``), their ratio
+to the integration, and the voxels the update (re)assigned; then a full recompute of the final
+field, and the throughput of distance queries at random points inside the map.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -25,6 +34,7 @@ from rich.table import Table
 
 from .core.config import MapperConfig
 from .core.errors import ReconError
+from .core.esdf import EsdfLayer
 from .core.frame import Frame
 from .core.mapper import Mapper
 from .io.frame_folder import FrameFolder
@@ -32,6 +42,12 @@ from .io.frame_folder import FrameFolder
 TRUNCATION_VOXELS = 4.0
 MAX_DEPTH_M = 4.0
 DEFAULT_FRAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "3dmatch-seq01"
+ESDF_VOXEL_M = 0.05
+ESDF_QUERY_POINTS = 100_000
+ESDF_QUERY_REPEATS = 5
+ESDF_RECOMPUTE_REPEATS = 3
+#: nvblox's published ESDF update time, ms (5 cm, RTX 3090; design.md section 5).
+NVBLOX_ESDF_MS = 0.8
 
 
 def hardware_line(device: str) -> str:
@@ -64,11 +80,12 @@ def load_frames(frames_dir: Path | None) -> tuple[list[Frame], str]:
     return frames, f"{len(frames)} real frames from {folder}"
 
 
-def _config(voxel_m: float, device: str, compile: bool) -> MapperConfig:
+def _config(voxel_m: float, device: str, compile: bool, esdf: bool = True) -> MapperConfig:
     return MapperConfig.from_dict({
         "volume": {"voxel_size_m": voxel_m, "device": device},
         "integration": {"truncation_voxels": TRUNCATION_VOXELS, "max_depth_m": MAX_DEPTH_M,
-                        "compile": compile}})
+                        "compile": compile},
+        "esdf": {"enabled": esdf}})
 
 
 class ReconRosRunner:
@@ -197,8 +214,137 @@ def map_growth(n_frames: int, voxel_m: float, device: str, compile: bool) -> dic
             "blocks": mapper.volume.num_blocks, "frames": n_frames}
 
 
+@dataclass
+class EsdfCost:
+    """What the distance field costs, per frame and on the final map.
+
+    Attributes:
+        voxel_size_m: voxel edge, metres.
+        frame_size: (width, height) of the frames, pixels.
+        integrate_off_ms: (F,) ``Mapper.integrate`` per frame with the ESDF off, ms.
+        integrate_on_ms: (F,) the same with the ESDF on (its carving included), ms.
+        carve_ms: (F,) the ESDF's free-space carving inside ``integrate``, ms.
+        update_ms: (F,) ``Mapper.update_esdf`` after each frame, ms.
+        voxels_updated: (F,) voxel distance assignments of each update (``update_esdf``'s
+            count: a voxel reassigned by several wave steps counts each time).
+        recompute_ms: median of full recomputes (``EsdfLayer.recompute``) of the final map, ms.
+        recompute_voxels: voxel distance assignments of one full recompute.
+        known_voxels: observed voxels of the final field.
+        query_points: points per distance query batch.
+        query_points_per_s: median throughput of ``EsdfLayer.query``, points per second.
+        query_observed: fraction of the query points with a distance (not NaN).
+    """
+
+    voxel_size_m: float
+    frame_size: tuple[int, int]
+    integrate_off_ms: np.ndarray
+    integrate_on_ms: np.ndarray
+    carve_ms: np.ndarray
+    update_ms: np.ndarray
+    voxels_updated: np.ndarray
+    recompute_ms: float
+    recompute_voxels: int
+    known_voxels: int
+    query_points: int
+    query_points_per_s: float
+    query_observed: float
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """(F,) (carving + update) / ESDF-off integration of the same frame."""
+        return (self.carve_ms + self.update_ms) / self.integrate_off_ms
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(quantity, median, p90)`` rows of the ESDF table."""
+        def stats(a: np.ndarray, fmt: str) -> tuple[str, str]:
+            return format(float(np.median(a)), fmt), format(float(np.percentile(a, 90)), fmt)
+
+        return [
+            ("integrate ms, ESDF off", *stats(self.integrate_off_ms, ".2f")),
+            ("integrate ms, ESDF on (carving included)", *stats(self.integrate_on_ms, ".2f")),
+            ("ESDF carving ms (in integrate)", *stats(self.carve_ms, ".2f")),
+            ("ESDF update ms (after each frame)", *stats(self.update_ms, ".2f")),
+            ("(carving + update) / integrate off", *stats(self.ratio, ".2f")),
+            ("voxels updated per frame (distance assignments)",
+             *stats(self.voxels_updated, ".0f")),
+            (f"full recompute ms, final map ({self.known_voxels} known voxels, "
+             f"{self.recompute_voxels} assignments)", f"{self.recompute_ms:.2f}", "-"),
+            ("incremental update / full recompute",
+             f"{float(np.median(self.update_ms)) / self.recompute_ms:.3f}", "-"),
+            (f"distance queries, M points/s ({self.query_points} random points in the map "
+             f"bounds, {self.query_observed:.0%} observed)",
+             f"{self.query_points_per_s / 1e6:.2f}", "-"),
+        ]
+
+
+def esdf_cost(frames: list[Frame], voxel_m: float, repeats: int, device: str,
+              query_points: int = ESDF_QUERY_POINTS, seed: int = 0) -> EsdfCost:
+    """Integrate ``repeats`` frames (cycling through ``frames``) with the ESDF off and on,
+    interleaved frame by frame, updating the field after each frame; then time full recomputes
+    and batches of ``query_points`` uniform random query points in the bounds of the known
+    voxels (seeded)."""
+    off, on = (Mapper(_config(voxel_m, device, False, esdf=esdf)) for esdf in (False, True))
+    for m in (off, on):  # warm-up (the ESDF update included) outside the measurement
+        m.integrate(frames[0])
+        if m.esdf is not None:
+            m.update_esdf()
+        m.reset()
+        m.timer.clear()
+    voxels = []
+    for i in range(repeats):
+        frame = frames[i % len(frames)]
+        for m in (off, on):
+            with m.timer("bench_frame"):
+                m.integrate(frame)
+        voxels.append(on.update_esdf())
+    esdf = cast(EsdfLayer, on.esdf)  # enabled by _config
+    recompute_voxels = 0
+    for _ in range(ESDF_RECOMPUTE_REPEATS):
+        with on.timer("bench_recompute"):
+            recompute_voxels = esdf.recompute()
+    indices = torch.from_numpy(esdf.export()["indices"]).to(torch.float32)
+    lo, hi = indices.min(dim=0).values, indices.max(dim=0).values
+    gen = torch.Generator().manual_seed(seed)
+    points = ((lo + (hi - lo) * torch.rand((query_points, 3), generator=gen)) * voxel_m
+              ).to(esdf.device)
+    for _ in range(ESDF_QUERY_REPEATS):
+        with on.timer("bench_query"):
+            result = esdf.query(points)
+    s_off, s_on = off.timer.samples, on.timer.samples
+    height, width = frames[0].depth.shape
+    return EsdfCost(
+        voxel_size_m=voxel_m, frame_size=(width, height),
+        integrate_off_ms=np.asarray(s_off["bench_frame"]),
+        integrate_on_ms=np.asarray(s_on["bench_frame"]),
+        carve_ms=np.asarray(s_on["esdf_carve"]), update_ms=np.asarray(s_on["esdf"]),
+        voxels_updated=np.asarray(voxels), recompute_ms=float(np.median(s_on["bench_recompute"])),
+        recompute_voxels=recompute_voxels, known_voxels=int(indices.shape[0]),
+        query_points=query_points,
+        query_points_per_s=query_points / (float(np.median(s_on["bench_query"])) * 1e-3),
+        query_observed=float(result.observed.float().mean()))
+
+
+def esdf_table(cost: EsdfCost) -> Table:
+    """The ESDF section as a rich table (``quantity``, ``median``, ``p90``), the reference
+    in its caption."""
+    (width, height), frames = cost.frame_size, len(cost.integrate_off_ms)
+    table = Table(
+        title=f"ESDF at {cost.voxel_size_m * 100:g} cm: cost per {width}x{height} frame "
+              f"({frames} frames, median / p90 over frames)",
+        caption=f"reference: nvblox reports {NVBLOX_ESDF_MS} ms per ESDF update at 5 cm on an "
+                "RTX 3090 GPU (its published figure) - different hardware, not comparable to a "
+                "CPU figure")
+    table.add_column("quantity")
+    for col in ("median", "p90"):
+        table.add_column(col, justify="right")
+    for row in cost.rows():
+        table.add_row(*row)
+    return table
+
+
 def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Path | None,
-                   repeats: int, device: str, compile: bool, growth_frames: int) -> None:
+                   repeats: int, device: str, compile: bool, growth_frames: int,
+                   esdf: bool = True) -> None:
     frames, described = load_frames(frames_dir)
     if not frames:
         raise ReconError("no frames to benchmark")
@@ -227,3 +373,5 @@ def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Pat
             f"map growth (5 cm, {g['frames']} synthetic frames, {g['blocks']} blocks at the end):"
             f" integrate median {g['first_ms']:.2f} ms over the first frames vs "
             f"{g['last_ms']:.2f} ms over the last (ratio {g['last_ms'] / g['first_ms']:.2f})")
+    if esdf:
+        console.print(esdf_table(esdf_cost(frames, ESDF_VOXEL_M, repeats, device)))

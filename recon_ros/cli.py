@@ -117,6 +117,8 @@ def _replay_table(result) -> Table:
                          for k in ("free_space", "decay", "radius", "memory"))
     table.add_row("blocks released", released)
     table.add_row("2D cells cleared (occupied -> not)", str(st["grid_cells_cleared"]))
+    table.add_row("ESDF memory MiB / distance assignments",
+                  f"{st['esdf_memory_mb']:.1f} / {st['esdf_voxels_updated']}")
     table.add_row("mesh vertices / faces", f"{result.mesh_vertices} / {result.mesh_faces}")
     speed = result.bag_duration_s / result.wall_s if result.wall_s else 0.0
     table.add_row("wall time s (x real time)", f"{result.wall_s:.1f} ({speed:.1f}x)")
@@ -227,7 +229,7 @@ def demo(
     import shutil
 
     from .evaluation import grid_metrics, mesh_metrics
-    from .io.map_files import read_nav2_map, read_ply, read_points
+    from .io.map_files import read_esdf, read_nav2_map, read_ply, read_points
     from .io.synthetic_dataset import write_synthetic_dataset
     from .offline import replay_bag
 
@@ -248,6 +250,7 @@ def demo(
         metrics = mesh_metrics(read_ply(result.outputs["mesh"]), gt_points, (0.02, 0.05))
         grid = grid_metrics(read_nav2_map(result.outputs["grid"]),
                             read_nav2_map(scene_dir / "ground_truth" / "map.yaml"))
+        esdf = read_esdf(result.outputs["esdf"]) if "esdf" in result.outputs else None
     except ReconError as exc:
         raise _fail(str(exc)) from exc
     table = Table(title="demo: map vs ground truth")
@@ -259,6 +262,11 @@ def demo(
         table.add_row(f"2D grid {k}", f"{v:.4f}")
     console.print(table)
     console.print(f"outputs in {map_dir}: " + ", ".join(p.name for p in result.outputs.values()))
+    if esdf is not None:
+        console.print(
+            f"distance field {result.outputs['esdf'].name}: {esdf.num_voxels} observed voxels "
+            f"({int(esdf.obstacle.sum())} obstacle), slice {esdf.slice.width}x"
+            f"{esdf.slice.height} cells at z = {esdf.slice.height_m:.2f} m")
     console.print(f"done in {time.perf_counter() - start:.1f} s")
 
 
@@ -274,13 +282,17 @@ def bench(
     compile: Annotated[bool, typer.Option(help="Also time the torch.compile'd kernel.")] = True,
     growth_frames: Annotated[int, typer.Option(help="Synthetic frames for the map-growth run.")]
     = 120,
+    esdf: Annotated[bool, typer.Option(
+        help="Also time the distance field at 5 cm (carving, update, recompute, queries).")]
+    = True,
 ) -> None:
-    """Integration speed vs Open3D's VoxelBlockGrid on the same frames, in one process."""
+    """Integration speed vs Open3D's VoxelBlockGrid on the same frames, in one process; the
+    cost of the distance field (ESDF)."""
     from .bench import run_benchmarks
 
     try:
         run_benchmarks(console, [float(v) / 100 for v in voxel_sizes_cm.split(",")], frames_dir,
-                       repeats, device, compile, growth_frames)
+                       repeats, device, compile, growth_frames, esdf)
     except ReconError as exc:
         raise _fail(str(exc)) from exc
 

@@ -8,6 +8,9 @@ live node's save service writes, so every map directory has the same layout:
     map.pt        full map checkpoint (``Mapper.load``)
     config.yaml   the mapping configuration used
     preview.png   mesh view + 2D grid
+    esdf.npz      3D distance field (observed voxels) + its horizontal slice at
+                  ``esdf.slice_height_m`` (``recon_ros.io.map_files.read_esdf``); only when
+                  the ESDF is on (``esdf.enabled``, the default)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from .core.config import MapperConfig
 from .core.mapper import Mapper
 from .core.mesh import TriangleMesh
-from .io.map_files import write_nav2_map, write_ply
+from .io.map_files import EsdfMap, write_esdf, write_nav2_map, write_ply
 from .io.preview import write_preview
 from .io.rosbag_source import RosbagSource
 
@@ -30,6 +33,7 @@ GRID_FILE = "map.yaml"
 CHECKPOINT_FILE = "map.pt"
 CONFIG_FILE = "config.yaml"
 PREVIEW_FILE = "preview.png"
+ESDF_FILE = "esdf.npz"
 #: Replay refreshes the (incremental) occupancy layers every this many frames, so the summary's
 #: "2D cells cleared" counts cells that turned free along the way, as the live node does.
 OCCUPANCY_REFRESH_FRAMES = 10
@@ -37,7 +41,8 @@ OCCUPANCY_REFRESH_FRAMES = 10
 
 def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True
                       ) -> tuple[dict[str, Path], TriangleMesh]:
-    """Write mesh, Nav2 map, checkpoint, config (and a preview) into ``out_dir``.
+    """Write mesh, Nav2 map, checkpoint, config (and a preview) into ``out_dir``, and the
+    distance field (brought up to date first) when the mapper has one.
 
     Returns:
         ``(paths, mesh)``: name -> written file, and the mesh that was written.
@@ -52,6 +57,14 @@ def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True
     write_nav2_map(paths["grid"], grid)
     mapper.save(paths["checkpoint"])
     mapper.config.to_yaml(paths["config"])
+    if mapper.esdf is not None:
+        paths["esdf"] = out / ESDF_FILE
+        mapper.update_esdf()
+        field = mapper.esdf.export()
+        # The scalars as configured (export() gives them as float32).
+        field.update(voxel_size_m=mapper.esdf.voxel_size_m,
+                     max_distance_m=mapper.esdf.max_distance_m)
+        write_esdf(paths["esdf"], EsdfMap(**field, slice=mapper.esdf_slice()))
     if preview:
         paths["preview"] = out / PREVIEW_FILE
         write_preview(paths["preview"], mesh, grid,

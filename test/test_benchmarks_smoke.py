@@ -1,5 +1,6 @@
-"""Smoke tests of the benchmark scripts in benchmarks/: tiny arguments, then the structure and
-sanity of the figures they print and return. No time is ever asserted."""
+"""Smoke tests of the benchmark scripts in benchmarks/ and of ``recon-ros bench``: tiny
+arguments, then the structure and sanity of the figures they print and return. No time is ever
+asserted."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
+from recon_ros import bench
 from recon_ros.core.frame import Frame
 from recon_ros.core.mapper import Mapper
-from recon_ros.io.synthetic import Scene, default_camera, render_depth
+from recon_ros.io.synthetic import (
+    Scene,
+    default_camera,
+    iter_frames,
+    make_demo_scene,
+    render_depth,
+    room_scan_trajectory,
+)
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -152,3 +163,72 @@ def test_integrate_time_smoke() -> None:
         ["--frames", "4", "--width", "40", "--height", "30", "--voxel-cm", "10"])
     (r,) = results.values()
     assert r["frames"] == 8 and 0 < r["median_ms"] <= r["p90_ms"]
+
+
+def _tiny_frames(n: int) -> list[Frame]:
+    """``n`` 80x60 RGB-D frames of the demo room."""
+    scene = make_demo_scene()
+    return list(iter_frames(scene, default_camera(80, 60), room_scan_trajectory(scene, n)))
+
+
+def _cell_number(cell: str) -> float:
+    return float(cell.split()[0])
+
+
+def test_bench_esdf_section(device: str) -> None:
+    frames = _tiny_frames(4)
+    cost = bench.esdf_cost(frames, 0.1, repeats=6, device=device, query_points=2000)
+    assert cost.frame_size == (80, 60) and cost.voxel_size_m == 0.1
+    per_frame = (cost.integrate_off_ms, cost.integrate_on_ms, cost.carve_ms, cost.update_ms,
+                 cost.voxels_updated, cost.ratio)
+    for a in per_frame:
+        assert a.shape == (6,) and np.isfinite(a).all() and (a >= 0).all()
+    # The carving is timed inside the ESDF-on integration of the same frame.
+    assert (cost.carve_ms <= cost.integrate_on_ms).all()
+    np.testing.assert_allclose(cost.ratio, (cost.carve_ms + cost.update_ms)
+                               / cost.integrate_off_ms)
+    assert cost.voxels_updated[0] > 0  # the first frame builds the field
+    assert cost.known_voxels > 1000 and cost.recompute_voxels > 0
+    assert 0 < cost.recompute_ms < math.inf and 0 < cost.query_points_per_s < math.inf
+    assert cost.query_points == 2000 and 0 < cost.query_observed <= 1
+
+    table = bench.esdf_table(cost)
+    assert [c.header for c in table.columns] == ["quantity", "median", "p90"]
+    rows = cost.rows()
+    assert table.row_count == len(rows) == 9
+    console = Console(record=True, width=250)
+    console.print(table)
+    text = console.export_text()
+    assert "ESDF at 10 cm" in text and "80x60" in text
+    assert "nvblox" in text and "RTX 3090" in text and "different hardware" in text
+    labels = [r[0] for r in rows]
+    for needle in ("ESDF off", "ESDF on", "carving ms", "update ms", "(carving + update)",
+                   "voxels updated", "full recompute ms", "incremental update / full recompute",
+                   "distance queries"):
+        assert sum(needle in label for label in labels) == 1, needle
+    for label, median, p90 in rows:
+        assert label in text and math.isfinite(_cell_number(median)), label
+        assert p90 == "-" or math.isfinite(_cell_number(p90)), label
+
+
+def _write_frame_folder(folder: Path, frames: list[Frame]) -> None:
+    """The 3DMatch layout that ``recon-ros bench --frames-dir`` reads."""
+    folder.mkdir()
+    np.savetxt(folder / "camera-intrinsics.txt", frames[0].camera.K)
+    for i, f in enumerate(frames):
+        stem = folder / f"frame-{i:06d}"
+        cv2.imwrite(f"{stem}.depth.png", np.round(np.nan_to_num(f.depth) * 1000)
+                    .astype(np.uint16))
+        cv2.imwrite(f"{stem}.color.png", cv2.cvtColor(f.color, cv2.COLOR_RGB2BGR))
+        np.savetxt(f"{stem}.pose.txt", f.T_world_cam)
+
+
+def test_bench_prints_the_esdf_table(tmp_path: Path) -> None:
+    _write_frame_folder(tmp_path / "frames", _tiny_frames(3))
+    console = Console(record=True, width=250)
+    bench.run_benchmarks(console, [0.1], tmp_path / "frames", repeats=3, device="cpu",
+                         compile=False, growth_frames=0)
+    text = console.export_text()
+    assert "3 real frames from" in text and "TSDF + color integration" in text
+    assert "ESDF at 5 cm: cost per 80x60 frame (3 frames" in text
+    assert "(carving + update) / integrate off" in text and "nvblox" in text

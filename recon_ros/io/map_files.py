@@ -1,4 +1,5 @@
-"""Map files on disk: triangle meshes as PLY, 2D occupancy as Nav2 map_server YAML + PGM.
+"""Map files on disk: triangle meshes as PLY, 2D occupancy as Nav2 map_server YAML + PGM, the
+3D distance field (ESDF) as NumPy ``.npz``.
 
 ROS-free. The Nav2 files follow ``nav2_map_server`` exactly (trinary mode, ``negate: 0``):
 
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from ..core.distance_slice import DistanceSlice
 from ..core.errors import ReconError
 from ..core.mesh import TriangleMesh
 from ..core.occupancy_grid import FREE, OCCUPIED, UNKNOWN, OccupancyGrid2D
@@ -296,3 +299,113 @@ def _parse_pgm_p5(raw: bytes, image_path: Path) -> tuple[np.ndarray, int]:
         raise MapFileError(f"{image_path}: PGM raster is shorter than {width}x{height}")
     pixels = np.frombuffer(raw, dtype, count=count, offset=pos).reshape(height, width)
     return pixels, maxval
+
+
+# --------------------------------------------------------------------------------------------
+# ESDF (.npz)
+# --------------------------------------------------------------------------------------------
+
+ESDF_NPZ_FORMAT = "recon_ros.esdf_npz.v1"
+
+
+@dataclass
+class EsdfMap:
+    """The distance field as stored in ``esdf.npz``: every observed voxel, and one horizontal
+    slice for 2D planners.
+
+    Attributes:
+        indices: (N, 3) int32 global voxel indices; voxel ``i`` has its centre at
+            ``i * voxel_size_m`` (map frame, metres).
+        distance: (N,) float32 signed distance to the nearest obstacle, metres (positive in
+            free space, at most ``max_distance_m``; negative just inside obstacles).
+        obstacle: (N,) bool, the voxel is an obstacle (observed TSDF below zero).
+        voxel_size_m: voxel edge, metres.
+        max_distance_m: the ESDF's propagation limit, metres.
+        slice: the horizontal slice (see :class:`DistanceSlice`; NaN = unknown).
+    """
+
+    indices: np.ndarray
+    distance: np.ndarray
+    obstacle: np.ndarray
+    voxel_size_m: float
+    max_distance_m: float
+    slice: DistanceSlice
+
+    def __post_init__(self) -> None:
+        self.indices = np.asarray(self.indices, dtype=np.int32)
+        self.distance = np.asarray(self.distance, dtype=np.float32)
+        self.obstacle = np.asarray(self.obstacle, dtype=bool)
+        self.voxel_size_m = float(self.voxel_size_m)
+        self.max_distance_m = float(self.max_distance_m)
+        n = self.indices.shape[0]
+        if self.indices.shape != (n, 3):
+            raise MapFileError(f"ESDF indices must be (N, 3), got {self.indices.shape}")
+        if self.distance.shape != (n,) or self.obstacle.shape != (n,):
+            raise MapFileError(f"ESDF distance and obstacle must be ({n},), got "
+                               f"{self.distance.shape} and {self.obstacle.shape}")
+        if np.asarray(self.slice.distance).ndim != 2:
+            raise MapFileError(f"ESDF slice must be (H, W), got {self.slice.distance.shape}")
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.indices.shape[0])
+
+    def centers(self) -> np.ndarray:
+        """(N, 3) float64 map-frame voxel centres, metres."""
+        return self.indices.astype(np.float64) * self.voxel_size_m
+
+
+def write_esdf(path: PathLike, esdf: EsdfMap) -> None:
+    """Write ``esdf`` as a compressed ``.npz`` (exactly at ``path``; parents are created).
+
+    Keys: ``format``, ``indices``, ``distance``, ``obstacle``, ``voxel_size_m``,
+    ``max_distance_m`` (the fields of :class:`EsdfMap`) and ``slice_distance`` (H, W) float32,
+    ``slice_origin_xy`` (2,) float64, ``slice_resolution_m``, ``slice_height_m``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s = esdf.slice
+    with open(path, "wb") as f:  # a file object: numpy would append ".npz" to other names
+        np.savez_compressed(
+            f, format=np.str_(ESDF_NPZ_FORMAT), indices=esdf.indices, distance=esdf.distance,
+            obstacle=esdf.obstacle, voxel_size_m=np.float64(esdf.voxel_size_m),
+            max_distance_m=np.float64(esdf.max_distance_m),
+            slice_distance=np.asarray(s.distance, dtype=np.float32),
+            slice_origin_xy=np.asarray(s.origin_xy, dtype=np.float64),
+            slice_resolution_m=np.float64(s.resolution_m),
+            slice_height_m=np.float64(s.height_m))
+
+
+def read_esdf(path: PathLike) -> EsdfMap:
+    """Read a file written by :func:`write_esdf`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        MapFileError: not a recon_ros ESDF file, a key is missing or an array has a wrong shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except ValueError as exc:  # not an npz (or pickled content)
+        raise MapFileError(f"{path}: not an ESDF .npz file ({exc})") from exc
+    if str(data.get("format", "")) != ESDF_NPZ_FORMAT:
+        raise MapFileError(f"{path}: format {data.get('format')!r}, expected "
+                           f"{ESDF_NPZ_FORMAT!r}")
+    missing = [k for k in ("indices", "distance", "obstacle", "voxel_size_m", "max_distance_m",
+                           "slice_distance", "slice_origin_xy", "slice_resolution_m",
+                           "slice_height_m") if k not in data]
+    if missing:
+        raise MapFileError(f"{path}: missing keys {missing}")
+    max_distance_m = float(data["max_distance_m"])
+    origin = data["slice_origin_xy"]
+    return EsdfMap(
+        indices=data["indices"], distance=data["distance"], obstacle=data["obstacle"],
+        voxel_size_m=float(data["voxel_size_m"]), max_distance_m=max_distance_m,
+        slice=DistanceSlice(distance=data["slice_distance"],
+                            resolution_m=float(data["slice_resolution_m"]),
+                            origin_xy=(float(origin[0]), float(origin[1])),
+                            height_m=float(data["slice_height_m"]),
+                            max_distance_m=max_distance_m))

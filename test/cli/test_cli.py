@@ -2,13 +2,23 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from recon_ros.io.map_files import ply_has_faces, read_nav2_map, read_ply, read_points
+from recon_ros.core.mapper import Mapper
+from recon_ros.io.map_files import (
+    EsdfMap,
+    ply_has_faces,
+    read_esdf,
+    read_nav2_map,
+    read_ply,
+    read_points,
+)
 
 EXE = [sys.executable, "-m", "recon_ros.cli"]
 
@@ -19,6 +29,20 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and out.returncode != 0:
         raise AssertionError(f"recon-ros {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return out
+
+
+def check_esdf_file(map_dir: Path) -> EsdfMap:
+    """``map_dir/esdf.npz`` must exist and hold, at every voxel centre, the distance that the
+    map saved next to it (``map.pt``) returns; returns the file's contents."""
+    esdf = read_esdf(map_dir / "esdf.npz")  # FileNotFoundError: a missing file fails the test
+    assert esdf.num_voxels > 1000 and esdf.obstacle.any() and not esdf.obstacle.all()
+    mapper = Mapper.load(map_dir / "map.pt")
+    assert esdf.voxel_size_m == mapper.config.volume.voxel_size_m
+    query = mapper.distance(esdf.centers())
+    assert bool(query.observed.all())
+    np.testing.assert_allclose(query.distance.numpy(), esdf.distance, atol=1e-4)
+    assert np.isfinite(esdf.slice.distance).sum() > 100
+    return esdf
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +67,11 @@ def test_replay_then_eval_scores_the_map_against_ground_truth(dataset, tmp_path)
     maps = tmp_path / "maps"
     out = run("replay", str(dataset / "bag"), "--out", str(maps), "--voxel-size-m", "0.04")
     assert "frames integrated" in out.stdout
-    for name in ("mesh.ply", "map.yaml", "map.pgm", "map.pt", "config.yaml", "preview.png"):
+    for name in ("mesh.ply", "map.yaml", "map.pgm", "map.pt", "config.yaml", "preview.png",
+                 "esdf.npz"):
         assert (maps / name).is_file(), name
+    check_esdf_file(maps)
+    assert "ESDF memory MiB / distance assignments" in out.stdout
     mesh = read_ply(maps / "mesh.ply")
     assert mesh.num_faces > 1000 and mesh.colors is not None
     metrics_file = tmp_path / "metrics.json"
@@ -56,6 +83,16 @@ def test_replay_then_eval_scores_the_map_against_ground_truth(dataset, tmp_path)
     assert float(metrics["mesh"]["F-score @ 8 cm"]) >= 0.95, out.stdout
     assert metrics["grid"]["occupied_iou"] > 0.6
     assert metrics["grid"]["obstacles_marked_free"] < 0.05
+
+
+def test_demo_writes_and_announces_the_esdf(tmp_path):
+    out = run("demo", "--out", str(tmp_path / "demo"), "--frames", "4")
+    esdf = check_esdf_file(tmp_path / "demo" / "map")
+    announced = re.search(r"distance field esdf\.npz: (\d+) observed voxels \((\d+) obstacle\)",
+                          out.stdout)
+    assert announced, out.stdout
+    assert int(announced[1]) == esdf.num_voxels
+    assert int(announced[2]) == int(esdf.obstacle.sum())
 
 
 def test_errors_are_one_clear_line_and_exit_code_2(tmp_path):

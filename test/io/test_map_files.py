@@ -1,4 +1,5 @@
-"""Map files: PLY meshes and Nav2 map_server YAML + PGM, checked by round trips and by hand."""
+"""Map files: PLY meshes, Nav2 map_server YAML + PGM and the ESDF .npz, checked by round trips
+and by hand."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
+from recon_ros.core.config import MapperConfig
+from recon_ros.core.distance_slice import DistanceSlice
+from recon_ros.core.mapper import Mapper
 from recon_ros.core.mesh import TriangleMesh
 from recon_ros.core.occupancy_grid import FREE, OCCUPIED, UNKNOWN, OccupancyGrid2D
 from recon_ros.io.map_files import (
@@ -17,12 +21,23 @@ from recon_ros.io.map_files import (
     PIXEL_FREE,
     PIXEL_OCCUPIED,
     PIXEL_UNKNOWN,
+    EsdfMap,
+    MapFileError,
+    read_esdf,
     read_nav2_map,
     read_ply,
     trinary_occupancy,
+    write_esdf,
     write_nav2_map,
     write_ply,
 )
+from recon_ros.io.synthetic import (
+    default_camera,
+    iter_frames,
+    make_demo_scene,
+    room_scan_trajectory,
+)
+from recon_ros.offline import ESDF_FILE, write_map_outputs
 
 U, F, O = UNKNOWN, FREE, OCCUPIED
 
@@ -206,3 +221,109 @@ def test_reads_png_through_opencv(tmp_path: Path) -> None:
     meta["image"] = "floor.png"
     (tmp_path / "png.yaml").write_text(yaml.safe_dump(meta))
     np.testing.assert_array_equal(read_nav2_map(tmp_path / "png.yaml").data, GRID)
+
+
+# --------------------------------------------------------------------------------------------
+# ESDF .npz
+# --------------------------------------------------------------------------------------------
+
+def _esdf_map(n: int = 500) -> EsdfMap:
+    """Random voxels (negative indices included) and a slice with unknown (NaN) cells."""
+    rng = np.random.default_rng(1)
+    distance = rng.uniform(-0.2, 2.0, (7, 9)).astype(np.float32)
+    distance[rng.random((7, 9)) < 0.3] = np.nan
+    return EsdfMap(
+        indices=rng.integers(-300, 300, (n, 3)).astype(np.int32),
+        distance=rng.uniform(-0.2, 2.0, n).astype(np.float32),
+        obstacle=rng.random(n) < 0.2, voxel_size_m=0.05, max_distance_m=2.0,
+        slice=DistanceSlice(distance, 0.05, (-1.275, 0.325), 0.5, 2.0))
+
+
+@pytest.mark.parametrize("n", [500, 0])
+def test_esdf_round_trip(tmp_path: Path, n: int) -> None:
+    esdf = _esdf_map(n)
+    path = tmp_path / "sub" / "field.bin"  # written exactly there, whatever the suffix
+    write_esdf(path, esdf)
+    assert path.is_file() and not path.with_suffix(".bin.npz").exists()
+    back = read_esdf(path)
+    assert back.indices.dtype == np.int32 and back.distance.dtype == np.float32
+    assert back.obstacle.dtype == bool
+    np.testing.assert_array_equal(back.indices, esdf.indices)
+    np.testing.assert_array_equal(back.distance, esdf.distance)
+    np.testing.assert_array_equal(back.obstacle, esdf.obstacle)
+    assert (back.voxel_size_m, back.max_distance_m, back.num_voxels) == (0.05, 2.0, n)
+    np.testing.assert_array_equal(back.slice.distance, esdf.slice.distance)  # NaN == NaN
+    assert np.isnan(back.slice.distance).any()
+    assert back.slice.origin_xy == esdf.slice.origin_xy
+    assert (back.slice.resolution_m, back.slice.height_m, back.slice.max_distance_m) == (
+        0.05, 0.5, 2.0)
+    np.testing.assert_allclose(back.centers(), esdf.indices * 0.05)
+
+
+def test_esdf_npz_keys_are_plain_arrays(tmp_path: Path) -> None:
+    """Readable with plain NumPy (no pickle), under the documented keys."""
+    write_esdf(tmp_path / "esdf.npz", _esdf_map())
+    with np.load(tmp_path / "esdf.npz", allow_pickle=False) as npz:
+        assert set(npz.files) == {"format", "indices", "distance", "obstacle", "voxel_size_m",
+                                  "max_distance_m", "slice_distance", "slice_origin_xy",
+                                  "slice_resolution_m", "slice_height_m"}
+        assert npz["indices"].shape == (500, 3) and npz["slice_distance"].shape == (7, 9)
+
+
+def test_esdf_rejects_bad_shapes_and_foreign_files(tmp_path: Path) -> None:
+    good = _esdf_map(10)
+    with pytest.raises(MapFileError, match="indices"):
+        EsdfMap(good.indices[:, :2], good.distance, good.obstacle, 0.05, 2.0, good.slice)
+    with pytest.raises(MapFileError, match="distance and obstacle"):
+        EsdfMap(good.indices, good.distance[:9], good.obstacle, 0.05, 2.0, good.slice)
+    other = tmp_path / "other.npz"
+    np.savez(other, indices=good.indices)
+    with pytest.raises(MapFileError, match="format"):
+        read_esdf(other)
+    (tmp_path / "text.npz").write_text("not numpy")
+    with pytest.raises(MapFileError):
+        read_esdf(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError):
+        read_esdf(tmp_path / "missing.npz")
+
+
+def _demo_mapper(esdf: bool) -> Mapper:
+    """The demo room seen by 6 small frames at 10 cm; the ESDF is never updated here."""
+    scene = make_demo_scene()
+    mapper = Mapper(MapperConfig.from_dict({"volume": {"voxel_size_m": 0.1},
+                                            "esdf": {"enabled": esdf}}))
+    for frame in iter_frames(scene, default_camera(80, 60), room_scan_trajectory(scene, 6)):
+        mapper.integrate(frame)
+    return mapper
+
+
+def test_map_directory_holds_the_up_to_date_esdf(tmp_path: Path) -> None:
+    """write_map_outputs (replay, demo, the node's save service) updates the field before
+    writing it: the file's distances are the mapper's at every voxel centre, and its slice is
+    the voxel layer at ``esdf.slice_height_m``."""
+    mapper = _demo_mapper(esdf=True)
+    paths, _ = write_map_outputs(mapper, tmp_path, preview=False)
+    assert paths["esdf"] == tmp_path / ESDF_FILE
+    esdf = read_esdf(paths["esdf"])
+    assert esdf.num_voxels > 1000 and 0 < esdf.obstacle.sum() < esdf.num_voxels
+    assert (esdf.voxel_size_m, esdf.max_distance_m) == (0.1, mapper.config.esdf.max_distance_m)
+    query = mapper.distance(esdf.centers())
+    assert bool(query.observed.all())
+    np.testing.assert_allclose(query.distance.numpy(), esdf.distance, atol=1e-4)
+    assert (esdf.distance[esdf.obstacle] <= 0).all() and (esdf.distance[~esdf.obstacle] >= 0).all()
+    s = esdf.slice
+    layer = round(mapper.config.esdf.slice_height_m / 0.1)
+    assert s.height_m == pytest.approx(layer * 0.1) and s.resolution_m == 0.1
+    at_layer = esdf.indices[:, 2] == layer
+    centers = esdf.centers()[at_layer]
+    assert at_layer.sum() > 100
+    np.testing.assert_array_equal(s.value_at(centers[:, 0], centers[:, 1]),
+                                  esdf.distance[at_layer])
+    # Every known cell of the slice is a voxel of the file: nothing else is known.
+    assert int(np.isfinite(s.distance).sum()) == int(at_layer.sum())
+
+
+def test_map_directory_without_esdf(tmp_path: Path) -> None:
+    paths, _ = write_map_outputs(_demo_mapper(esdf=False), tmp_path, preview=False)
+    assert "esdf" not in paths and not (tmp_path / ESDF_FILE).exists()
+    assert paths["mesh"].is_file() and paths["grid"].is_file()
