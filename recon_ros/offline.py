@@ -65,6 +65,8 @@ def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True
         field.update(voxel_size_m=mapper.esdf.voxel_size_m,
                      max_distance_m=mapper.esdf.max_distance_m)
         write_esdf(paths["esdf"], EsdfMap(**field, slice=mapper.esdf_slice()))
+    else:  # a field left by an earlier map in this directory would not match this one
+        (out / ESDF_FILE).unlink(missing_ok=True)
     if preview:
         paths["preview"] = out / PREVIEW_FILE
         write_preview(paths["preview"], mesh, grid,

@@ -504,6 +504,9 @@ class EsdfLayer:
         parent, dist = self.parent.view(-1), self.dist.view(-1)
         obstacle = self.obstacle.view(-1)
         frontier = torch.unique(seeds)
+        # Per voxel scratch for the per-step reductions (cheaper than sorting with unique).
+        best = torch.full((self.num_blocks * self.volume.voxels_per_block,), _LAST,
+                          dtype=torch.int64, device=self.device)
         assigned = 0
         while frontier.numel():
             nbr = self._neighbours(frontier)  # (F, 6)
@@ -527,14 +530,17 @@ class EsdfLayer:
                 break
             target = nbr[f_idx, d_idx]
             k = key[f_idx, d_idx]
-            uniq, inv = torch.unique(target, return_inverse=True)
-            best = torch.full((uniq.numel(),), _LAST, dtype=torch.int64, device=self.device)
-            best.scatter_reduce_(0, inv, k, reduce="amin")
-            win = k == best[inv]  # equal keys: the same seed, the same result
+            best.scatter_reduce_(0, target, k, reduce="amin")
+            win = k == best[target]
             f_idx, d_idx, target = f_idx[win], d_idx[win], target[win]
-            parent[target] = site_flat[f_idx]
-            dist[target] = d2[f_idx, d_idx].to(torch.float32).sqrt() * v
-            frontier = torch.unique(target)
+            # Equal keys are the same seed: keep one row per voxel (the last written).
+            row = torch.arange(target.numel(), device=self.device)
+            best[target] = -1 - row
+            one = best[target] == -1 - row
+            f_idx, d_idx, frontier = f_idx[one], d_idx[one], target[one]
+            best[frontier] = _LAST
+            parent[frontier] = site_flat[f_idx]
+            dist[frontier] = d2[f_idx, d_idx].to(torch.float32).sqrt() * v
             assigned += int(frontier.numel())
         self.voxels_updated += assigned
         return assigned

@@ -324,6 +324,9 @@ def test_map_directory_holds_the_up_to_date_esdf(tmp_path: Path) -> None:
 
 
 def test_map_directory_without_esdf(tmp_path: Path) -> None:
+    write_map_outputs(_demo_mapper(esdf=True), tmp_path, preview=False)
+    assert (tmp_path / ESDF_FILE).is_file()
+    # The same directory reused by a map without ESDF: the old field goes with the old map.
     paths, _ = write_map_outputs(_demo_mapper(esdf=False), tmp_path, preview=False)
     assert "esdf" not in paths and not (tmp_path / ESDF_FILE).exists()
     assert paths["mesh"].is_file() and paths["grid"].is_file()
