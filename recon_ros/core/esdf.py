@@ -131,12 +131,14 @@ class EsdfLayer:
 
     def _allocate_storage(self, capacity: int) -> None:
         v, dev = self.volume.voxels_per_block, self.device
-        #: (C, V) float32 metres: obstacles hold their TSDF; other voxels the distance from
-        #: their centre to their parent's centre (``max_distance_m`` without a parent). The
-        #: field is read through :meth:`values`.
+        #: (C, V) float32 metres: seeds hold their depth behind the surface, other obstacles
+        #: their TSDF; free voxels the distance from their centre to their parent seed's
+        #: centre (``max_distance_m`` without a parent). The field is read through
+        #: :meth:`values`.
         self.dist = torch.full((capacity, v), self.max_distance_m, device=dev)
-        #: (C, V) int64 flat index ``slot * V + local`` of each voxel's nearest site; -1 =
-        #: none within ``max_distance_m``, ``_DEAD`` = its block was dropped.
+        #: (C, V) int64 flat index ``slot * V + local`` of each voxel's nearest seed (a seed
+        #: is its own); -1 = none within ``max_distance_m``, ``_DEAD`` = its block was
+        #: dropped.
         self.parent = torch.full((capacity, v), -1, dtype=torch.int64, device=dev)
         #: (C, V) bool: observed (TSDF weight, or carved free).
         self.known = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
@@ -199,7 +201,7 @@ class EsdfLayer:
 
     def drop(self, slots: torch.Tensor) -> None:
         """Forget the blocks at (R,) distinct ``slots`` (map bounds); voxels whose nearest
-        site was in them are corrected at the next :meth:`update`."""
+        seed was in them are corrected at the next :meth:`update`."""
         if slots.numel() == 0:
             return
         V = self.volume.voxels_per_block
@@ -247,7 +249,8 @@ class EsdfLayer:
 
         The blocks visited are those crossed by the strided pixels' rays up to a truncation
         before their end (sampled half a block apart); blocks already fully carved, and
-        blocks the TSDF volume holds, are skipped. ``within``: ``(centre (3,), radius_m)``, blocks farther are left alone.
+        blocks the TSDF volume holds, are skipped. ``within``: ``(centre (3,), radius_m)``,
+        blocks farther are left alone.
         """
         vol, cam = self.volume, frame.camera
         s, block_m = self.carve_stride_px, vol.block_size * vol.voxel_size_m
@@ -338,7 +341,8 @@ class EsdfLayer:
 
     def recompute(self) -> int:
         """Rebuild the whole field from the volume and the carved free space (what
-        :meth:`update` equals, up to ties between equidistant sites)."""
+        :meth:`update` equals, but for the rare voxel where the waves settle on another,
+        almost as near seed)."""
         vol = self.volume
         self._seen_stamp = vol.stamp
         self._dirty.clear()
@@ -490,7 +494,7 @@ class EsdfLayer:
         return torch.cat(out)
 
     def _neighbours_with_parent(self, flat: torch.Tensor) -> torch.Tensor:
-        """Face neighbours of ``flat`` that hold a parent (sites included)."""
+        """Face neighbours of ``flat`` that hold a parent (seeds included)."""
         if flat.numel() == 0:
             return flat
         nbr = self._neighbours(torch.unique(flat))
@@ -510,8 +514,8 @@ class EsdfLayer:
         assigned = 0
         while frontier.numel():
             nbr = self._neighbours(frontier)  # (F, 6)
-            site_flat = parent[frontier]
-            delta = self._global(site_flat) - self._global(frontier)  # (F, 3) voxels
+            seed_flat = parent[frontier]
+            delta = self._global(seed_flat) - self._global(frontier)  # (F, 3) voxels
             # |delta - e_d|^2 for the 6 unit steps e_d = +-axis (``_FACES`` order).
             axis = torch.stack((delta, -delta), dim=2).reshape(-1, 6)  # (F, 6): +x,-x,+y,..
             d2 = (delta * delta).sum(dim=1, keepdim=True) + 1 - 2 * axis
@@ -520,7 +524,7 @@ class EsdfLayer:
             # the incremental and the full computation settle on the same seed). The
             # neighbours' current squared distance is recovered exactly from their distance
             # (dist = sqrt(d2) * v); no parent = last.
-            key = (d2 << _SEED_BITS) | site_flat[:, None]
+            key = (d2 << _SEED_BITS) | seed_flat[:, None]
             has = parent[n] >= 0
             d2_now = torch.round((dist[n] / v) ** 2).to(torch.int64)
             current = torch.where(has, (d2_now << _SEED_BITS) | parent[n].clamp(min=0), _LAST)
@@ -539,7 +543,7 @@ class EsdfLayer:
             one = best[target] == -1 - row
             f_idx, d_idx, frontier = f_idx[one], d_idx[one], target[one]
             best[frontier] = _LAST
-            parent[frontier] = site_flat[f_idx]
+            parent[frontier] = seed_flat[f_idx]
             dist[frontier] = d2[f_idx, d_idx].to(torch.float32).sqrt() * v
             assigned += int(frontier.numel())
         self.voxels_updated += assigned
