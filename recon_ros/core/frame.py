@@ -4,10 +4,20 @@ Conventions (REP-103 optical frame): x right, y down, z forward. Depth is the z 
 the observed point in the depth camera frame, in metres; 0, NaN or Inf means "no measurement".
 Transforms are named ``T_target_source``: a (4, 4) matrix mapping a point from ``source`` into
 ``target``.
+
+Pose rotations are checked by their orthonormality error ``max |R R^T - I|`` (largest absolute
+entry, dimensionless). Real datasets store rotations rounded or drifted away from orthonormal
+(7-Scenes: about 5e-4), so a :class:`Frame` accepts three bands:
+
+- error <= :data:`ROTATION_EXACT_TOL`: used unchanged (float and text round-off);
+- error <= :data:`ROTATION_REPAIR_TOL`: replaced by the nearest proper rotation
+  (:func:`nearest_rotation`), reported by :attr:`Frame.pose_repaired`;
+- larger error, or ``det R < 0`` (a reflection): refused with :class:`FrameError`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +26,14 @@ import torch
 from .errors import FrameError
 
 ArrayLike = np.ndarray | torch.Tensor
+
+_log = logging.getLogger(__name__)
+
+#: Largest orthonormality error ``max |R R^T - I|`` of a pose rotation used as given.
+ROTATION_EXACT_TOL = 1e-4
+#: Largest orthonormality error that is repaired by projecting onto the nearest rotation;
+#: beyond it the pose is broken (wrong file, scale or shear), not merely rounded, and refused.
+ROTATION_REPAIR_TOL = 1e-2
 
 
 @dataclass(frozen=True)
@@ -93,16 +111,67 @@ class PinholeCamera:
         return torch.stack((u, v), dim=-1)
 
 
-def _check_transform(name: str, T: np.ndarray) -> np.ndarray:
+def rotation_error(R: np.ndarray) -> float:
+    """Orthonormality error ``max |R R^T - I|`` (largest absolute entry) of a (3, 3) matrix."""
+    R = np.asarray(R, dtype=np.float64)
+    return float(np.abs(R @ R.T - np.eye(3)).max())
+
+
+def nearest_rotation(R: np.ndarray) -> np.ndarray:
+    """The proper rotation closest to ``R`` in the Frobenius norm.
+
+    Args:
+        R: (3, 3) matrix.
+
+    Returns:
+        (3, 3) float64 rotation (``det = +1``): ``U V^T`` from the SVD ``R = U S V^T`` (the
+        orthogonal polar factor of ``R`` when ``det R > 0``); when ``det R < 0``, the column of
+        ``U`` of the smallest singular value is negated first (as in the Kabsch algorithm).
+    """
+    U, _, Vt = np.linalg.svd(np.asarray(R, dtype=np.float64))
+    if np.linalg.det(U @ Vt) < 0:
+        U[:, -1] = -U[:, -1]
+    return U @ Vt
+
+
+def check_pose(name: str, T: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Validate a rigid transform, repairing a nearly orthonormal rotation.
+
+    Args:
+        name: the transform's name, for error messages (e.g. ``"T_world_cam"``).
+        T: (4, 4) homogeneous transform; translation in metres.
+
+    Returns:
+        ``(T, repaired)``: the (4, 4) float64 transform, with its rotation replaced by
+        :func:`nearest_rotation` (translation kept) when its orthonormality error lies in
+        ``(ROTATION_EXACT_TOL, ROTATION_REPAIR_TOL]``; ``repaired`` tells whether that happened.
+
+    Raises:
+        FrameError: not a finite (4, 4) matrix, last row not ``[0, 0, 0, 1]``, a reflection
+            (``det R < 0``) or an orthonormality error above ``ROTATION_REPAIR_TOL``.
+    """
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         raise FrameError(f"{name} must be a finite (4, 4) matrix, got shape {T.shape}")
-    R = T[:3, :3]
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-        raise FrameError(f"{name} rotation part is not a proper rotation")
     if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0]):
         raise FrameError(f"{name} last row must be [0, 0, 0, 1]")
-    return T
+    R = T[:3, :3]
+    det = float(np.linalg.det(R))
+    if det < 0:
+        raise FrameError(f"{name} rotation part is not a proper rotation: det = {det:.3g} < 0 "
+                         "(a reflection; wrong handedness or axis convention)")
+    err = rotation_error(R)
+    if err <= ROTATION_EXACT_TOL:
+        return T, False
+    if err > ROTATION_REPAIR_TOL:
+        raise FrameError(f"{name} rotation part is not a proper rotation: orthonormality error "
+                         f"max|R R^T - I| = {err:.2e} exceeds the repairable "
+                         f"{ROTATION_REPAIR_TOL:.0e}")
+    repaired = T.copy()
+    repaired[:3, :3] = nearest_rotation(R)
+    _log.debug("%s: rotation orthonormality error %.2e projected to the nearest rotation",
+               name, err)
+    return repaired, True
 
 
 @dataclass
@@ -119,6 +188,9 @@ class Frame:
             identity for registered RGB-D.
         stamp_ns: acquisition time, nanoseconds.
         frame_id: the depth camera's optical frame name.
+        pose_repaired: set by the constructor: True when ``T_world_cam`` or ``T_cam_color``
+            had a rotation orthonormality error in ``(ROTATION_EXACT_TOL, ROTATION_REPAIR_TOL]``
+            and was replaced by the nearest rotation (see :func:`check_pose`).
     """
 
     depth: ArrayLike
@@ -129,6 +201,7 @@ class Frame:
     T_cam_color: np.ndarray = field(default_factory=lambda: np.eye(4))
     stamp_ns: int = 0
     frame_id: str = "camera"
+    pose_repaired: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.depth.ndim != 2:
@@ -139,8 +212,9 @@ class Frame:
                 f"depth image is {w}x{h} but its camera model is "
                 f"{self.camera.width}x{self.camera.height}"
             )
-        self.T_world_cam = _check_transform("T_world_cam", self.T_world_cam)
-        self.T_cam_color = _check_transform("T_cam_color", self.T_cam_color)
+        self.T_world_cam, world_repaired = check_pose("T_world_cam", self.T_world_cam)
+        self.T_cam_color, color_repaired = check_pose("T_cam_color", self.T_cam_color)
+        self.pose_repaired = world_repaired or color_repaired
         if self.color is None:
             return
         if self.color.ndim != 3 or self.color.shape[2] != 3:

@@ -3,10 +3,17 @@
 Subscription callbacks only *push* messages here (:meth:`CameraStream.push_depth` etc.); the
 node's integration tick *pulls* ready frames (:meth:`CameraStream.next_frame`). A depth
 message at the head of the queue becomes a :class:`~recon_ros.core.frame.Frame` when its
-camera_info, its pose in the map frame (TF at the image stamp) and, if color is enabled, a
-color image within ``max_color_offset_ns`` are available. The head *waits* for them up to
-``timeout_ns`` (steady clock) from the first time the tick tried it, so time spent queued
-behind other frames does not count; everything else is decided at once.
+camera_info and its pose in the map frame (TF at the image stamp) are available; the head
+*waits* for them up to ``timeout_ns`` (steady clock) from the first time the tick tried it, so
+time spent queued behind other frames does not count; everything else is decided at once.
+
+Color is optional per frame. Until the stream's first color image arrives, frames do not wait
+for color at all (a depth-only camera, a wrong color topic, a color stream that starts late).
+Once color flows, the head waits for a color image within ``max_color_offset_ns`` of its stamp
+at most ``max_color_offset_ns`` of steady time (and not at all once a color image newer than
+that window has arrived), then goes without color. With ``color_optional`` (the node's
+``color_transport: auto``) frames before the first color image are not counted as missing
+color.
 
 With a ``robot_frame`` set, the origin of that frame in the map frame at the image stamp is
 looked up too (the centre of the core's clearing radius and memory eviction). It waits like
@@ -91,8 +98,9 @@ class AssemblySettings:
 
     Attributes:
         map_frame: frame the poses are looked up in.
-        timeout_ns: how long a queued depth image waits for camera_info, TF and color.
-        max_color_offset_ns: largest |color stamp - depth stamp| for pairing.
+        timeout_ns: how long a queued depth image waits for camera_info and TF.
+        max_color_offset_ns: largest |color stamp - depth stamp| for pairing, and the
+            longest (steady time) a depth image waits for its color once color flows.
         min_depth_m, max_depth_m: the valid depth range (the core's integration range).
         robot_frame: frame whose origin is the robot position (``""``: none, the core uses
             the camera position).
@@ -135,6 +143,7 @@ class _Queued:
     msgtype: str
     stamp_ns: int
     first_try_ns: int | None = None  # when it first reached the head of the queue
+    color_wait_ns: int | None = None  # when it first waited for its color image
 
 
 class _Drop(Exception):
@@ -160,16 +169,20 @@ class CameraStream:
     Args:
         name: the camera namespace (used in drop reports).
         queue_size: depth and color messages kept; the oldest is dropped when full.
-        color: whether color is expected (paired to depth by stamp).
+        color: whether color is used (paired to depth by stamp).
         on_drop: called for every dropped depth frame and every frame integrated without
             color, with a detailed message.
+        color_optional: frames before the first color image go without color uncounted
+            (color may never come).
     """
 
     def __init__(self, name: str, queue_size: int, color: bool,
-                 on_drop: DropCallback | None = None) -> None:
+                 on_drop: DropCallback | None = None, color_optional: bool = False) -> None:
         self.name = name
         self.queue_size = int(queue_size)
         self.color_enabled = color
+        self.color_optional = color_optional
+        self._color_seen = False
         self._on_drop = on_drop
         self._lock = threading.RLock()
         self._depth: deque[_Queued] = deque()
@@ -208,6 +221,7 @@ class CameraStream:
 
     def push_color(self, msg: Any, msgtype: str) -> None:
         """Queue a color ``Image`` or ``CompressedImage`` (``msgtype`` says which)."""
+        self._color_seen = True
         self._push(self._color, _Queued(msg, msgtype, stamp_ns(msg.header.stamp)),
                    self.color_drops, "color")
 
@@ -328,7 +342,7 @@ class CameraStream:
         except (ImageDecodeError, CameraInfoError) as err:
             raise _Drop(err.reason, str(err)) from err
         depth = self._sanitize(depth, s)
-        color = self._pair_color(frame_id, stamp, lookup, s, expired)
+        color = self._pair_color(q, frame_id, lookup, s, now_ns)
         try:
             frame = Frame(depth=depth, camera=camera, T_world_cam=T_map_cam,
                           color=color[0] if color else None,
@@ -378,19 +392,26 @@ class CameraStream:
                         f"[{s.min_depth_m:g}, {s.max_depth_m:g}] m ({n_bad} NaN/Inf/negative)")
         return depth
 
-    def _pair_color(self, depth_frame: str, stamp: int, lookup: LookupFn,
-                    s: AssemblySettings, expired: bool) -> ColorResult:
-        """(rgb, color camera, T_depth_color) for the depth stamp, or None (reason counted).
+    def _pair_color(self, q: _Queued, depth_frame: str, lookup: LookupFn,
+                    s: AssemblySettings, now_ns: int) -> ColorResult:
+        """(rgb, color camera, T_depth_color) for the depth message ``q``, or None (reason
+        counted unless color is optional and none has come yet).
 
-        Raises _Wait while a matching color image may still arrive.
+        Raises _Wait while a matching color image may still arrive (at most
+        ``max_color_offset_ns`` of steady time).
         """
         if not self.color_enabled:
             return None
-        queue = self._color
+        if not self._color_seen:
+            return None if self.color_optional else self._no_color("no color image received")
+        stamp, queue = q.stamp_ns, self._color
         best = min(queue, key=lambda c: abs(c.stamp_ns - stamp), default=None)
         if best is None or abs(best.stamp_ns - stamp) > s.max_color_offset_ns:
             newer = any(c.stamp_ns > stamp + s.max_color_offset_ns for c in queue)
-            if not (newer or expired):
+            if q.color_wait_ns is None:
+                q.color_wait_ns = now_ns
+            waited = now_ns - q.color_wait_ns > s.max_color_offset_ns
+            if not (newer or waited):
                 raise _Wait
             self._drop_old_colors(stamp - s.max_color_offset_ns)
             return self._no_color(f"no color image within "

@@ -38,9 +38,11 @@ __all__ = [
 
 #: Values of ``input_qos``.
 INPUT_QOS = ("sensor_data", "reliable")
-#: Values of ``color_transport``: ``raw`` (sensor_msgs/Image), ``compressed``
-#: (sensor_msgs/CompressedImage on ``<color_image_topic>/compressed``), ``none`` (depth only).
-COLOR_TRANSPORTS = ("raw", "compressed", "none")
+#: Values of ``color_transport``: ``auto`` (sensor_msgs/Image, used once it arrives: a
+#: depth-only camera needs no setting), ``raw`` (sensor_msgs/Image, expected: frames without
+#: color are counted), ``compressed`` (sensor_msgs/CompressedImage on
+#: ``<color_image_topic>/compressed``, expected), ``none`` (depth only, color not subscribed).
+COLOR_TRANSPORTS = ("auto", "raw", "compressed", "none")
 _TOPIC_RE = re.compile(r"^[A-Za-z_~{][A-Za-z0-9_/{}~]*$")
 
 
@@ -103,8 +105,10 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "the compressed transport subscribes this name + /compressed.", read_only=True),
     Param("color_info_topic", "color/camera_info",
           "Color CameraInfo topic inside each camera namespace.", read_only=True),
-    Param("color_transport", "raw",
-          "How color arrives: raw (Image), compressed (CompressedImage, jpeg/png) or none.",
+    Param("color_transport", "auto",
+          "How color arrives: auto (Image, used once it arrives; depth-only cameras need no "
+          "setting), raw (Image, expected: frames without it are counted), compressed "
+          "(CompressedImage, jpeg/png, expected) or none (depth only).",
           read_only=True),
     Param("input_qos", "sensor_data",
           "QoS of the image and camera_info subscriptions: sensor_data (best effort, matches "
@@ -130,8 +134,9 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "(steady clock).", "s"),
     Param("tf_cache_s", 30.0, "History kept per dynamic TF edge.", "s", read_only=True),
     Param("color_max_offset_s", 0.02,
-          "Largest |color stamp - depth stamp| for pairing a color image with a depth image.",
-          "s"),
+          "Largest |color stamp - depth stamp| for pairing a color image with a depth image, "
+          "and the longest a depth image waits for its color once color flows (before the "
+          "first color image, depth never waits).", "s"),
     Param("drop_log_period_s", 5.0,
           "Dropped frames are logged at most once per period (the first drop of each reason "
           "is always logged); so is an unavailable robot_frame.", "s", read_only=True),

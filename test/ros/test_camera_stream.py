@@ -36,13 +36,13 @@ RGB = np.full((12, 16, 3), 200, np.uint8)
 class Rig:
     """A stream, a TF buffer and a clock under the test's control."""
 
-    def __init__(self, color: bool = True) -> None:
+    def __init__(self, color: bool = True, color_optional: bool = False) -> None:
         self.tf = TfBuffer()
         self.tf.set_transform("map", "cam", 0, [0, 0, 1], [0, 0, 0, 1], static=True)
         self.drops: list[tuple[str, str]] = []
         self.stream = CameraStream("cam", 4, color,
                                    on_drop=lambda c, kind, reason, d: self.drops.append(
-                                       (kind, reason)))
+                                       (kind, reason)), color_optional=color_optional)
         self.stream.set_depth_info(camera_info_msg(CAM, T, "cam"))
         self.stream.set_color_info(camera_info_msg(CAM, T, "cam"))
         self.now = 0
@@ -66,9 +66,11 @@ def test_color_paired_by_nearest_stamp() -> None:
 
 def test_depth_waits_for_color_then_goes_without() -> None:
     rig = Rig()
+    rig.stream.push_color(color_msg(RGB, T - 100 * MS, "cam"), IMAGE)  # color flows
     rig.stream.push_depth(depth_msg(DEPTH, T, "cam"))
     assert rig.next() is None  # a color image may still come
-    ready = rig.next(advance_ms=150)  # timeout: integrate without color, counted
+    assert rig.next(advance_ms=15) is None  # still within color_max_offset (20 ms)
+    ready = rig.next(advance_ms=10)  # waited 25 ms: integrate without color, counted
     assert ready is not None and ready.frame.color is None
     assert rig.stream.color_drops == {"no color image within 20 ms": 1}
 
@@ -76,6 +78,23 @@ def test_depth_waits_for_color_then_goes_without() -> None:
     rig.stream.push_depth(depth_msg(DEPTH, T + 100 * MS, "cam"))
     ready = rig.next()  # no wait: the matching color cannot come any more
     assert ready is not None and ready.frame.color is None
+
+
+@pytest.mark.parametrize("optional", [True, False])
+def test_no_wait_for_color_before_the_first_color_image(optional: bool) -> None:
+    """A depth-only camera (or a wrong color topic): frames never wait for color; counted as
+    missing color only when color is expected (color_transport raw/compressed, not auto)."""
+    rig = Rig(color_optional=optional)
+    for i in range(3):
+        rig.stream.push_depth(depth_msg(DEPTH, T + i * 33 * MS, "cam"))
+        ready = rig.next()  # at once: no steady time passes
+        assert ready is not None and ready.frame.color is None
+    assert rig.stream.color_drops == ({} if optional else {"no color image received": 3})
+    assert rig.stream.drops == {}
+    # Once color arrives it is used.
+    rig.stream.push_color(color_msg(RGB, T + 99 * MS, "cam"), IMAGE)
+    rig.stream.push_depth(depth_msg(DEPTH, T + 99 * MS, "cam"))
+    np.testing.assert_array_equal(rig.next().frame.color, RGB)
 
 
 def test_compressed_color_and_bad_color_encoding() -> None:
