@@ -11,6 +11,30 @@ live node's save service writes, so every map directory has the same layout:
     esdf.npz      3D distance field (observed voxels) + its horizontal slice at
                   ``esdf.slice_height_m`` (``recon_ros.io.map_files.read_esdf``); only when
                   the ESDF is on (``esdf.enabled``, the default)
+
+Crash safety. A map directory ``<dir>`` is never edited in place. A save writes every file of
+the new map (each under a temporary name, flushed to disk, renamed) into a new sibling
+directory ``<dir>.saving-<pid>-<id>``, flushes it, swaps it with ``<dir>`` in one atomic step
+(Linux ``renameat2(RENAME_EXCHANGE)``) and then deletes the old map
+(:func:`recon_ros.io.map_files.replace_directory`). So, if a map was ever completely saved
+into ``<dir>``, then after a crash, SIGKILL or (on file systems that honour ``fsync``) power
+cut at any instant:
+
+- ``Mapper.load("<dir>/map.pt")`` works, and
+- every file in ``<dir>`` belongs to the map of that checkpoint: all of them come from the
+  previous save until the swap, all from the new one after it.
+
+With ``checkpoint_first=True`` (the node's autosave at shutdown, when the launch system may
+kill the process) the checkpoint and config are swapped in first, alone, and the Nav2 map,
+distance field, mesh and preview are then added to ``<dir>`` one by one (each atomically): an
+interrupted save leaves the new checkpoint with some of its other files, never a file of the
+old map. Where the one-step swap is not available (not Linux, or a file system without it),
+two renames replace the directory: a crash between them leaves no ``<dir>`` and the previous
+map complete at ``<dir>.previous``, which the next save into ``<dir>`` moves back first.
+Leftover ``<dir>.saving-*`` directories of a killed save are deleted by the next save. A map
+directory holds map files only: a save refuses a directory with other entries
+(:class:`~recon_ros.io.map_files.MapDirectoryError`), since it replaces the whole directory.
+One save at a time per directory.
 """
 
 from __future__ import annotations
@@ -24,54 +48,91 @@ from pathlib import Path
 from .core.config import MapperConfig
 from .core.mapper import Mapper
 from .core.mesh import TriangleMesh
-from .io.map_files import EsdfMap, write_esdf, write_nav2_map, write_ply
+from .core.atomic_file import atomic_path
+from .io.map_files import EsdfMap, replace_directory, write_esdf, write_nav2_map, write_ply
 from .io.preview import write_preview
 from .io.rosbag_source import RosbagSource
 
 MESH_FILE = "mesh.ply"
 GRID_FILE = "map.yaml"
+GRID_IMAGE_FILE = "map.pgm"  # named after GRID_FILE by write_nav2_map
 CHECKPOINT_FILE = "map.pt"
 CONFIG_FILE = "config.yaml"
 PREVIEW_FILE = "preview.png"
 ESDF_FILE = "esdf.npz"
+#: Output name (keys of :func:`write_map_outputs`' paths) -> file.
+OUTPUT_FILES = {"checkpoint": CHECKPOINT_FILE, "config": CONFIG_FILE, "grid": GRID_FILE,
+                "esdf": ESDF_FILE, "mesh": MESH_FILE, "preview": PREVIEW_FILE}
+#: Every file a map directory may hold.
+MAP_DIR_FILES = frozenset({*OUTPUT_FILES.values(), GRID_IMAGE_FILE})
 #: Replay refreshes the (incremental) occupancy layers every this many frames, so the summary's
 #: "2D cells cleared" counts cells that turned free along the way, as the live node does.
 OCCUPANCY_REFRESH_FRAMES = 10
 
 
-def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True
+def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True,
+                      checkpoint_first: bool = False,
+                      on_checkpoint: Callable[[Path], None] | None = None
                       ) -> tuple[dict[str, Path], TriangleMesh]:
-    """Write mesh, Nav2 map, checkpoint, config (and a preview) into ``out_dir``, and the
-    distance field (brought up to date first) when the mapper has one.
+    """Replace the map directory ``out_dir`` with ``mapper``'s map: checkpoint, config, Nav2
+    map, the distance field (brought up to date first) when the mapper has one, mesh and
+    (optionally) a preview, crash-safely (see the module docstring).
+
+    Args:
+        mapper: the map.
+        out_dir: the map directory (created if missing); it may hold map files only.
+        preview: also write ``preview.png``.
+        checkpoint_first: commit the checkpoint and config before the other files are even
+            computed, so a save cut short keeps the new checkpoint (at shutdown); by default
+            all files are committed together, so a save cut short keeps the previous map whole.
+        on_checkpoint: called with the checkpoint's path as soon as it is in ``out_dir``.
 
     Returns:
-        ``(paths, mesh)``: name -> written file, and the mesh that was written.
+        ``(paths, mesh)``: name -> written file (in ``out_dir``), and the mesh that was written.
+
+    Raises:
+        MapDirectoryError: ``out_dir`` holds files that are not map files; nothing is written.
+        OSError: a file could not be written. ``out_dir`` keeps the previous map, or, with
+            ``checkpoint_first`` once ``on_checkpoint`` was called, the new checkpoint and config
+            with the other files written so far.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    mesh = mapper.mesh()
+    with replace_directory(out, MAP_DIR_FILES) as staging:
+        mapper.save(staging / CHECKPOINT_FILE)
+        with atomic_path(staging / CONFIG_FILE) as tmp:
+            mapper.config.to_yaml(tmp)
+        if not checkpoint_first:
+            derived, mesh = _write_derived_files(mapper, staging, preview)
+    if on_checkpoint is not None:
+        on_checkpoint(out / CHECKPOINT_FILE)
+    if checkpoint_first:
+        derived, mesh = _write_derived_files(mapper, out, preview)
+    return {name: out / OUTPUT_FILES[name] for name in ("checkpoint", "config", *derived)}, mesh
+
+
+def _write_derived_files(mapper: Mapper, directory: Path, preview: bool
+                         ) -> tuple[list[str], TriangleMesh]:
+    """Write the files computed from the map into ``directory``, each atomically, the Nav2 map
+    first (what a robot needs next); returns the names written and the mesh."""
     grid = mapper.occupancy_grid()
-    paths = {"mesh": out / MESH_FILE, "grid": out / GRID_FILE,
-             "checkpoint": out / CHECKPOINT_FILE, "config": out / CONFIG_FILE}
-    write_ply(paths["mesh"], mesh)
-    write_nav2_map(paths["grid"], grid)
-    mapper.save(paths["checkpoint"])
-    mapper.config.to_yaml(paths["config"])
+    write_nav2_map(directory / GRID_FILE, grid)
+    written = ["grid"]
     if mapper.esdf is not None:
-        paths["esdf"] = out / ESDF_FILE
         mapper.update_esdf()
         field = mapper.esdf.export()
         # The scalars as configured (export() gives them as float32).
         field.update(voxel_size_m=mapper.esdf.voxel_size_m,
                      max_distance_m=mapper.esdf.max_distance_m)
-        write_esdf(paths["esdf"], EsdfMap(**field, slice=mapper.esdf_slice()))
-    else:  # a field left by an earlier map in this directory would not match this one
-        (out / ESDF_FILE).unlink(missing_ok=True)
+        write_esdf(directory / ESDF_FILE, EsdfMap(**field, slice=mapper.esdf_slice()))
+        written.append("esdf")
+    mesh = mapper.mesh()
+    write_ply(directory / MESH_FILE, mesh)
+    written.append("mesh")
     if preview:
-        paths["preview"] = out / PREVIEW_FILE
-        write_preview(paths["preview"], mesh, grid,
+        write_preview(directory / PREVIEW_FILE, mesh, grid,
                       ceiling_cut_m=mapper.config.occupancy.max_height_m)
-    return paths, mesh
+        written.append("preview")
+    return written, mesh
 
 
 @dataclass

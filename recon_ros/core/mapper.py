@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import costmap as costmaps
+from .atomic_file import atomic_path
 from .config import MapperConfig
 from .checkpoint import read_checkpoint
 from .distance_slice import DistanceSlice
@@ -314,7 +315,8 @@ class Mapper:
 
     def save(self, path: str | Path) -> None:
         """Write the map (volume, latent features if any, free space, config) to one
-        checkpoint file."""
+        checkpoint file, atomically: a crash while saving leaves the previous file at ``path``
+        (see :func:`~recon_ros.core.atomic_file.atomic_path`)."""
         self.decode()
         state = {
             "format": MAPPER_FORMAT,
@@ -327,7 +329,8 @@ class Mapper:
         }
         if self.latent is not None:
             state["latent"] = self.latent.state_dict()
-        torch.save(state, str(path))
+        with atomic_path(path) as tmp:
+            torch.save(state, str(tmp))
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "Mapper":

@@ -1,7 +1,12 @@
 """Map files on disk: triangle meshes as PLY, 2D occupancy as Nav2 map_server YAML + PGM, the
-3D distance field (ESDF) as NumPy ``.npz``.
+3D distance field (ESDF) as NumPy ``.npz``; map directories replaced as a whole.
 
-ROS-free. The Nav2 files follow ``nav2_map_server`` exactly (trinary mode, ``negate: 0``):
+ROS-free. Every writer here replaces its file atomically (a temporary name beside it, flushed
+to disk, then renamed: :func:`~recon_ros.core.atomic_file.atomic_path`), so a crash leaves the
+old or the new file, never a torn one; :func:`replace_directory` does the same for a whole
+directory of files that belong together.
+
+The Nav2 files follow ``nav2_map_server`` exactly (trinary mode, ``negate: 0``):
 
 - writing (as ``map_saver``): occupied cells become pixel 0 (black), free cells 254 (white),
   unknown cells 205 (grey); image row 0 is the top of the map (highest y);
@@ -15,14 +20,26 @@ into unseen space.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import secrets
+import stat
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from ..core.atomic_file import (
+    atomic_path,
+    exchange_paths,
+    fsync_dir,
+    fsync_file,
+    is_temporary_name,
+)
 from ..core.distance_slice import DistanceSlice
 from ..core.errors import ReconError
 from ..core.mesh import TriangleMesh
@@ -46,7 +63,8 @@ class MapFileError(ReconError, ValueError):
 # --------------------------------------------------------------------------------------------
 
 def write_ply(path: PathLike, mesh: TriangleMesh) -> None:
-    """Write ``mesh`` as a binary little-endian PLY (with per-vertex RGB when it has colors).
+    """Write ``mesh`` as a binary little-endian PLY (with per-vertex RGB when it has colors),
+    atomically.
 
     Parent directories are created. An empty mesh gives a valid PLY with no elements.
 
@@ -57,10 +75,16 @@ def write_ply(path: PathLike, mesh: TriangleMesh) -> None:
     _check_mesh(mesh)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if mesh.num_vertices == 0:
-        # Open3D refuses to write a mesh without vertices.
-        path.write_bytes(_empty_ply_header(mesh.colors is not None))
-        return
+    with atomic_path(path) as tmp:
+        if mesh.num_vertices == 0:
+            # Open3D refuses to write a mesh without vertices.
+            tmp.write_bytes(_empty_ply_header(mesh.colors is not None))
+        else:
+            _write_ply_open3d(tmp, mesh)
+
+
+def _write_ply_open3d(path: Path, mesh: TriangleMesh) -> None:
+    """A non-empty ``mesh`` as binary PLY through Open3D."""
     import open3d as o3d  # here, not at module level: the Nav2 functions do not need it
 
     o3d_mesh = o3d.geometry.TriangleMesh(
@@ -155,7 +179,8 @@ def write_nav2_map(yaml_path: PathLike, grid: OccupancyGrid2D) -> Path:
     unknown (205), values <= ``rint(100 * FREE_THRESH)`` free (254), values >=
     ``rint(100 * OCCUPIED_THRESH)`` occupied (0), anything between unknown. The height band of
     the grid is stored as the extra keys ``min_height_m`` / ``max_height_m`` (map_server
-    ignores them). Parent directories are created.
+    ignores them). Parent directories are created. Each file is replaced atomically, the PGM
+    first, so a YAML never names an image that is not there yet.
 
     Returns:
         The path of the PGM image.
@@ -175,7 +200,8 @@ def write_nav2_map(yaml_path: PathLike, grid: OccupancyGrid2D) -> Path:
     height, width = pixels.shape
     header = f"P5\n{width} {height}\n255\n".encode("ascii")
     # Image row 0 is the top of the map; grid row 0 is the lowest y.
-    pgm_path.write_bytes(header + np.ascontiguousarray(pixels[::-1]).tobytes())
+    with atomic_path(pgm_path) as tmp:
+        tmp.write_bytes(header + np.ascontiguousarray(pixels[::-1]).tobytes())
 
     meta = {
         "image": pgm_path.name,
@@ -188,7 +214,8 @@ def write_nav2_map(yaml_path: PathLike, grid: OccupancyGrid2D) -> Path:
         "min_height_m": float(grid.min_height_m),
         "max_height_m": float(grid.max_height_m),
     }
-    yaml_path.write_text(yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
+    with atomic_path(yaml_path) as tmp:
+        tmp.write_text(yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
     return pgm_path
 
 
@@ -356,7 +383,8 @@ class EsdfMap:
 
 
 def write_esdf(path: PathLike, esdf: EsdfMap) -> None:
-    """Write ``esdf`` as a compressed ``.npz`` (exactly at ``path``; parents are created).
+    """Write ``esdf`` as a compressed ``.npz``, atomically (exactly at ``path``; parents are
+    created).
 
     Keys: ``format``, ``indices``, ``distance``, ``obstacle``, ``voxel_size_m``,
     ``max_distance_m`` (the fields of :class:`EsdfMap`) and ``slice_distance`` (H, W) float32,
@@ -365,7 +393,8 @@ def write_esdf(path: PathLike, esdf: EsdfMap) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     s = esdf.slice
-    with open(path, "wb") as f:  # a file object: numpy would append ".npz" to other names
+    # A file object: numpy would append ".npz" to other names.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
             f, format=np.str_(ESDF_NPZ_FORMAT), indices=esdf.indices, distance=esdf.distance,
             obstacle=esdf.obstacle, voxel_size_m=np.float64(esdf.voxel_size_m),
@@ -409,3 +438,141 @@ def read_esdf(path: PathLike) -> EsdfMap:
                             origin_xy=(float(origin[0]), float(origin[1])),
                             height_m=float(data["slice_height_m"]),
                             max_distance_m=max_distance_m))
+
+
+# --------------------------------------------------------------------------------------------
+# Map directories, replaced as a whole
+# --------------------------------------------------------------------------------------------
+
+#: ``<dir>.saving-<pid>-<8 hex>``: a directory being built, or (after the swap) the old one
+#: being deleted.
+STAGING_MARK = ".saving-"
+#: ``<dir>.previous``: where the old directory waits while two renames replace it (only where
+#: the one-step swap is not available).
+PREVIOUS_SUFFIX = ".previous"
+
+
+class MapDirectoryError(ReconError):
+    """A map directory cannot be replaced (it holds other entries, or is not a directory)."""
+
+
+@contextmanager
+def replace_directory(directory: PathLike, names: Collection[str]) -> Iterator[Path]:
+    """Build the new content of ``directory`` in a new sibling directory (yielded) and, when
+    the ``with`` block ends normally, put it in place of ``directory`` in one step.
+
+    The files in the new directory are flushed to disk, then the two directories are swapped
+    atomically (:func:`~recon_ros.core.atomic_file.exchange_paths`) and the old one is deleted.
+    So after a crash at any instant ``directory`` holds the complete old content or the
+    complete new one. Where the swap is not available, two renames do it: a crash between them
+    leaves no ``directory`` and the complete old content at ``<directory>.previous``, which the
+    next replacement moves back first. When the block raises (or is interrupted), the new
+    directory is deleted and ``directory`` is untouched. Leftovers of a killed replacement
+    (``<directory>.saving-<pid>-*`` of a process that is gone) are deleted by the next one.
+
+    ``directory`` is resolved first (a symlink to it stays a symlink) and created if missing
+    (its parents too). One replacement at a time per directory.
+
+    Args:
+        directory: the directory to replace.
+        names: the file names the directory may hold. Only these (and temporary files of
+            :func:`~recon_ros.core.atomic_file.atomic_path`) are ever deleted from an old
+            directory, so an entry that something else put there survives in
+            ``<directory>.saving-*``.
+
+    Raises:
+        MapDirectoryError: ``directory`` holds entries not in ``names`` (they would vanish with
+            the old content), or is not a directory. Nothing is changed.
+        OSError: the file system refused (permissions, disk full, ...).
+    """
+    target = Path(directory).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target, names)
+    if target.exists() and not target.is_dir():
+        raise MapDirectoryError(f"{target} is not a directory")
+    if target.is_dir():
+        foreign = sorted(n for n in os.listdir(target)
+                         if n not in names and not is_temporary_name(n))
+        if foreign:
+            raise MapDirectoryError(
+                f"{target} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+                f"which are not map files: a save replaces the whole directory, so save into a "
+                f"directory of its own")
+    staging = target.with_name(f"{target.name}{STAGING_MARK}{os.getpid()}-"
+                               f"{secrets.token_hex(4)}")
+    os.mkdir(staging)
+    try:
+        if target.is_dir():
+            os.chmod(staging, stat.S_IMODE(target.stat().st_mode))
+        yield staging
+        for entry in os.scandir(staging):
+            fsync_file(entry.path)
+        fsync_dir(staging)
+        old = _swap_in(staging, target, names)
+    except BaseException:
+        _remove_owned(staging, names)
+        raise
+    fsync_dir(target.parent)
+    if old is not None:
+        _remove_owned(old, names)
+
+
+def _swap_in(staging: Path, target: Path, names: Collection[str]) -> Path | None:
+    """Put ``staging`` in place of ``target``; returns where the old ``target`` now is (to be
+    deleted), None if there was none."""
+    if not target.exists():
+        os.rename(staging, target)
+        return None
+    if exchange_paths(staging, target):
+        return staging
+    previous = target.with_name(target.name + PREVIOUS_SUFFIX)
+    if previous.exists():  # a finished replacement whose clean-up was cut short
+        _remove_owned(previous, names)
+    os.rename(target, previous)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(previous, target)
+        raise
+    return previous
+
+
+def _recover(target: Path, names: Collection[str]) -> None:
+    """Undo what a killed replacement of ``target`` left: the old directory back in place if
+    it was cut between its two renames; staging directories of processes that are gone."""
+    previous = target.with_name(target.name + PREVIOUS_SUFFIX)
+    if not target.exists() and previous.is_dir():
+        os.rename(previous, target)
+    prefix = target.name + STAGING_MARK
+    for name in os.listdir(target.parent):
+        pid = name[len(prefix):].split("-")[0]
+        stale = target.parent / name
+        if name.startswith(prefix) and pid.isdigit() and stale.is_dir() \
+                and not _process_alive(int(pid)):
+            _remove_owned(stale, names)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (this process's own leftovers count as gone)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_owned(directory: Path, names: Collection[str]) -> None:
+    """Delete the files ``names`` and temporary files from ``directory``, then the directory if
+    that emptied it; nothing else is ever deleted."""
+    for entry in os.scandir(directory):
+        if entry.name in names or is_temporary_name(entry.name):
+            os.unlink(entry.path)
+    try:
+        os.rmdir(directory)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise

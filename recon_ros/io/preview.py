@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.atomic_file import atomic_path
 from ..core.mesh import TriangleMesh
 from ..core.occupancy_grid import FREE, OCCUPIED, OccupancyGrid2D
 
@@ -94,8 +95,13 @@ def render_grid(grid: OccupancyGrid2D, size: tuple[int, int] = (640, 480)) -> np
 
 def write_preview(path: str | Path, mesh: TriangleMesh, grid: OccupancyGrid2D,
                   ceiling_cut_m: float | None = None) -> None:
-    """Write a PNG with the mesh view (left) and the 2D grid (right)."""
+    """Write a PNG with the mesh view (left) and the 2D grid (right), atomically.
+
+    Raises:
+        OSError: the picture could not be written (``path`` keeps its previous content).
+    """
     picture = np.concatenate((render_mesh_view(mesh, ceiling_cut_m=ceiling_cut_m),
                               render_grid(grid)), axis=1)
-    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write preview picture {path}")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write preview picture {path}")

@@ -25,10 +25,11 @@ JSON). Services (``std_srvs/Trigger``): ``~/save_map``, ``~/load_map`` (director
 Callbacks: subscriptions (a reentrant group) only queue messages
 (:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF; the integration tick, the
 mesh/occupancy/planner-output/status timers and the services share one mutually exclusive
-group, so the map is only ever touched by one of them at a time (``main`` spins the
-single-threaded events executor; queues and TF are also locked, so a multi-threaded executor
-is safe). Timers run on the steady clock, so processing continues when simulated time
-(``use_sim_time``) pauses; stamps and TF use message time.
+group, so the map is only ever touched by one of them at a time (``main`` spins the executor
+:mod:`recon_ros.ros.executors` picks: the events executor, or the single-threaded one where
+rclpy has none; queues and TF are also locked, so a multi-threaded executor is safe). Timers
+run on the steady clock, so processing continues when simulated time (``use_sim_time``)
+pauses; stamps and TF use message time.
 """
 
 from __future__ import annotations
@@ -198,8 +199,11 @@ class MapperNode(Node):
             self._rate_timers[key] = self.create_timer(
                 1.0, callback, callback_group=self._map_group, clock=self._steady)
             self._set_rate(key, float(values[key]))
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        if hasattr(self, "add_post_set_parameters_callback"):  # Iron and newer
+            self.add_on_set_parameters_callback(self._validate_parameters)
+            self.add_post_set_parameters_callback(self._apply_parameters)
+        else:  # Humble: one callback, before the new values are set
+            self.add_on_set_parameters_callback(self._validate_and_apply)
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
                           on_clock_change=False),
@@ -226,8 +230,17 @@ class MapperNode(Node):
             return SetParametersResult(successful=False, reason=f"invalid value: {err}")
         return SetParametersResult(successful=True)
 
+    def _validate_and_apply(self, params: list[Parameter]) -> SetParametersResult:
+        """Humble's set-parameters path (no post-set callback): validate, then apply the new
+        values on top of the current ones (they are not set yet inside this callback)."""
+        result = self._validate_parameters(params)
+        if result.successful:
+            self._apply_parameters(params)
+        return result
+
     def _apply_parameters(self, params: list[Parameter]) -> None:
         values = self._values()
+        values.update({p.name: p.value for p in params if p.name in values})
         for p in params:
             if p.name in self._rate_timers:
                 self._set_rate(p.name, float(p.value))
@@ -253,7 +266,7 @@ class MapperNode(Node):
     def _subscribe_camera(self, ns: str, values: dict[str, Any]) -> CameraStream:
         transport = values["color_transport"]
         stream = CameraStream(ns, int(values["queue_size"]), transport != "none",
-                              on_drop=self._on_drop)
+                              on_drop=self._on_drop, color_optional=transport == "auto")
         # The DDS history only buffers bursts until the callbacks run; the node's queue (and
         # its counted overflow) is the policy, so the history is deeper than the queue.
         qos = _input_qos(values["input_qos"], 2 * int(values["queue_size"]))
@@ -264,7 +277,7 @@ class MapperNode(Node):
                                  callback_group=group)
         self.create_subscription(CameraInfo, f"{ns}/{values['depth_info_topic']}",
                                  stream.set_depth_info, info_qos, callback_group=group)
-        if transport == "raw":
+        if transport in ("raw", "auto"):
             self.create_subscription(Image, f"{ns}/{values['color_image_topic']}",
                                      lambda m: stream.push_color(m, IMAGE), qos,
                                      callback_group=group)
@@ -550,8 +563,10 @@ class MapperNode(Node):
     # ------------------------------------------------------------------ services
 
     def save_map(self, directory: Path) -> dict[str, Path]:
-        """Write the map directory (mesh PLY, Nav2 map, checkpoint, config, preview) exactly
-        as ``recon-ros replay`` does; returns name -> path."""
+        """Replace the map directory (checkpoint, config, Nav2 map, distance field, mesh PLY,
+        preview) exactly as ``recon-ros replay`` does, all files in one step, so a save cut
+        short keeps the previous map (:func:`~recon_ros.offline.write_map_outputs`); returns
+        name -> path."""
         return write_map_outputs(self.mapper, directory)[0]
 
     def _map_dir(self) -> Path:
@@ -560,6 +575,7 @@ class MapperNode(Node):
     def _srv_save(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
         directory = self._map_dir()
+        start = time.perf_counter()
         try:
             paths = self.save_map(directory)
         except (OSError, ReconError) as err:
@@ -568,7 +584,8 @@ class MapperNode(Node):
             return response
         response.success = True
         response.message = (f"saved {self.mapper.frames_integrated} frames' map to "
-                            f"{directory.resolve()}: " + ", ".join(p.name for p in paths.values()))
+                            f"{directory.resolve()} in {time.perf_counter() - start:.2f} s: "
+                            + ", ".join(p.name for p in paths.values()))
         self.get_logger().info(response.message)
         return response
 
@@ -613,21 +630,42 @@ class MapperNode(Node):
     # ------------------------------------------------------------------ shutdown
 
     def autosave(self) -> None:
-        """Save the map into ``autosave_dir`` if that parameter is set (at shutdown)."""
-        directory = str(self._setting("autosave_dir"))
-        if not directory:
+        """Save the map into ``autosave_dir`` if that parameter is set (at shutdown).
+
+        The checkpoint (what reloads the map) is committed first and the other files are added
+        after it, so when the launch system escalates (SIGTERM 5 s after SIGINT, SIGKILL after
+        10 s) during a slow save, the most important file is already there; the log says when
+        the checkpoint was in place and how long the whole save took.
+        """
+        setting = str(self._setting("autosave_dir"))
+        if not setting:
             return
+        directory = Path(setting).expanduser().resolve()
+        self.get_logger().info(f"autosaving the map to {directory} (checkpoint first)")
+        start = time.perf_counter()
+
+        def checkpoint_in_place(path: Path) -> None:
+            self.get_logger().info(f"autosave: checkpoint {path} in place after "
+                                   f"{time.perf_counter() - start:.2f} s")
+
         try:
-            self.save_map(Path(directory).expanduser())
-            self.get_logger().info(f"autosaved the map to {Path(directory).resolve()}")
+            paths, _ = write_map_outputs(self.mapper, directory, checkpoint_first=True,
+                                         on_checkpoint=checkpoint_in_place)
         except (OSError, ReconError) as err:
-            self.get_logger().error(f"autosave to {directory} failed: {err}")
+            self.get_logger().error(f"autosave to {directory} failed after "
+                                    f"{time.perf_counter() - start:.2f} s: {err}")
+            return
+        self.get_logger().info(f"autosaved the map to {directory} in "
+                               f"{time.perf_counter() - start:.2f} s: "
+                               + ", ".join(p.name for p in paths.values()))
 
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``recon_mapper``: run the node until SIGINT/SIGTERM, then autosave.
+    It spins the executor :mod:`recon_ros.ros.executors` picks (events executor where rclpy
+    has one, else single-threaded; ``RECON_ROS_EXECUTOR`` overrides).
 
     Returns:
-        0 after a clean shutdown, 2 if the parameters are invalid.
+        0 after a clean shutdown, 2 if the parameters or ``RECON_ROS_EXECUTOR`` are invalid.
     """
     return run_node(NODE_NAME, MapperNode, args, on_shutdown=lambda node: node.autosave())

@@ -11,13 +11,14 @@ from contextlib import contextmanager
 
 import rclpy
 from rclpy.executors import Executor
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from recon_ros.core.errors import ReconError
 
-__all__ = ["make_executor", "run_node", "spin_until", "stop_on_signals"]
+from .executors import make_executor
+
+__all__ = ["run_node", "spin_until", "stop_on_signals"]
 
 
 @contextmanager
@@ -36,18 +37,6 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
-def make_executor(node: Node) -> Executor:
-    """rclpy's events executor (C++ event queue, one thread) with ``node`` added.
-
-    Measured here it takes messages off DDS far faster than the Python wait-set executors,
-    and one thread means the integration never competes with message handling for the GIL
-    (with a multi-threaded executor on 2 cores either starved the other).
-    """
-    executor = EventsExecutor(context=node.context)
-    executor.add_node(node)
-    return executor
-
-
 def spin_until(executor: Executor, stop: threading.Event) -> None:
     """Run callbacks until ``stop`` is set or ROS shuts down; a callback's exception (a bug)
     propagates."""
@@ -57,30 +46,36 @@ def spin_until(executor: Executor, stop: threading.Event) -> None:
 
 def run_node(name: str, make_node: Callable[[], Node], args: list[str] | None = None,
              on_shutdown: Callable[[Node], None] | None = None) -> int:
-    """The whole life of a console-script node: init, construct, spin until SIGINT/SIGTERM,
+    """The whole life of a console-script node: init, construct, spin (the executor
+    :func:`~recon_ros.ros.executors.make_executor` picks) until SIGINT/SIGTERM,
     ``on_shutdown(node)`` (e.g. autosave), clean shutdown.
 
     Returns:
         0 after a clean shutdown, 2 when the node cannot be built (invalid parameters,
-        unusable weights or device): the reason is logged as fatal.
+        unusable weights or device) or ``RECON_ROS_EXECUTOR`` is invalid: the reason is
+        logged as fatal.
     """
     rclpy.init(args=sys.argv if args is None else args,
                signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = make_node()
+        executor = make_executor(node)  # raises ConfigError for a bad RECON_ROS_EXECUTOR
     except (ReconError, OSError) as err:
         rclpy.logging.get_logger(name).fatal(f"invalid parameters: {err}")
         rclpy.try_shutdown()
         return 2
-    executor = make_executor(node)
     try:
         with stop_on_signals() as stop:
             spin_until(executor, stop)
     finally:
-        executor.shutdown()
-        node.get_logger().info("shutting down")
-        if on_shutdown is not None:
-            on_shutdown(node)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        # Further SIGINT/SIGTERM during the shutdown work are absorbed: `ros2 launch` sends
+        # SIGTERM 5 s after SIGINT, and the autosave gets the whole window until its SIGKILL
+        # (10 s) instead of dying at 5 s.
+        with stop_on_signals():
+            executor.shutdown()
+            node.get_logger().info("shutting down")
+            if on_shutdown is not None:
+                on_shutdown(node)
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0

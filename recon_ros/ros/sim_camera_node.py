@@ -166,6 +166,6 @@ class SimCameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``recon_sim_camera``; returns 0 after SIGINT/SIGTERM, 2 on bad
-    parameters."""
+    """Console script ``recon_sim_camera``, spinning the executor :mod:`recon_ros.ros.executors`
+    picks; returns 0 after SIGINT/SIGTERM, 2 on bad parameters or ``RECON_ROS_EXECUTOR``."""
     return run_node(NODE_NAME, SimCameraNode, args)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROS_SKIP_REASON
 from .launch_spec import (
     LAUNCH_DIR,
     REPO,
@@ -135,26 +134,3 @@ def test_rviz_config_shows_mesh_map_cloud_and_tf() -> None:
     assert all(d["Topic"]["Durability Policy"] == "Transient Local" for d in maps.values())
     assert maps["/recon_mapper/map"]["Update Topic"]["Value"] == "/recon_mapper/map_updates"
 
-
-def test_realsense_overlay_subscribes_the_driver_topics(tmp_path: Path) -> None:
-    pytest.importorskip("rclpy", reason=ROS_SKIP_REASON, exc_type=ImportError)
-    from .helpers import VENV_BIN, Harness, Process, child_env, next_domain_id, wait_for
-
-    domain = next_domain_id()
-    cmd = mapper_command(VENV_BIN, overlay=REPO / "config/realsense_d435.yaml",
-                         camera="camera/camera")
-    proc = Process(cmd, child_env(domain, tmp_path / "log"), tmp_path / "mapper.log",
-                   cwd=tmp_path)
-    harness = Harness(domain)
-    try:
-        name = module_constants(LAUNCH_DIR / "mapping.launch.py")["MAPPER_NAME"]
-        expected = {f"/camera/camera/{t}" for t in (
-            "aligned_depth_to_color/image_raw", "aligned_depth_to_color/camera_info",
-            "color/image_raw", "color/camera_info")} | {"/tf", "/tf_static"}
-        wait_for(lambda: expected <= harness.graph(name, "subscriber"), 60,
-                 "the RealSense topics", lambda: proc.log()[-3000:])
-        assert harness.get_parameters(["integration.min_depth_m"]) == {
-            "integration.min_depth_m": 0.3}
-    finally:
-        harness.close()
-        assert proc.stop() == 0
