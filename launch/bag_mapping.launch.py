@@ -6,15 +6,22 @@
 The bag is played by ``recon-ros play`` (which publishes /clock; use ``ros2 bag play --clock``
 where rosbag2 is installed) and mapped by mapping.launch.py with ``use_sim_time:=true``.
 For deterministic, faster-than-real-time processing use ``recon-ros replay`` instead.
+
+Every process is found in the package's ``lib/recon_ros`` (where colcon's ament_python build
+installs the console scripts; they are not on ``PATH``): the nodes as ``Node(package=...,
+executable=...)``, the player through ``ExecutableInPackage``, the substitution ``Node`` uses.
+The player is not a ``Node`` because launch_ros appends ``--ros-args`` to a Node's command
+line, which ``recon-ros play`` does not accept. The tests run ``PLAYER_COMMAND BAG --rate R``.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
 
 PACKAGE = "recon_ros"
+# the console script in lib/recon_ros, then its arguments
 PLAYER_COMMAND = ["recon-ros", "play"]
 MAPPING_LAUNCH = "launch/mapping.launch.py"
 PARAMS_FILE = "config/mapper.yaml"
@@ -39,7 +46,8 @@ def generate_launch_description() -> LaunchDescription:
                               "rviz": LaunchConfiguration("rviz")}.items(),
         ),
         ExecuteProcess(
-            cmd=[*PLAYER_COMMAND, LaunchConfiguration("bag"),
+            cmd=[ExecutableInPackage(executable=PLAYER_COMMAND[0], package=PACKAGE),
+                 *PLAYER_COMMAND[1:], LaunchConfiguration("bag"),
                  "--rate", LaunchConfiguration("rate")],
             output="screen",
         ),

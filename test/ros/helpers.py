@@ -47,7 +47,26 @@ from recon_ros.ros.conversions import (
 )
 
 T = TypeVar("T")
-VENV_BIN = Path(sys.executable).parent
+
+
+def _scripts_dir() -> Path:
+    """Where the package's console scripts are: ``<prefix>/lib/recon_ros`` of an ament
+    (colcon) install found through the ament index, else next to the interpreter (the venv's
+    ``bin/``, as ``pip install -e`` puts them)."""
+    beside_python = Path(sys.executable).parent
+    try:
+        from ament_index_python.packages import get_package_prefix
+    except ImportError:
+        return beside_python
+    try:
+        installed = Path(get_package_prefix("recon_ros")) / "lib" / "recon_ros"
+    except (OSError, LookupError):  # no AMENT_PREFIX_PATH; package not in the index
+        return beside_python
+    return installed if (installed / "recon_mapper").is_file() else beside_python
+
+
+#: The directory of the console scripts the tests start (``colcon test`` or the venv).
+VENV_BIN = _scripts_dir()
 _DOMAIN_COUNTER = itertools.count()
 
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,

@@ -40,11 +40,23 @@ def keyword(call: ast.Call, name: str) -> ast.expr | None:
 
 
 def resolve(expr: ast.expr | None, constants: dict[str, Any]) -> Any:
-    """A literal or a module constant's value (None for anything else)."""
+    """A literal, a module constant's value or a constant subscripted by literals
+    (``NAME[0]``, ``NAME[1:]``); None for anything else."""
     if expr is None:
         return None
     if isinstance(expr, ast.Name):
         return constants.get(expr.id)
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
+        value = constants.get(expr.value.id)
+        index = expr.slice
+        try:
+            if isinstance(index, ast.Slice):
+                bounds = [None if b is None else ast.literal_eval(b)
+                          for b in (index.lower, index.upper, index.step)]
+                return None if value is None else value[slice(*bounds)]
+            return None if value is None else value[ast.literal_eval(index)]
+        except (ValueError, IndexError, KeyError, TypeError):
+            return None
     try:
         return ast.literal_eval(expr)
     except ValueError:
@@ -65,6 +77,7 @@ class NodeSpec:
     executable: str
     name: str
     namespace: str | None
+    package: str | None = None
     parameter_items: list[str] = field(default_factory=list)
     dict_keys: list[str] = field(default_factory=list)
     remappings: list[tuple[str, str]] = field(default_factory=list)
@@ -77,7 +90,8 @@ def node_specs(path: Path) -> list[NodeSpec]:
     for call in calls(path, "Node"):
         spec = NodeSpec(executable=resolve(keyword(call, "executable"), constants),
                         name=resolve(keyword(call, "name"), constants),
-                        namespace=resolve(keyword(call, "namespace"), constants))
+                        namespace=resolve(keyword(call, "namespace"), constants),
+                        package=resolve(keyword(call, "package"), constants))
         params = keyword(call, "parameters")
         if isinstance(params, ast.List):
             for item in params.elts:
@@ -90,15 +104,65 @@ def node_specs(path: Path) -> list[NodeSpec]:
     return out
 
 
+@dataclass
+class ProcessSpec:
+    """An ``ExecuteProcess`` of a launch file: its ``cmd`` items in order.
+
+    Attributes:
+        package, executable: of the ``ExecutableInPackage(executable=..., package=...)`` that
+            starts ``cmd`` (None if ``cmd`` does not start with one).
+        arguments: the items after it: strings for literals and constants (``*NAME[1:]``
+            expanded), ``LaunchConfiguration("x")`` as ``"$(x)"``, None for anything else.
+        first: the source text of ``cmd``'s first item.
+    """
+
+    package: str | None
+    executable: str | None
+    arguments: list[str | None]
+    first: str
+
+
+def _cmd_items(expr: ast.expr, constants: dict[str, Any]) -> list[str | None]:
+    if isinstance(expr, ast.Starred):
+        value = resolve(expr.value, constants)
+        return list(value) if isinstance(value, (list, tuple)) else [None]
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and \
+            expr.func.id == "LaunchConfiguration" and expr.args and \
+            isinstance(expr.args[0], ast.Constant):
+        return [f"$({expr.args[0].value})"]
+    value = resolve(expr, constants)
+    return [value if isinstance(value, str) else None]
+
+
+def process_specs(path: Path) -> list[ProcessSpec]:
+    """Every ``ExecuteProcess(cmd=[...])`` of a launch file."""
+    constants = module_constants(path)
+    out = []
+    for call in calls(path, "ExecuteProcess"):
+        cmd = keyword(call, "cmd")
+        assert isinstance(cmd, ast.List) and cmd.elts, f"{path.name}: cmd is not a list"
+        first, *rest = cmd.elts
+        package = executable = None
+        if isinstance(first, ast.Call) and isinstance(first.func, ast.Name) and \
+                first.func.id == "ExecutableInPackage":
+            package = resolve(keyword(first, "package"), constants)
+            executable = resolve(keyword(first, "executable"), constants)
+        out.append(ProcessSpec(package, executable,
+                               [a for item in rest for a in _cmd_items(item, constants)],
+                               ast.unparse(first)))
+    return out
+
+
 def mapper_command(venv_bin: Path, overlay: Path | None = None, camera: str = "camera",
-                   use_sim_time: bool = False, extra: dict[str, str] | None = None
-                   ) -> list[str]:
+                   use_sim_time: bool = False, extra: dict[str, str] | None = None,
+                   share: Path = REPO) -> list[str]:
     """The command ``mapping.launch.py`` runs for the mapper (see its docstring): params file
     and overlay (default: the params file again, as the launch file's default), use_sim_time
     and the camera namespace; ``extra`` parameters are appended as ``-p name:=value``
-    (test-only speed settings)."""
+    (test-only speed settings). ``venv_bin`` holds the executable (``<prefix>/lib/recon_ros``
+    for an installed package), ``share`` the config files (the installed share directory)."""
     constants = module_constants(LAUNCH_DIR / "mapping.launch.py")
-    params = REPO / constants["PARAMS_FILE"]
+    params = share / constants["PARAMS_FILE"]
     cmd = [str(venv_bin / constants["MAPPER_EXECUTABLE"]), "--ros-args",
            "-r", f"__node:={constants['MAPPER_NAME']}",
            "--params-file", str(params), "--params-file", str(overlay or params),

@@ -20,6 +20,7 @@ from .launch_spec import (
     mapper_command,
     module_constants,
     node_specs,
+    process_specs,
 )
 
 LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))
@@ -64,9 +65,18 @@ def test_nodes_and_files_exist(path: Path) -> None:
     scripts = _console_scripts()
     for spec in node_specs(path):
         if spec.executable != "rviz2":
+            # ros2 launch finds it in <prefix>/lib/recon_ros (test_colcon_layout.py)
+            assert spec.package == constants["PACKAGE"] == "recon_ros", spec
             assert spec.executable in scripts, spec.executable
             assert (Path(sys.executable).parent / spec.executable).is_file(), \
                 "run `pip install -e . --no-deps` to create the console scripts"
+        else:
+            assert spec.package == "rviz2"
+    for process in process_specs(path):
+        # not a bare name looked up on PATH: colcon installs the scripts in lib/recon_ros
+        assert process.package == constants["PACKAGE"] and process.executable in scripts, \
+            f"{path.name}: ExecuteProcess starts {process.first}, not ExecutableInPackage"
+        assert (Path(sys.executable).parent / process.executable).is_file()
     for name, value in constants.items():
         if name.endswith(("_FILE", "_CONFIG", "_LAUNCH")):
             assert (REPO / value).is_file(), f"{path.name}: {name}={value} does not exist"
@@ -112,9 +122,17 @@ def test_demo_camera_namespace_is_the_mapping_default() -> None:
     assert keyword(camera_arg, "default_value").value == demo["CAMERA_NAMESPACE"]
 
 
+def test_only_bag_mapping_starts_a_process_other_than_a_node() -> None:
+    assert {p.name for p in LAUNCH_FILES if process_specs(p)} == {"bag_mapping.launch.py"}
+
+
 def test_bag_player_command_exists() -> None:
-    player = module_constants(LAUNCH_DIR / "bag_mapping.launch.py")["PLAYER_COMMAND"]
+    path = LAUNCH_DIR / "bag_mapping.launch.py"
+    player = module_constants(path)["PLAYER_COMMAND"]
     assert player[0] in _console_scripts()
+    # the launch file runs `<lib/recon_ros>/recon-ros play BAG --rate RATE`, as the bag tests
+    (process,) = process_specs(path)
+    assert [process.executable, *process.arguments] == [*player, "$(bag)", "--rate", "$(rate)"]
     out = subprocess.run([str(Path(sys.executable).parent / player[0]), *player[1:], "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--rate" in out.stdout, out.stdout + out.stderr
