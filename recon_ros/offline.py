@@ -119,11 +119,8 @@ def _write_derived_files(mapper: Mapper, directory: Path, preview: bool
     written = ["grid"]
     if mapper.esdf is not None:
         mapper.update_esdf()
-        field = mapper.esdf.export()
-        # The scalars as configured (export() gives them as float32).
-        field.update(voxel_size_m=mapper.esdf.voxel_size_m,
-                     max_distance_m=mapper.esdf.max_distance_m)
-        write_esdf(directory / ESDF_FILE, EsdfMap(**field, slice=mapper.esdf_slice()))
+        write_esdf(directory / ESDF_FILE,
+                   EsdfMap(**mapper.esdf.export(), slice=mapper.esdf_slice()))
         written.append("esdf")
     mesh = mapper.mesh()
     write_ply(directory / MESH_FILE, mesh)

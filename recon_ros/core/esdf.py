@@ -130,31 +130,28 @@ class EsdfLayer:
         self._new_keys: list[torch.Tensor] = []  # keys of blocks allocated since the update
 
     def _allocate_storage(self, capacity: int) -> None:
-        v, dev = self.volume.voxels_per_block, self.device
-        #: (C, V) float32 metres: seeds hold their depth behind the surface, other obstacles
-        #: their TSDF; free voxels the distance from their centre to their parent seed's
-        #: centre (``max_distance_m`` without a parent). The field is read through
-        #: :meth:`values`.
-        self.dist = torch.full((capacity, v), self.max_distance_m, device=dev)
-        #: (C, V) int64 flat index ``slot * V + local`` of each voxel's nearest seed (a seed
-        #: is its own); -1 = none within ``max_distance_m``, ``_DEAD`` = its block was
-        #: dropped.
-        self.parent = torch.full((capacity, v), -1, dtype=torch.int64, device=dev)
-        #: (C, V) bool: observed (TSDF weight, or carved free).
-        self.known = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
-        #: (C, V) bool: obstacle voxel (observed TSDF < 0); those next to observed free
-        #: space are the seeds of the distance waves (their own parent).
-        self.obstacle = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
-        #: (C, V) bool: seen free by the projective pass (kept when the TSDF block goes).
-        self.carved = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
-        #: (C, 6) int64 slot of each block's face neighbour (``_FACES`` order), -1 = none.
-        self.faces = torch.full((capacity, 6), -1, dtype=torch.int64, device=dev)
-        #: (C, 3) int64 block coordinates of each slot.
-        self.coords = torch.zeros((capacity, 3), dtype=torch.int64, device=dev)
+        for name, rows in self._empty_rows(capacity).items():
+            setattr(self, name, rows)
 
     _FIELDS = ("dist", "parent", "known", "obstacle", "carved", "faces", "coords")
 
     def _empty_rows(self, n: int) -> dict[str, torch.Tensor]:
+        """Storage of ``n`` empty blocks (``V`` voxels each), one tensor per field:
+
+        - ``dist`` (n, V) float32 metres: seeds hold their depth behind the surface, other
+          obstacles their TSDF; free voxels the distance from their centre to their parent
+          seed's centre (``max_distance_m`` without a parent). Read through :meth:`values`.
+        - ``parent`` (n, V) int64 flat index ``slot * V + local`` of each voxel's nearest seed
+          (a seed is its own); -1 = none within ``max_distance_m``, ``_DEAD`` = its block
+          was dropped.
+        - ``known`` (n, V) bool: observed (TSDF weight, or carved free).
+        - ``obstacle`` (n, V) bool: observed TSDF < 0; those next to known free space are the
+          seeds of the distance waves.
+        - ``carved`` (n, V) bool: seen free by the projective pass (kept when the TSDF block
+          goes).
+        - ``faces`` (n, 6) int64 slot of each block's face neighbour (``_FACES`` order), -1 =
+          none; ``coords`` (n, 3) int64 block coordinates.
+        """
         v, dev = self.volume.voxels_per_block, self.device
         return {
             "dist": torch.full((n, v), self.max_distance_m, device=dev),
@@ -313,9 +310,9 @@ class EsdfLayer:
         self._seen_stamp = vol.stamp
         if not changes.complete:
             return self.recompute()
-        self._allocate(vol.index.slot_keys[changes.slots])
-        keys = torch.cat([vol.index.slot_keys[changes.slots], changes.released_keys,
-                          *self._dirty])
+        changed = vol.index.slot_keys[changes.slots]
+        self._allocate(changed)
+        keys = torch.cat([changed, changes.released_keys, *self._dirty])
         new_keys = torch.cat(self._new_keys) if self._new_keys else keys[:0]
         self._dirty.clear()
         self._new_keys.clear()
@@ -346,9 +343,8 @@ class EsdfLayer:
         vol = self.volume
         self._seen_stamp = vol.stamp
         self._dirty.clear()
-        self._new_keys.clear()
         self._allocate(vol.index.slot_keys)
-        self._new_keys.clear()
+        self._new_keys.clear()  # every block is refreshed and waved below
         n = self.num_blocks
         self.parent[:n] = -1
         self.dist[:n] = self.max_distance_m
@@ -619,7 +615,7 @@ class EsdfLayer:
         origin = ((float(lo[0]) - 0.5) * v, (float(lo[1]) - 0.5) * v)
         return DistanceSlice(grid.cpu().numpy(), v, origin, k * v, self.max_distance_m)
 
-    def export(self) -> dict[str, np.ndarray]:
+    def export(self) -> dict[str, np.ndarray | float]:
         """Known voxels as arrays: ``indices`` (N, 3) int32 global voxel indices (centre =
         index * ``voxel_size_m``), ``distance`` (N,) float32 metres, ``obstacle`` (N,) bool, and
         the scalars ``voxel_size_m``, ``max_distance_m``."""
@@ -630,8 +626,8 @@ class EsdfLayer:
             "indices": self._global(flat).to(torch.int32).cpu().numpy(),
             "distance": self.values(flat).cpu().numpy(),
             "obstacle": self.obstacle.view(-1)[flat].cpu().numpy(),
-            "voxel_size_m": np.float32(self.voxel_size_m),
-            "max_distance_m": np.float32(self.max_distance_m),
+            "voxel_size_m": self.voxel_size_m,
+            "max_distance_m": self.max_distance_m,
         }
 
     # ------------------------------------------------------------------ lifecycle

@@ -182,8 +182,7 @@ class Mapper:
                 self.esdf.drop_beyond(centre, radius)
         if max_blocks and self.volume.num_blocks > max_blocks:
             excess = self.volume.num_blocks - max_blocks
-            distances = self._block_distances(centre)
-            farthest = torch.topk(distances, excess).indices
+            farthest = torch.topk(self._block_distances(centre), excess).indices
             self.blocks_released["memory"] += self._release(farthest)
             self.volume.shrink_to(max_blocks)
             if self.esdf is not None:  # the distance field never outgrows the kept map
