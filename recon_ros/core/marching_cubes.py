@@ -362,6 +362,51 @@ class IncrementalMesher:
             colors = self._rgb[rows].round().clamp(0, 255).to(torch.uint8).cpu().numpy()
         return keys.cpu().numpy(), count.cpu().numpy(), self._pos[rows].cpu().numpy(), colors
 
+    def block_indexed(self, block_keys: torch.Tensor | None = None, with_colors: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                 np.ndarray | None]:
+        """Indexed meshes of ``block_keys`` (None: of every block that has triangles), each
+        block welded on its own (its triangles share vertices; blocks share none), e.g. for
+        one ``recon_ros_interfaces/MeshBlock`` per block. Vectorised over blocks, unlike
+        :meth:`block_meshes`.
+
+        Returns:
+            ``(keys (K,) int64, vertex_counts (K,) int64, triangle_counts (K,) int64,
+            vertices (V, 3) float32 metres map frame, triangles (T, 3) int64, colors (V, 3)
+            uint8 or None)``: the distinct ``block_keys`` ascending (block coordinates:
+            :func:`~recon_ros.core.block_hash.unpack_keys`), how many vertices and triangles
+            each has (0 triangles: the block has no surface any more), then the vertices and
+            the triangles block after block in that order. Triangle indices are local to their
+            block (into its own ``vertex_counts[k]`` vertices); winding as :class:`TriangleMesh`
+            (normals towards positive TSDF).
+        """
+        keys = self._all_keys() if block_keys is None else torch.unique(
+            block_keys.to(self._edge.device))
+        start, count = self._held_runs(keys)
+        rows = self._rows(start, count)
+        edge = self._edge[rows].reshape(-1)  # (3T,) grid edge of each corner
+        # A vertex is one (block, grid edge) pair: number the distinct edges, then the pairs;
+        # the pairs sort by block first, so each block's vertices come out consecutive.
+        edge_ids, edge_id = torch.unique(edge, return_inverse=True)
+        corner_block = torch.repeat_interleave(
+            torch.arange(keys.numel(), device=edge.device), 3 * count,
+            output_size=edge.numel())
+        pairs, vertex = torch.unique(corner_block * edge_ids.numel() + edge_id,
+                                     return_inverse=True)
+        vertex_count = torch.bincount(pairs // max(edge_ids.numel(), 1),
+                                      minlength=keys.numel())
+        first_vertex = torch.cumsum(vertex_count, 0) - vertex_count
+        vertices = torch.empty((pairs.numel(), 3), dtype=torch.float32, device=edge.device)
+        vertices[vertex] = self._pos[rows].reshape(-1, 3)
+        colors = None
+        if with_colors:
+            rgb = torch.empty((pairs.numel(), 3), dtype=torch.float32, device=edge.device)
+            rgb[vertex] = self._rgb[rows].reshape(-1, 3)
+            colors = rgb.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        triangles = (vertex - first_vertex[corner_block]).reshape(-1, 3)
+        return (keys.cpu().numpy(), vertex_count.cpu().numpy(), count.cpu().numpy(),
+                vertices.cpu().numpy(), triangles.cpu().numpy(), colors)
+
     def mesh(self, with_colors: bool = True, block_keys: torch.Tensor | None = None
              ) -> TriangleMesh:
         """Weld the current triangles (optionally only those of ``block_keys``) into a mesh

@@ -222,14 +222,21 @@ def test_held_grid_applies_updates_and_repairs_overtaken_maps() -> None:
 
 
 def test_local_message_packages_have_upstream_type_hashes() -> None:
-    """tf2_msgs and map_msgs are built here from their definitions (scripts/build_msgs.sh);
-    their RIHS01 type hashes must be upstream's, or a real ROS 2 graph would not match them.
-    The hashes are those a ROS 2 install reports (``ros2 topic info -v``)."""
+    """tf2_msgs, map_msgs and diagnostic_msgs are built here from their definitions
+    (scripts/build_msgs.sh); their RIHS01 type hashes must be upstream's, or a real ROS 2 graph
+    would not match them. The hashes are those a ROS 2 install reports (``ros2 topic info -v``;
+    diagnostic_msgs': upstream's generated ``diagnostic_array__description.c``)."""
     upstream = {
         ("tf2_msgs", "TFMessage"):
             "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087",
         ("map_msgs", "OccupancyGridUpdate"):
             "RIHS01_c4095b0be2e4363f8978a1570e0293ee093436f1e1c61d99b48502ac317025e8",
+        ("diagnostic_msgs", "DiagnosticArray"):
+            "RIHS01_5a8a36efb05fb25070fa0fb3810290c0e6cd4862b54a8fb975a1ee8dc55a333e",
+        ("diagnostic_msgs", "DiagnosticStatus"):
+            "RIHS01_b0e3e692ea2d54a8af2f4ef1930e81556a2db55216b771f8a7d2724ed47bf0e4",
+        ("diagnostic_msgs", "KeyValue"):
+            "RIHS01_d68081eaa540288c5440753baecef0c4e16e81a5f78ad68902ded5100413bb42",
     }
     for (package, name), expected in upstream.items():
         path = Path(get_package_share_directory(package)) / "msg" / f"{name}.json"
