@@ -12,44 +12,58 @@ sensor-data QoS):
   ``robot_frame`` set, the robot position (centre of the map's clearing radius and memory
   eviction) at its stamp.
 
-Outputs (node-private names, map frame): ``~/mesh`` (``visualization_msgs/MarkerArray``, one
-TRIANGLE_LIST marker per voxel block, only changed blocks; a DELETE when a block's surface
-is gone or the block was released), ``~/map`` (``nav_msgs/OccupancyGrid``, transient-local)
-with ``~/map_updates`` (``map_msgs/OccupancyGridUpdate``: the box of changed cells while the
-grid keeps its size and origin), ``~/occupied_voxels`` (``PointCloud2``), ``~/esdf_slice``
-(``PointCloud2`` with a ``distance`` field), ``~/costmap`` and ``~/local_costmap`` (Nav2-style
-costmaps as ``OccupancyGrid``, transient-local), ``~/status`` (``std_msgs/String`` holding
-JSON). Services (``std_srvs/Trigger``): ``~/save_map``, ``~/load_map`` (directory: the
-``map_dir`` parameter), ``~/reset``.
+Outputs (map frame): ``map`` (``nav_msgs/OccupancyGrid``, transient-local, in the node's
+namespace: the name Nav2's StaticLayer and map_saver use) with ``map_updates``
+(``map_msgs/OccupancyGridUpdate``: the box of changed cells while the grid keeps its size and
+origin); node-private: ``~/mesh`` (``visualization_msgs/MarkerArray``, one TRIANGLE_LIST
+marker per voxel block, only changed blocks; a DELETE when a block's surface is gone or the
+block was released), ``~/mesh_blocks`` (``recon_ros_interfaces/Mesh``: the same blocks as
+indexed meshes, float32 vertices, uint32 triangles, uint8 colors), ``~/occupied_voxels``
+(``PointCloud2``), ``~/esdf_slice`` (``PointCloud2`` with a ``distance`` field),
+``~/costmap`` and ``~/local_costmap`` (Nav2-style costmaps as ``OccupancyGrid``,
+transient-local), ``~/status`` (``std_msgs/String`` holding JSON) and ``/diagnostics``
+(``diagnostic_msgs/DiagnosticArray``: map, cameras, TF). A publisher of incremental outputs
+sends everything again to a new subscriber (:mod:`~recon_ros.ros.subscriber_watch`).
+Services: ``~/save_map_as`` (``recon_ros_interfaces/SaveMap``) and ``~/load_map_from``
+(``LoadMap``) with a path in the request, ``~/save_map`` and ``~/load_map``
+(``std_srvs/Trigger``: the same on the ``map_dir`` parameter), ``~/reset`` (Trigger).
 
-Callbacks: subscriptions (a reentrant group) only queue messages
-(:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF; the integration tick, the
-mesh/occupancy/planner-output/status timers and the services share one mutually exclusive
-group, so the map is only ever touched by one of them at a time (``main`` spins the executor
-:mod:`recon_ros.ros.executors` picks: the events executor, or the single-threaded one where
-rclpy has none; queues and TF are also locked, so a multi-threaded executor is safe). Timers
+Threads: the input subscriptions live on an internal node spun in its own thread
+(:class:`~recon_ros.ros.intake.IntakeThread`); they only queue messages
+(:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF, so images and TF keep
+flowing whatever the map work does. The node itself is spun by a two-thread executor: the
+integration tick, the output timers, ``~/reset`` and the parameter changes' map rebuild share
+one mutually exclusive group (and hold the map lock); the save and load services have their
+own group: a save copies the map under the lock (milliseconds) and writes the copy while
+integration goes on, a load reads the file first and swaps the map in under the lock. Timers
 run on the steady clock, so processing continues when simulated time (``use_sim_time``)
 pauses; stamps and TF use message time.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
+import os
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from diagnostic_msgs.msg import DiagnosticArray
 from map_msgs.msg import OccupancyGridUpdate
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
+from rclpy.executors import Executor, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -60,12 +74,15 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.timer import Timer
+from recon_ros_interfaces.msg import Mesh
+from recon_ros_interfaces.srv import LoadMap, SaveMap
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
+from recon_ros.core.block_hash import unpack_keys
 from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.mapper import Mapper
 from recon_ros.core.occupancy_grid import OccupancyGrid2D
@@ -77,19 +94,29 @@ from . import parameters as P
 from .camera_stream import IMAGE, AssembledFrame, AssemblySettings, CameraStream
 from .conversions import (
     BlockTriangles,
+    IndexedBlock,
     add_tf_message,
     distance_slice_msg,
     grid_update_msg,
     mesh_marker_array_cdr,
+    mesh_msg,
     occupancy_grid_msg,
     point_cloud_msg,
 )
+from .diagnostics import MapperDiagnostics
+from .intake import IntakeThread
 from .runtime import run_node
+from .subscriber_watch import SubscriberWatch
 
 __all__ = ["MapperNode", "main"]
 
 NODE_NAME = "recon_mapper"
 MESH_NS = "mesh"
+#: How much lower the CPU priority of a save's file writing is than the map work's.
+SAVE_NICENESS = 10
+#: Python's GIL switch interval in the node's process (default 5 ms), seconds.
+GIL_SWITCH_INTERVAL_S = 0.0005
+T = TypeVar("T")
 
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -118,6 +145,28 @@ def _stats_ms(samples: list[float]) -> dict[str, float]:
             "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
 
 
+def run_niced(work: Callable[[], T], niceness: int) -> T:
+    """``work()`` in a new thread whose CPU priority is lowered by ``niceness`` (Linux: per
+    thread; elsewhere the priority is left alone); its result or exception is passed on."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            if hasattr(os, "setpriority"):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+            outcome.append((True, work()))
+        except BaseException as err:  # re-raised in the caller's thread
+            outcome.append((False, err))
+
+    thread = threading.Thread(target=run, name="recon_mapper_save")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 class MapperNode(Node):
     """The mapping node (see the module docstring for its interface).
 
@@ -136,8 +185,25 @@ class MapperNode(Node):
         self._config_target = P.validate(values)  # raises ConfigError
         if values["cpu_threads"] > 0:
             torch.set_num_threads(int(values["cpu_threads"]))
-        self.mapper = Mapper(self._config_target)
+        # Threads (intake, map work, a save) take turns holding the GIL: a thread that wants
+        # it waits up to the switch interval, 5 ms by default, each time; the map work
+        # releases it around each of its ~1,000 torch ops per frame.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        if values["load_map_on_start"]:
+            try:
+                path, self.mapper = self._read_map(str(values["load_map_on_start"]))
+            except (OSError, ReconError) as err:
+                raise ConfigError(f"cannot load map {values['load_map_on_start']} "
+                                  f"(load_map_on_start): {err}") from err
+            self._mirror_config()
+            self.get_logger().info(f"load_map_on_start: loaded {path} "
+                                   f"({self.mapper.frames_integrated} frames)")
+        else:
+            self.mapper = Mapper(self._config_target)
         self._map_frame = str(values["map_frame"]).removeprefix("/")
+        # Held by every callback that touches the map (the map group) and by a save while it
+        # copies the map, or a load while it swaps one in.
+        self._map_lock = threading.RLock()
 
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._tf_lock = threading.Lock()
@@ -146,17 +212,23 @@ class MapperNode(Node):
         self._drop_lock = threading.Lock()
         self._drop_totals: Counter[str] = Counter()
 
-        self._input_group = ReentrantCallbackGroup()
         self._map_group = MutuallyExclusiveCallbackGroup()
+        self._file_group = MutuallyExclusiveCallbackGroup()
+        self._intake = IntakeThread(self)
         self.streams = [self._subscribe_camera(ns, values) for ns in values["cameras"]]
-        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
-                                 callback_group=self._input_group)
-        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                 TF_STATIC_QOS, callback_group=self._input_group)
+        self._intake.subscribe(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
+        self._intake.subscribe(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                               TF_STATIC_QOS)
 
-        self._mesh_pub = self.create_publisher(MarkerArray, "~/mesh", RELIABLE_QOS)
-        self._grid_pub = self.create_publisher(OccupancyGrid, "~/map", LATCHED_QOS)
-        self._grid_update_pub = self.create_publisher(OccupancyGridUpdate, "~/map_updates",
+        self._mesh_watch, self._blocks_watch, self._grid_watch = (SubscriberWatch()
+                                                                  for _ in range(3))
+        self._mesh_pub = self._watched_publisher(MarkerArray, "~/mesh", RELIABLE_QOS,
+                                                 self._mesh_watch)
+        self._blocks_pub = self._watched_publisher(Mesh, "~/mesh_blocks", RELIABLE_QOS,
+                                                   self._blocks_watch)
+        self._grid_pub = self._watched_publisher(OccupancyGrid, "map", LATCHED_QOS,
+                                                 self._grid_watch)
+        self._grid_update_pub = self.create_publisher(OccupancyGridUpdate, "map_updates",
                                                       RELIABLE_QOS)
         self._cloud_pub = self.create_publisher(PointCloud2, "~/occupied_voxels", RELIABLE_QOS)
         self._slice_pub = self.create_publisher(PointCloud2, "~/esdf_slice", RELIABLE_QOS)
@@ -164,9 +236,16 @@ class MapperNode(Node):
         self._local_costmap_pub = self.create_publisher(OccupancyGrid, "~/local_costmap",
                                                         LATCHED_QOS)
         self._status_pub = self.create_publisher(String, "~/status", RELIABLE_QOS)
-        for name, service in (("~/save_map", self._srv_save), ("~/load_map", self._srv_load),
-                              ("~/reset", self._srv_reset)):
-            self.create_service(Trigger, name, service, callback_group=self._map_group)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics",
+                                                      RELIABLE_QOS)
+        self._diagnostics = MapperDiagnostics(self.get_name())
+        for srv_type, name, service, group in (
+                (SaveMap, "~/save_map_as", self._srv_save_as, self._file_group),
+                (LoadMap, "~/load_map_from", self._srv_load_from, self._file_group),
+                (Trigger, "~/save_map", self._srv_save, self._file_group),
+                (Trigger, "~/load_map", self._srv_load, self._file_group),
+                (Trigger, "~/reset", self._exclusive(self._srv_reset), self._map_group)):
+            self.create_service(srv_type, name, service, callback_group=group)
 
         # Mesh bookkeeping: marker id per block key with a surface (fresh ids for blocks that
         # reappear, so the table stays as small as the mesh), subscribers seen, latencies.
@@ -174,14 +253,12 @@ class MapperNode(Node):
         self._new_marker_ids = itertools.count(1)
         self._mesh_messages = 0
         self._meshed_frames = 0
-        self._mesh_subscribers = 0
-        self._mesh_resend_all = False
+        # the map was replaced: ~/mesh and ~/mesh_blocks start again from nothing
+        self._mesh_resend_all = {"markers": False, "blocks": False}
         self._occupancy_frames = -1
-        # Grid bookkeeping: the cells ~/map subscribers hold (last full grid + updates), and
-        # the ~/map subscribers seen (a new one gets the full grid again).
+        # Grid bookkeeping: the cells `map` subscribers hold (last full grid + updates).
         self._sent_grid: OccupancyGrid2D | None = None
         self._sent_grid_stamp_ns = 0
-        self._grid_subscribers = 0
         self._planning_frames = -1
         # map-frame (x, y) of the robot (robot_frame, else the camera) at the newest frame,
         # metres: the centre of ~/local_costmap
@@ -197,7 +274,8 @@ class MapperNode(Node):
                               ("esdf_rate_hz", self._publish_planning),
                               ("status_rate_hz", self._publish_status)):
             self._rate_timers[key] = self.create_timer(
-                1.0, callback, callback_group=self._map_group, clock=self._steady)
+                1.0, self._exclusive(callback), callback_group=self._map_group,
+                clock=self._steady)
             self._set_rate(key, float(values[key]))
         if hasattr(self, "add_post_set_parameters_callback"):  # Iron and newer
             self.add_on_set_parameters_callback(self._validate_parameters)
@@ -208,10 +286,26 @@ class MapperNode(Node):
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
                           on_clock_change=False),
             post_callback=self._on_time_jump)
+        self._intake.start()
         self.get_logger().info(
             f"mapping {len(self.streams)} camera(s) {list(values['cameras'])} into frame "
             f"'{self._map_frame}' at {self.mapper.config.volume.voxel_size_m:g} m voxels on "
             f"{self.mapper.device}")
+
+    def _exclusive(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """``callback`` holding the map lock while it runs."""
+        def locked(*args: Any) -> Any:
+            with self._map_lock:
+                return callback(*args)
+        return locked
+
+    def _watched_publisher(self, msg_type: Any, topic: str, qos: QoSProfile,
+                           watch: SubscriberWatch) -> Any:
+        publisher = self.create_publisher(msg_type, topic, qos,
+                                          event_callbacks=watch.event_callbacks(),
+                                          callback_group=self._map_group)
+        watch.attach(publisher)
+        return publisher
 
     # ------------------------------------------------------------------ parameters
 
@@ -271,24 +365,19 @@ class MapperNode(Node):
         # its counted overflow) is the policy, so the history is deeper than the queue.
         qos = _input_qos(values["input_qos"], 2 * int(values["queue_size"]))
         info_qos = _input_qos(values["input_qos"], 5)
-        group = self._input_group
-        self.create_subscription(Image, f"{ns}/{values['depth_image_topic']}",
-                                 stream.push_depth, qos,
-                                 callback_group=group)
-        self.create_subscription(CameraInfo, f"{ns}/{values['depth_info_topic']}",
-                                 stream.set_depth_info, info_qos, callback_group=group)
+        subscribe = self._intake.subscribe
+        subscribe(Image, f"{ns}/{values['depth_image_topic']}", stream.push_depth, qos)
+        subscribe(CameraInfo, f"{ns}/{values['depth_info_topic']}", stream.set_depth_info,
+                  info_qos)
         if transport in ("raw", "auto"):
-            self.create_subscription(Image, f"{ns}/{values['color_image_topic']}",
-                                     lambda m: stream.push_color(m, IMAGE), qos,
-                                     callback_group=group)
+            subscribe(Image, f"{ns}/{values['color_image_topic']}",
+                      lambda m: stream.push_color(m, IMAGE), qos)
         elif transport == "compressed":
-            self.create_subscription(CompressedImage,
-                                     f"{ns}/{values['color_image_topic']}/compressed",
-                                     lambda m: stream.push_color(m, COMPRESSED_IMAGE),
-                                     qos, callback_group=group)
+            subscribe(CompressedImage, f"{ns}/{values['color_image_topic']}/compressed",
+                      lambda m: stream.push_color(m, COMPRESSED_IMAGE), qos)
         if transport != "none":
-            self.create_subscription(CameraInfo, f"{ns}/{values['color_info_topic']}",
-                                     stream.set_color_info, info_qos, callback_group=group)
+            subscribe(CameraInfo, f"{ns}/{values['color_info_topic']}", stream.set_color_info,
+                      info_qos)
         return stream
 
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
@@ -406,7 +495,7 @@ class MapperNode(Node):
     def _resend_outputs(self) -> None:
         """The map was replaced (reset, load): every output is sent again in full."""
         self._marker_ids.clear()
-        self._mesh_resend_all = True
+        self._mesh_resend_all = {"markers": True, "blocks": True}
         self._occupancy_frames = -1
         self._sent_grid = None
         self._planning_frames = -1
@@ -416,23 +505,40 @@ class MapperNode(Node):
         return self._last_stamp_ns or self.get_clock().now().nanoseconds
 
     def _publish_mesh(self) -> None:
-        """Publish the blocks whose mesh changed; everything after a new subscriber, a reset
-        or a load (DELETEALL first)."""
-        subscribers = self._mesh_pub.get_subscription_count()
-        newcomer = subscribers > self._mesh_subscribers
-        self._mesh_subscribers = subscribers
-        if subscribers == 0:
+        """Publish the blocks whose mesh changed on ``~/mesh`` (markers) and ``~/mesh_blocks``
+        (indexed meshes), each only while it has subscribers; everything (after a clear) to a
+        publisher with a new subscriber, and after a reset or a load."""
+        resend = {"markers": self._mesh_watch.poll_newcomer(),
+                  "blocks": self._blocks_watch.poll_newcomer()}
+        wanted = {"markers": self._mesh_pub.get_subscription_count() > 0,
+                  "blocks": self._blocks_pub.get_subscription_count() > 0}
+        for output in resend:
+            resend[output] = wanted[output] and (resend[output]
+                                                 or self._mesh_resend_all[output])
+            self._mesh_resend_all[output] = False
+        if not any(wanted.values()):
             self._unmeshed_stamps.clear()
             return
         t0 = time.perf_counter()
         changed = self.mapper.update_mesh()
         self._meshed_frames = self.mapper.frames_integrated
-        resend_all = newcomer or self._mesh_resend_all
-        self._mesh_resend_all = False
+        sent = False
+        if wanted["markers"] and (resend["markers"] or changed.numel()):
+            sent |= self._send_mesh_markers(changed, resend["markers"])
+        if wanted["blocks"] and (resend["blocks"] or changed.numel()):
+            sent |= self._send_mesh_blocks(changed, resend["blocks"])
+        if not sent:
+            return
+        self._node_times["mesh_publish"].append((time.perf_counter() - t0) * 1e3)
+        for stamp in self._unmeshed_stamps:
+            self._latency["mesh"].append(self._age_ms(stamp))
+        self._unmeshed_stamps.clear()
+
+    def _send_mesh_markers(self, changed: torch.Tensor, resend_all: bool) -> bool:
+        """``~/mesh``: one marker per changed block (every block after a DELETEALL with
+        ``resend_all``); False if there was nothing to send."""
         if resend_all:
             self._marker_ids.clear()
-        elif changed.numel() == 0:
-            return
         keys, counts, corners, colors = self.mapper.mesher.block_triangles(
             None if resend_all else changed, with_colors=self.mapper.has_color)
         blocks: list[BlockTriangles] = []
@@ -449,12 +555,32 @@ class MapperNode(Node):
                 blocks.append((self._marker_ids.pop(key), None, None))
             start = end
         if not blocks and not resend_all:
-            return
+            return False
         self._send_markers(blocks, delete_all_first=resend_all)
-        self._node_times["mesh_publish"].append((time.perf_counter() - t0) * 1e3)
-        for stamp in self._unmeshed_stamps:
-            self._latency["mesh"].append(self._age_ms(stamp))
-        self._unmeshed_stamps.clear()
+        return True
+
+    def _send_mesh_blocks(self, changed: torch.Tensor, resend_all: bool) -> bool:
+        """``~/mesh_blocks``: the changed blocks as indexed meshes (every block with a surface
+        and ``clear`` set with ``resend_all``); False if there was nothing to send."""
+        keys, n_vertices, n_triangles, vertices, triangles, colors = \
+            self.mapper.mesher.block_indexed(None if resend_all else changed,
+                                             with_colors=self.mapper.has_color)
+        if keys.size == 0 and not resend_all:
+            return False
+        blocks: list[IndexedBlock] = []
+        if keys.size:
+            index = unpack_keys(torch.from_numpy(keys)).numpy()
+            v_split, t_split = np.cumsum(n_vertices)[:-1], np.cumsum(n_triangles)[:-1]
+            per_block_colors = (np.split(colors, v_split) if colors is not None
+                                else [None] * keys.size)
+            blocks = list(zip(index, np.split(vertices, v_split), np.split(triangles, t_split),
+                              per_block_colors, strict=True))
+        volume = self.mapper.config.volume
+        self._blocks_pub.publish(mesh_msg(self._map_frame, self._header_stamp(),
+                                          volume.voxel_size_m * volume.block_size, blocks,
+                                          clear=resend_all))
+        self._mesh_messages += 1
+        return True
 
     def _send_markers(self, blocks: list[BlockTriangles], delete_all_first: bool) -> None:
         self._mesh_pub.publish(mesh_marker_array_cdr(
@@ -464,11 +590,9 @@ class MapperNode(Node):
 
     def _publish_occupancy(self) -> None:
         """Publish the 2D grid and the occupied voxels if the map changed since last time, and
-        the full grid again when ~/map has a new subscriber (its transient-local copy may be
+        the full grid again when ``map`` has a new subscriber (its transient-local copy may be
         older than the updates sent since)."""
-        subscribers = self._grid_pub.get_subscription_count()
-        newcomer = subscribers > self._grid_subscribers
-        self._grid_subscribers = subscribers
+        newcomer = self._grid_watch.poll_newcomer()
         changed = self.mapper.frames_integrated != self._occupancy_frames
         if not (changed or newcomer):
             return
@@ -553,9 +677,12 @@ class MapperNode(Node):
         }
 
     def _publish_status(self) -> None:
+        """``~/status`` (JSON) and ``/diagnostics`` from the same counters."""
+        status = self.status()
         msg = String()
-        msg.data = json.dumps(self.status())
+        msg.data = json.dumps(status)
         self._status_pub.publish(msg)
+        self._diagnostics_pub.publish(self._diagnostics.report(status, time.monotonic_ns()))
         self.mapper.timer.clear()
         self._node_times.clear()
         self._latency.clear()
@@ -566,51 +693,102 @@ class MapperNode(Node):
         """Replace the map directory (checkpoint, config, Nav2 map, distance field, mesh PLY,
         preview) exactly as ``recon-ros replay`` does, all files in one step, so a save cut
         short keeps the previous map (:func:`~recon_ros.offline.write_map_outputs`); returns
-        name -> path."""
-        return write_map_outputs(self.mapper, directory)[0]
+        name -> path.
 
-    def _map_dir(self) -> Path:
-        return Path(str(self._setting("map_dir"))).expanduser()
+        The map is copied under the map lock (a few milliseconds; the copy briefly doubles the
+        map's memory on its device) and the files are written from the copy, so integration
+        goes on while they are written, by a thread of lower CPU priority (nice
+        +:data:`SAVE_NICENESS`) so that integration keeps the cores it needs."""
+        with self._map_lock:
+            snapshot = copy.deepcopy(self.mapper)
+        return run_niced(lambda: write_map_outputs(snapshot, directory)[0], SAVE_NICENESS)
 
-    def _srv_save(self, request: Trigger.Request, response: Trigger.Response
-                  ) -> Trigger.Response:
-        directory = self._map_dir()
+    def _directory(self, path: str) -> Path:
+        """A request's path, or the ``map_dir`` parameter if it is empty."""
+        return Path(path or str(self._setting("map_dir"))).expanduser()
+
+    def _save(self, path: str) -> tuple[bool, str, Path | None]:
+        """Save into ``path`` (empty: ``map_dir``): (success, message, absolute directory)."""
+        directory = self._directory(path)
         start = time.perf_counter()
         try:
             paths = self.save_map(directory)
         except (OSError, ReconError) as err:
-            response.success, response.message = False, f"cannot save map to {directory}: {err}"
-            self.get_logger().error(response.message)
-            return response
-        response.success = True
-        response.message = (f"saved {self.mapper.frames_integrated} frames' map to "
-                            f"{directory.resolve()} in {time.perf_counter() - start:.2f} s: "
-                            + ", ".join(p.name for p in paths.values()))
-        self.get_logger().info(response.message)
+            message = f"cannot save map to {directory}: {err}"
+            self.get_logger().error(message)
+            return False, message, None
+        directory = directory.resolve()
+        message = (f"saved {self.mapper.frames_integrated} frames' map to {directory} in "
+                   f"{time.perf_counter() - start:.2f} s: "
+                   + ", ".join(p.name for p in paths.values()))
+        self.get_logger().info(message)
+        return True, message, directory
+
+    @staticmethod
+    def _read_map(path: str, device: str | None = None) -> tuple[Path, Mapper]:
+        """The map saved in directory ``path`` (or the checkpoint file ``path``): (absolute
+        checkpoint path, map).
+
+        Raises:
+            ReconError, OSError: no map there, or an unreadable one.
+        """
+        checkpoint = Path(path).expanduser()
+        if checkpoint.is_dir():
+            checkpoint = checkpoint / CHECKPOINT_FILE
+        checkpoint = checkpoint.resolve()
+        return checkpoint, Mapper.load(checkpoint, device=device)
+
+    def _mirror_config(self) -> None:
+        """The map brings its own configuration: make the parameters say so."""
+        results = self.set_parameters([Parameter(name, value=value) for name, value
+                                       in P.config_values(self.mapper.config).items()])
+        for result in results:
+            if not result.successful:
+                self.get_logger().warning(f"loaded map's config not mirrored: {result.reason}")
+        self._config_target = self.mapper.config
+
+    def _load(self, path: str) -> tuple[bool, str, Path | None]:
+        """Replace the map with the one in ``path`` (empty: ``map_dir``): (success, message,
+        absolute checkpoint path). The file is read while integration goes on; the map is
+        swapped in under the map lock."""
+        directory = self._directory(path)
+        try:
+            checkpoint, mapper = self._read_map(str(directory),
+                                                device=self._config_target.volume.device)
+        except (OSError, ReconError) as err:
+            message = f"cannot load map {directory}: {err}"
+            self.get_logger().error(message)
+            return False, message, None
+        with self._map_lock:
+            self.mapper = mapper
+            self._mirror_config()
+            self._resend_outputs()
+        message = (f"loaded {checkpoint} ({mapper.frames_integrated} frames, "
+                   f"{mapper.volume.num_blocks} blocks)")
+        self.get_logger().info(message)
+        return True, message, checkpoint
+
+    def _srv_save_as(self, request: SaveMap.Request, response: SaveMap.Response
+                     ) -> SaveMap.Response:
+        response.success, response.message, directory = self._save(request.path)
+        response.path = "" if directory is None else str(directory)
+        return response
+
+    def _srv_load_from(self, request: LoadMap.Request, response: LoadMap.Response
+                       ) -> LoadMap.Response:
+        response.success, response.message, checkpoint = self._load(request.path)
+        response.path = "" if checkpoint is None else str(checkpoint)
+        response.frames_integrated = self.mapper.frames_integrated if checkpoint else 0
+        return response
+
+    def _srv_save(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        response.success, response.message, _ = self._save("")
         return response
 
     def _srv_load(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
-        path = self._map_dir() / CHECKPOINT_FILE
-        try:
-            mapper = Mapper.load(path, device=self._config_target.volume.device)
-        except (OSError, ReconError) as err:
-            response.success, response.message = False, f"cannot load map {path}: {err}"
-            self.get_logger().error(response.message)
-            return response
-        self.mapper = mapper
-        # The map brings its own configuration: make the parameters say so.
-        results = self.set_parameters([Parameter(name, value=value) for name, value
-                                       in P.config_values(mapper.config).items()])
-        for result in results:
-            if not result.successful:
-                self.get_logger().warning(f"loaded map's config not mirrored: {result.reason}")
-        self._config_target = mapper.config
-        self._resend_outputs()
-        response.success = True
-        response.message = (f"loaded {path.resolve()} ({mapper.frames_integrated} frames, "
-                            f"{mapper.volume.num_blocks} blocks)")
-        self.get_logger().info(response.message)
+        response.success, response.message, _ = self._load("")
         return response
 
     def _srv_reset(self, request: Trigger.Request, response: Trigger.Response
@@ -621,13 +799,24 @@ class MapperNode(Node):
             return response
         self._last_stamp_ns = 0
         self._send_markers([], delete_all_first=True)
-        self._mesh_resend_all = False
+        self._mesh_resend_all["markers"] = False
         self._meshed_frames = 0
         self._publish_occupancy()
         response.success, response.message = True, "map cleared"
         return response
 
     # ------------------------------------------------------------------ shutdown
+
+    def finish(self) -> None:
+        """At shutdown, after the executor stopped: stop the intake, then autosave."""
+        self._intake.shutdown()
+        self.autosave()
+
+    def destroy_node(self) -> None:
+        intake = getattr(self, "_intake", None)  # None: the constructor failed before it
+        if intake is not None:
+            intake.shutdown()
+        super().destroy_node()
 
     def autosave(self) -> None:
         """Save the map into ``autosave_dir`` if that parameter is set (at shutdown).
@@ -660,12 +849,23 @@ class MapperNode(Node):
                                + ", ".join(p.name for p in paths.values()))
 
 
+def map_executor(node: Node) -> Executor:
+    """The executor of the node itself (its inputs spin on the intake thread): two threads, so
+    that a save or load (file group) runs beside the map work (map group)."""
+    executor = MultiThreadedExecutor(num_threads=2, context=node.context)
+    executor.add_node(node)
+    return executor
+
+
 def main(args: list[str] | None = None) -> int:
     """Console script ``recon_mapper``: run the node until SIGINT/SIGTERM, then autosave.
-    It spins the executor :mod:`recon_ros.ros.executors` picks (events executor where rclpy
-    has one, else single-threaded; ``RECON_ROS_EXECUTOR`` overrides).
+    The inputs spin on the executor :mod:`recon_ros.ros.executors` picks (events executor
+    where rclpy has one, else single-threaded; ``RECON_ROS_EXECUTOR`` overrides), the map
+    work on :func:`map_executor`.
 
     Returns:
-        0 after a clean shutdown, 2 if the parameters or ``RECON_ROS_EXECUTOR`` are invalid.
+        0 after a clean shutdown, 2 if the parameters, ``load_map_on_start`` or
+        ``RECON_ROS_EXECUTOR`` are invalid.
     """
-    return run_node(NODE_NAME, MapperNode, args, on_shutdown=lambda node: node.autosave())
+    return run_node(NODE_NAME, MapperNode, args, on_shutdown=lambda node: node.finish(),
+                    executor_factory=map_executor)

@@ -145,8 +145,13 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "OpenMP stalls when other processes (camera driver, RViz) share the cores.",
           "threads", read_only=True),
     Param("map_dir", "recon_map",
-          "Directory that ~/save_map writes and ~/load_map reads (relative to the working "
+          "Directory that ~/save_map writes and ~/load_map reads, and that ~/save_map_as and "
+          "~/load_map_from use when their request's path is empty (relative to the working "
           "directory)."),
+    Param("load_map_on_start", "",
+          "If set, the map saved in this directory (or this checkpoint file) is loaded at "
+          "start-up, with the configuration it was made with; the node exits with an error "
+          "if it cannot be loaded.", read_only=True),
     Param("autosave_dir", "",
           "If set, the map is saved into this directory when the node shuts down."),
 )

@@ -45,8 +45,10 @@ def spin_until(executor: Executor, stop: threading.Event) -> None:
 
 
 def run_node(name: str, make_node: Callable[[], Node], args: list[str] | None = None,
-             on_shutdown: Callable[[Node], None] | None = None) -> int:
-    """The whole life of a console-script node: init, construct, spin (the executor
+             on_shutdown: Callable[[Node], None] | None = None,
+             executor_factory: Callable[[Node], Executor] = make_executor) -> int:
+    """The whole life of a console-script node: init, construct, spin
+    (``executor_factory(node)``; by default the executor
     :func:`~recon_ros.ros.executors.make_executor` picks) until SIGINT/SIGTERM,
     ``on_shutdown(node)`` (e.g. autosave), clean shutdown.
 
@@ -58,10 +60,11 @@ def run_node(name: str, make_node: Callable[[], Node], args: list[str] | None = 
     rclpy.init(args=sys.argv if args is None else args,
                signal_handler_options=SignalHandlerOptions.NO)
     try:
+        # either raises ConfigError for a bad RECON_ROS_EXECUTOR
         node = make_node()
-        executor = make_executor(node)  # raises ConfigError for a bad RECON_ROS_EXECUTOR
+        executor = executor_factory(node)
     except (ReconError, OSError) as err:
-        rclpy.logging.get_logger(name).fatal(f"invalid parameters: {err}")
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {err}")
         rclpy.try_shutdown()
         return 2
     try:

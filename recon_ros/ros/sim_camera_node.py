@@ -3,12 +3,18 @@
 Publishes, at ``rate_hz`` and stamped with the node's clock, what a depth camera driver and a
 localisation stack would:
 
-- ``depth/image_raw`` (16UC1 mm or 32FC1 m), ``depth/camera_info``, ``color/image_raw``
-  (rgb8) or ``color/image_raw/compressed`` (jpeg), ``color/camera_info``: relative names, so
-  run it in the camera's namespace (``--ros-args -r __ns:=/camera``); color is registered to
-  depth (same optical frame);
-- ``/tf`` (map -> odom -> base_link at every image stamp) and ``/tf_static`` (base_link ->
-  camera_link -> camera_depth_optical_frame, transient-local).
+- in the order a driver with registered depth sends a frame: ``color/camera_info``,
+  ``color/image_raw`` (rgb8) or ``color/image_raw/compressed`` (jpeg), then
+  ``depth/camera_info``, ``depth/image_raw`` (16UC1 mm or 32FC1 m): relative names, so run it
+  in the camera's namespace (``--ros-args -r __ns:=/camera``); color is registered to depth
+  (same optical frame);
+- ``/tf`` (map -> odom -> base_link) and ``/tf_static`` (base_link -> camera_link ->
+  camera_depth_optical_frame, transient-local). With ``tf_rate_hz`` 0, ``/tf`` goes out just
+  before each frame at its stamp; otherwise from its own timer at that rate, as a localisation
+  stack does, stamped with the current time and the pose interpolated between frames, so a
+  frame's TF may arrive after its images. Frame ``k`` is then stamped on a fixed schedule
+  (``k / rate_hz`` after the first, re-anchored when the rate changes): its capture time, a
+  little before it is sent.
 
 The scene is :func:`recon_ros.io.synthetic.make_scene` ``(scene, scene_seed)`` and the path
 :func:`~recon_ros.io.synthetic.room_scan_trajectory` with ``frames_per_loop`` poses, looped.
@@ -71,6 +77,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "depth_encoding": ("16UC1", "Depth encoding: 16UC1 (mm) or 32FC1 (m)."),
     "color_transport": ("raw", "raw (rgb8 Image), compressed (jpeg) or none."),
     "kinect_noise": (False, "Add Kinect-like axial depth noise."),
+    "tf_rate_hz": (0.0, "Rate of /tf from its own timer [Hz]; 0 = with each frame."),
 }
 
 
@@ -90,8 +97,10 @@ class SimCameraNode(Node):
         if v["color_transport"] not in ("raw", "compressed", "none"):
             raise ConfigError(f"color_transport={v['color_transport']!r} is invalid: must be "
                               "raw, compressed or none")
-        if not v["rate_hz"] > 0 or v["frames_per_loop"] < 1 or v["max_frames"] < 0:
-            raise ConfigError("rate_hz must be > 0, frames_per_loop >= 1, max_frames >= 0")
+        if (not v["rate_hz"] > 0 or v["frames_per_loop"] < 1 or v["max_frames"] < 0
+                or v["tf_rate_hz"] < 0):
+            raise ConfigError("rate_hz must be > 0, frames_per_loop >= 1, max_frames >= 0, "
+                              "tf_rate_hz >= 0")
         scene = make_scene(v["scene"], int(v["scene_seed"]))
         camera = default_camera(int(v["width"]), int(v["height"]))
         self.trajectory = room_scan_trajectory(scene, int(v["frames_per_loop"]))
@@ -129,6 +138,11 @@ class SimCameraNode(Node):
                                        in self.trajectory.tf_static()]))
         self._static_pub = static_pub  # keep the latched publisher alive
         self._timer = self.create_timer(1.0 / float(v["rate_hz"]), self._publish)
+        # frame schedule (tf_rate_hz > 0): frame k is stamped anchor + (k - anchor_k) / rate
+        self._rate_hz = float(v["rate_hz"])
+        self._anchor = (0, now + self._timer.timer_period_ns)
+        self._tf_timer = (self.create_timer(1.0 / float(v["tf_rate_hz"]), self._publish_tf)
+                          if v["tf_rate_hz"] > 0 else None)
         self.add_on_set_parameters_callback(self._on_set)
         self.get_logger().info(
             f"publishing {len(self._depth)} pre-rendered {camera.width}x{camera.height} frames "
@@ -140,7 +154,20 @@ class SimCameraNode(Node):
                 if not (isinstance(p.value, float) and p.value > 0):
                     return SetParametersResult(successful=False, reason="rate_hz must be > 0")
                 self._timer.timer_period_ns = int(1e9 / p.value)
+                self._rate_hz = p.value
+                self._anchor = (self.published, self.get_clock().now().nanoseconds
+                                + self._timer.timer_period_ns)
         return SetParametersResult(successful=True)
+
+    def _frame_position(self, stamp_ns: int) -> float:
+        """The (fractional) frame index the schedule puts at ``stamp_ns``."""
+        k, anchor_ns = self._anchor
+        return k + (stamp_ns - anchor_ns) * self._rate_hz / 1e9
+
+    def _publish_tf(self) -> None:
+        stamp = self.get_clock().now().nanoseconds
+        self._tf_pub.publish(tf_message(self.trajectory.tf_dynamic_at(
+            self._frame_position(stamp), stamp)))
 
     def _publish(self) -> None:
         if self._max_frames and self.published >= self._max_frames:
@@ -148,20 +175,24 @@ class SimCameraNode(Node):
             self.get_logger().info(f"published {self.published} frames, stopping")
             return
         i = self.published % len(self._depth)
-        stamp = self.get_clock().now().nanoseconds
-        self._tf_pub.publish(tf_message([(p, c, stamp, t, q) for p, c, _, t, q
-                                         in self.trajectory.tf_dynamic(i)]))
+        if self._tf_timer is None:
+            stamp = self.get_clock().now().nanoseconds
+            self._tf_pub.publish(tf_message([(p, c, stamp, t, q) for p, c, _, t, q
+                                             in self.trajectory.tf_dynamic(i)]))
+        else:  # the scheduled capture time of frame `published`
+            k, anchor_ns = self._anchor
+            stamp = anchor_ns + round((self.published - k) * 1e9 / self._rate_hz)
         header_stamp = ns_to_time(stamp)
         self._info.header.stamp = header_stamp
-        self._depth_info_pub.publish(self._info)
-        depth = self._depth[i]
-        depth.header.stamp = header_stamp
-        self._depth_pub.publish(depth)
         if self._color_pub is not None and self._color_info_pub is not None:
             self._color_info_pub.publish(self._info)
             color = self._color[i]
             color.header.stamp = header_stamp
             self._color_pub.publish(color)
+        self._depth_info_pub.publish(self._info)
+        depth = self._depth[i]
+        depth.header.stamp = header_stamp
+        self._depth_pub.publish(depth)
         self.published += 1
 
 

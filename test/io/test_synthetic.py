@@ -670,3 +670,23 @@ def test_write_scene_bag_round_trip(tmp_path, storage, encoding):
         np.testing.assert_allclose(np.asarray(f.depth), clean.depth, atol=atol)
         np.testing.assert_array_equal(np.asarray(f.color), clean.color)
         assert f.stamp_ns == traj.stamps_ns[i]
+
+
+def test_tf_between_frames_interpolates_the_base_pose():
+    """tf_dynamic_at: at whole positions the frame's transforms (restamped, looping); between
+    frames x, y and yaw are linear, yaw the short way round across +-pi."""
+    from recon_ros.io.synthetic import Trajectory
+    from recon_ros.io.synthetic.trajectory import T_from_tf
+    traj = Trajectory.from_base_poses(np.array([[0.0, 0.0, math.pi - 0.1],
+                                                [1.0, 2.0, -math.pi + 0.1]]))
+    stamp = 123
+    for position, i in ((0.0, 0), (1.0, 1), (2.0, 0), (3.0, 1)):
+        got, want = traj.tf_dynamic_at(position, stamp), traj.tf_dynamic(i)
+        assert [(p, c, s) for p, c, s, _, _ in got] == [(p, c, stamp) for p, c, _, _, _ in want]
+        for (_, _, _, t, q), (_, _, _, t2, q2) in zip(got, want):
+            np.testing.assert_allclose(T_from_tf(t, q), T_from_tf(t2, q2), atol=1e-12)
+    odom_base = {c: T_from_tf(t, q) for _, c, _, t, q in traj.tf_dynamic_at(0.25, stamp)}
+    T_map_base = traj.rig.T_map_odom @ odom_base[traj.rig.base_frame]
+    np.testing.assert_allclose(T_map_base[:2, 3], [0.25, 0.5], atol=1e-12)
+    yaw = math.atan2(T_map_base[1, 0], T_map_base[0, 0])
+    assert yaw == pytest.approx(math.pi - 0.1 + 0.25 * 0.2)

@@ -4,6 +4,7 @@ in-process rclpy node (:class:`Harness`) spinning in a background thread."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -197,7 +198,7 @@ class Harness:
         self._lock = threading.Lock()
         self.status_msgs: list[dict[str, Any]] = []
         self.mesh_msgs: list[bytes] = []  # raw CDR: parsed on demand (parse_marker_array)
-        #: the grids held after each ~/map or ~/map_updates message (an update applied to
+        #: the grids held after each map or map_updates message (an update applied to
         #: the grid before it, stamped like the update), as Nav2's StaticLayer holds them
         self.grid_msgs: list[OccupancyGrid] = []
         self._held_grid = HeldGrid()
@@ -206,8 +207,10 @@ class Harness:
         n.create_subscription(String, f"{mapper}/status", self._on_status, RELIABLE)
         n.create_subscription(MarkerArray, f"{mapper}/mesh", self._record(self.mesh_msgs),
                               RELIABLE, raw=True)
-        n.create_subscription(OccupancyGrid, f"{mapper}/map", self._on_grid, LATCHED)
-        n.create_subscription(OccupancyGridUpdate, f"{mapper}/map_updates", self._on_grid,
+        #: the grid's topic: ``map`` in the mapper's namespace
+        self.grid_topic = f"{mapper.rpartition('/')[0]}/map"
+        n.create_subscription(OccupancyGrid, self.grid_topic, self._on_grid, LATCHED)
+        n.create_subscription(OccupancyGridUpdate, f"{self.grid_topic}_updates", self._on_grid,
                               RELIABLE)
         n.create_subscription(PointCloud2, f"{mapper}/occupied_voxels",
                               self._record(self.cloud_msgs), RELIABLE)
@@ -299,15 +302,20 @@ class Harness:
 
     # ------------------------------------------------------------------ calls
 
-    def call(self, service: str, timeout: float = 60.0) -> Trigger.Response:
-        client = self.node.create_client(Trigger, f"{self.mapper}/{service}")
-        try:
-            wait_for(lambda: client.service_is_ready(), timeout, f"service {service}")
-            future = client.call_async(Trigger.Request())
-            wait_for(future.done, timeout, f"{service} response")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+    def call(self, service: str, timeout: float = 60.0, request: Any = None) -> Any:
+        """Call the mapper's ``service``: a Trigger, or the type of ``request``."""
+        future = self.call_async(service, timeout, request)
+        wait_for(future.done, timeout, f"{service} response")
+        return future.result()
+
+    def call_async(self, service: str, timeout: float = 60.0, request: Any = None) -> Any:
+        """Send a call (as :meth:`call`) once the service is up; returns its future."""
+        request = Trigger.Request() if request is None else request
+        srv_type = Trigger if isinstance(request, Trigger.Request) else \
+            _service_type(request)
+        client = self.node.create_client(srv_type, f"{self.mapper}/{service}")
+        wait_for(lambda: client.service_is_ready(), timeout, f"service {service}")
+        return client.call_async(request)  # the client lives as long as the harness
 
     def _params(self, node: str | None, timeout: float) -> AsyncParameterClient:
         """A parameter client of ``node`` (default: the mapper) whose services are up."""
@@ -385,6 +393,12 @@ class Harness:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(10)
+
+
+def _service_type(request: Any) -> Any:
+    """The service type of a generated ``<Srv>.Request`` object."""
+    module = importlib.import_module(type(request).__module__.rpartition("._")[0])
+    return getattr(module, type(request).__name__.removesuffix("_Request"))
 
 
 @dataclass

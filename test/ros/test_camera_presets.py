@@ -81,6 +81,8 @@ def test_mapper_subscribes_the_driver_topics(path: Path, tmp_path: Path) -> None
     """The mapper started as mapping.launch.py starts it with the preset subscribes exactly
     the driver's topics (and TF), and every parameter of the preset reached it."""
     pytest.importorskip("rclpy", reason=ROS_SKIP_REASON, exc_type=ImportError)
+    from recon_ros.ros.intake import INTAKE_SUFFIX
+
     from .helpers import VENV_BIN, Harness, Process, child_env, next_domain_id, wait_for
 
     namespace, topics = DRIVER_TOPICS[path.name]
@@ -91,8 +93,9 @@ def test_mapper_subscribes_the_driver_topics(path: Path, tmp_path: Path) -> None
     try:
         name = module_constants(LAUNCH_DIR / "mapping.launch.py")["MAPPER_NAME"]
         expected = {f"/{namespace}/{t}" for t in topics} | {"/tf", "/tf_static"}
-        subscribed = wait_for(lambda: expected <= harness.graph(name, "subscriber")
-                              and harness.graph(name, "subscriber"), 60,
+        intake = name + INTAKE_SUFFIX  # the node of the intake thread holds the inputs
+        subscribed = wait_for(lambda: expected <= harness.graph(intake, "subscriber")
+                              and harness.graph(intake, "subscriber"), 60,
                               "the driver's topics", lambda: proc.log()[-3000:])
         assert subscribed == expected
         overlay = _overlay(path)

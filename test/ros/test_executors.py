@@ -146,4 +146,4 @@ def test_sim_camera_spins_the_executor_the_variable_names(mapper_run) -> None:
     env[ENV_VAR] = "threaded"
     refused = Process(cmd, env, mapper_run.workdir / "sim_camera_refused.log")
     assert refused.wait(120) == 2, refused.log()[-2000:]
-    assert f"invalid parameters: {ENV_VAR}='threaded' is invalid" in refused.log()
+    assert f"cannot start: {ENV_VAR}='threaded' is invalid" in refused.log()

@@ -147,8 +147,7 @@ def test_rviz_config_shows_mesh_map_cloud_and_tf() -> None:
     assert manager["Global Options"]["Fixed Frame"] == "map"
     maps = {d["Topic"]["Value"]: d for d in manager["Displays"]
             if d["Class"] == "rviz_default_plugins/Map"}
-    assert set(maps) == {"/recon_mapper/map", "/recon_mapper/costmap",
-                         "/recon_mapper/local_costmap"}
+    assert set(maps) == {"/map", "/recon_mapper/costmap", "/recon_mapper/local_costmap"}
     assert all(d["Topic"]["Durability Policy"] == "Transient Local" for d in maps.values())
-    assert maps["/recon_mapper/map"]["Update Topic"]["Value"] == "/recon_mapper/map_updates"
+    assert maps["/map"]["Update Topic"]["Value"] == "/map_updates"
 

@@ -199,7 +199,9 @@ def test_every_parameter_is_declared_and_reaches_node_and_core(tmp_path: Path) -
         harness.wait_status(lambda s: True, 60, "the first status")
         assert harness.get_parameters(sorted(NON_DEFAULT)) == NON_DEFAULT
         # node parameters: the subscriptions follow cameras, topic names and color transport
-        subs = wait_for(lambda: harness.graph(name, "subscriber"), 30, "subscriptions")
+        from recon_ros.ros.intake import INTAKE_SUFFIX  # the input subscriptions' node
+        subs = wait_for(lambda: harness.graph(name + INTAKE_SUFFIX, "subscriber"), 30,
+                        "subscriptions")
         for cam in NON_DEFAULT["cameras"]:
             assert {f"/{cam}/depth/image_rect_raw", f"/{cam}/depth/info",
                     f"/{cam}/rgb/image/compressed", f"/{cam}/rgb/info"} <= subs, subs

@@ -1,5 +1,5 @@
 """recon_mapper's planner outputs as a process over DDS, read the way Nav2 and RViz read them:
-``~/map`` + ``~/map_updates`` (StaticLayer QoS, late joiners included), ``~/costmap`` and
+``map`` + ``map_updates`` (StaticLayer QoS, late joiners included), ``~/costmap`` and
 ``~/local_costmap`` (Nav2 costs of that grid), ``~/esdf_slice`` (distance field points),
 ``esdf.enabled: false`` (no slice, costmaps still published, no errors), and the Nav2 example
 (config/nav2_costmap.yaml, docs/nav2.md) against the running node.
@@ -48,9 +48,8 @@ PLANNER = pytest.mark.parametrize("mapper_run", [EXTRA], indirect=True, ids=["pl
 T0 = 1_700_000_000_000_000_000
 DEFAULTS = P.defaults()
 MAPPER_NAME = module_constants(REPO / "launch/mapping.launch.py")["MAPPER_NAME"]
-#: docs/nav2.md's alternative 3: the grid on Nav2's default topic.
-REMAP_TO_NAV2_DEFAULT = ["-r", f"/{MAPPER_NAME}/map:=/map",
-                         "-r", f"/{MAPPER_NAME}/map_updates:=/map_updates"]
+#: docs/nav2.md's alternative 2: the grid under another name.
+REMAP_GRID = ["-r", "map:=recon_map", "-r", "map_updates:=recon_map_updates"]
 
 
 class Recorder:
@@ -62,7 +61,8 @@ class Recorder:
         self.msgs: list[Any] = []
         self._log = log
         self._lock = threading.Lock()
-        self.sub = h.node.create_subscription(msg_type, f"{h.mapper}/{topic}", self._on_msg, qos)
+        name = topic if topic.startswith("/") else f"{h.mapper}/{topic}"
+        self.sub = h.node.create_subscription(msg_type, name, self._on_msg, qos)
 
     def _on_msg(self, msg: Any) -> None:
         with self._lock:
@@ -93,8 +93,9 @@ def recorders(mapper_run, grid_log: list[Any]) -> dict[str, Recorder]:
     """Subscriptions made before any frame is sent (a map that never missed an update)."""
     h = mapper_run.harness
     out = {
-        "map": Recorder(h, "map", OccupancyGrid, EVERY_MAP_QOS, grid_log),
-        "map_updates": Recorder(h, "map_updates", OccupancyGridUpdate, RELIABLE, grid_log),
+        "map": Recorder(h, h.grid_topic, OccupancyGrid, EVERY_MAP_QOS, grid_log),
+        "map_updates": Recorder(h, f"{h.grid_topic}_updates", OccupancyGridUpdate, RELIABLE,
+                                grid_log),
         "esdf_slice": Recorder(h, "esdf_slice", PointCloud2, RELIABLE),
         "local_costmap": Recorder(h, "local_costmap", OccupancyGrid, STATIC_LAYER_QOS),
     }
@@ -174,7 +175,7 @@ def test_map_updates_reproduce_the_full_map(mapper_run, mapped: list[int],
 
     # A late joiner with the StaticLayer's QoS gets the transient-local map at once, and the
     # node sends the full map again for it: what a subscriber holding map + updates holds.
-    late = Recorder(h, "map", OccupancyGrid, STATIC_LAYER_QOS)
+    late = Recorder(h, h.grid_topic, OccupancyGrid, STATIC_LAYER_QOS)
     full = late.stamped(mapped[-1])
     assert (full.info.width, full.info.height) == (base.info.width, base.info.height)
     assert full.info.origin == base.info.origin and full.info.resolution == base.info.resolution
@@ -258,7 +259,7 @@ def test_nav2_example_subscribes_the_node_topics(mapper_run) -> None:
         params = config[node][node]["ros__parameters"]
         layer = params["static_layer"]
         assert layer["plugin"] == "nav2_costmap_2d::StaticLayer"
-        assert layer["map_topic"] == f"/{MAPPER_NAME}/map" and layer["map_topic"] in published
+        assert layer["map_topic"] == "/map" and layer["map_topic"] in published
         assert layer["map_subscribe_transient_local"] is True
         assert layer["subscribe_to_updates"] is True
         assert layer["map_topic"] + "_updates" in published
@@ -275,21 +276,21 @@ def test_nav2_example_subscribes_the_node_topics(mapper_run) -> None:
     assert local["width"] == local["height"] == DEFAULTS["costmap.local_size_m"]
 
 
-def test_remapped_grid_on_nav2_default_topic(tmp_path) -> None:
-    """The command line of docs/nav2.md's alternative 3 (also in config/nav2_costmap.yaml)
-    publishes the grid and its updates on /map and /map_updates."""
-    args = " ".join(REMAP_TO_NAV2_DEFAULT)
+def test_remapped_grid_topic(tmp_path) -> None:
+    """The command line of docs/nav2.md's alternative 2 (also in config/nav2_costmap.yaml)
+    moves the grid and its updates off Nav2's default /map and /map_updates."""
+    args = " ".join(REMAP_GRID)
     assert args in (REPO / "config/nav2_costmap.yaml").read_text()
     assert args in " ".join((REPO / "docs/nav2.md").read_text().split())
     domain = next_domain_id()
-    proc = Process(mapper_command(VENV_BIN) + REMAP_TO_NAV2_DEFAULT,
+    proc = Process(mapper_command(VENV_BIN) + REMAP_GRID,
                    child_env(domain, tmp_path / "log"), tmp_path / "mapper.log", cwd=tmp_path)
     harness = Harness(domain)
     try:
-        topics = wait_for(lambda: {"/map", "/map_updates"} <= harness.graph(
+        topics = wait_for(lambda: {"/recon_map", "/recon_map_updates"} <= harness.graph(
             MAPPER_NAME, "publisher") and harness.graph(MAPPER_NAME, "publisher"), 60,
-            "/map and /map_updates", lambda: proc.log()[-3000:])
-        assert f"/{MAPPER_NAME}/map" not in topics
+            "/recon_map and /recon_map_updates", lambda: proc.log()[-3000:])
+        assert "/map" not in topics and "/map_updates" not in topics
         assert f"/{MAPPER_NAME}/costmap" in topics  # the other outputs keep their names
     finally:
         harness.close()

@@ -264,6 +264,24 @@ class Trajectory:
         chain = self.chain(i)
         return chain[:3] if not self.static_mount else chain[:2]
 
+    def tf_dynamic_at(self, position: float, stamp_ns: int) -> list[TfTuple]:
+        """:meth:`tf_dynamic` between frames, e.g. for TF published faster than the images:
+        the pose at fractional frame index ``position`` (looping over the frames), linear in
+        x, y, yaw (the short way round) and pitch between the two frames around it, stamped
+        ``stamp_ns``."""
+        n = len(self)
+        i0 = int(np.floor(position))
+        a = position - i0
+        p0, p1 = self.base_xy_yaw[i0 % n], self.base_xy_yaw[(i0 + 1) % n]
+        step = p1 - p0
+        step[2] = (step[2] + np.pi) % (2 * np.pi) - np.pi
+        pitch0, pitch1 = self.pitch_rad[i0 % n], self.pitch_rad[(i0 + 1) % n]
+        pose = dataclasses.replace(self, base_xy_yaw=(p0 + a * step)[None],
+                                   pitch_rad=np.array([pitch0 + a * (pitch1 - pitch0)]),
+                                   stamps_ns=np.array([stamp_ns], dtype=np.int64))
+        chain = pose.chain(0)
+        return chain[:3] if not self.static_mount else chain[:2]
+
     def tf_static(self) -> list[TfTuple]:
         """Transforms for ``/tf_static`` (stamped at the first frame)."""
         if not len(self):
