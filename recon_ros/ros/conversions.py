@@ -271,10 +271,10 @@ def apply_grid_update(data: np.ndarray, update: OccupancyGridUpdate) -> np.ndarr
 
 
 class HeldGrid:
-    """The grid a subscriber of ``~/map`` and ``~/map_updates`` holds, fed the messages as they
+    """The grid a subscriber of ``map`` and ``map_updates`` holds, fed the messages as they
     arrive; what Nav2's StaticLayer does, plus a repair for updates that overtake their map.
 
-    ``~/map`` and ``~/map_updates`` are separate DDS streams, so when the grid grows, the
+    ``map`` and ``map_updates`` are separate DDS streams, so when the grid grows, the
     update published right after the new full map can arrive before it (e.g. when the larger
     map is retransmitted by the reliable protocol). An update that does not fit the held map
     waits for the next map; when a map arrives, the updates received since the previous map

@@ -1,12 +1,13 @@
-"""The rclpy executor every node entry point spins, chosen in one place for all of them.
+"""The rclpy executor that spins the nodes' message intake, chosen in one place for all of them.
 
 rclpy's events executor (``rclpy.experimental.EventsExecutor``: a C++ event queue, callbacks
-in one thread) takes messages off DDS far faster than the Python wait-set executors, and one
-thread means the mapper's integration never competes with message handling for the GIL
-(measured here: with a multi-threaded executor on 2 cores either starved the other). It
-exists on Kilted and on Jazzy from rclpy 7.1.4; on Humble and older Jazzy releases its import
-fails, and the nodes fall back to rclpy's ``SingleThreadedExecutor``: the same one-thread
-model, with slower message handling.
+in one thread) takes messages off DDS far faster than the Python wait-set executors. It spins
+``recon_mapper``'s intake thread (:mod:`recon_ros.ros.intake`: the input subscriptions) and
+``recon_sim_camera``. It exists on Kilted and on Jazzy from rclpy 7.1.4; on Humble and older
+Jazzy releases its import fails, and these fall back to rclpy's ``SingleThreadedExecutor``:
+the same one-thread model, with slower message handling. (``recon_mapper``'s own callbacks,
+its map work and its save/load services, run on a two-thread ``MultiThreadedExecutor``:
+:func:`recon_ros.ros.mapper_node.map_executor`.)
 
 The environment variable :data:`ENV_VAR` (``RECON_ROS_EXECUTOR``) overrides the choice:
 
@@ -15,8 +16,7 @@ The environment variable :data:`ENV_VAR` (``RECON_ROS_EXECUTOR``) overrides the 
 - ``events``: ``EventsExecutor``, an error where rclpy has none;
 - ``single_threaded``: ``SingleThreadedExecutor``;
 - ``multi_threaded``: ``MultiThreadedExecutor`` (one thread per core). Safe for the nodes
-  here: ``recon_mapper`` puts its inputs in a reentrant callback group that only queues
-  messages (queues and TF are locked) and its map work in one mutually exclusive group;
+  here: the intake callbacks only queue messages (queues and TF are locked);
   ``recon_sim_camera`` keeps every callback in its default, mutually exclusive group.
 
 The choice is logged at start-up (``executor: <class> (<why>)``).

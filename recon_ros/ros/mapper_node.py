@@ -606,7 +606,7 @@ class MapperNode(Node):
         self._node_times["occupancy_publish"].append((time.perf_counter() - t0) * 1e3)
 
     def _send_grid(self, grid: OccupancyGrid2D, stamp: int, full: bool) -> None:
-        """``grid`` on ``~/map``, or only its changed cells on ``~/map_updates`` when it has
+        """``grid`` on ``map``, or only its changed cells on ``map_updates`` when it has
         the geometry (size, resolution, origin, height) of the grid subscribers hold and
         ``full`` is False (nothing at all if no cell changed)."""
         sent = self._sent_grid

@@ -122,7 +122,7 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "one period.", "Hz"),
     Param("mesh_rate_hz", 2.0, "Rate of incremental mesh updates (0 = never).", "Hz"),
     Param("occupancy_rate_hz", 1.0,
-          "Rate of the occupancy grid (in full, or as ~/map_updates when its size and origin "
+          "Rate of the occupancy grid (in full, or as map_updates when its size and origin "
           "are unchanged) and the occupied-voxel cloud (0 = never).", "Hz"),
     Param("esdf_rate_hz", 1.0,
           "Rate of the planner outputs: the ESDF slice (~/esdf_slice, if esdf.enabled) and "

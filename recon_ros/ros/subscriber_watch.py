@@ -53,8 +53,10 @@ class SubscriberWatch:
         self._publisher = publisher
 
     def _on_matched(self, info: Any) -> None:
-        """``info``: rclpy's ``QoSPublisherMatchedInfo``."""
-        if info.current_count_change > 0:
+        """``info``: rclpy's ``QoSPublisherMatchedInfo``. Its changes accumulate until it is
+        read: a leave and a join in between net ``current_count_change`` 0, while
+        ``total_count_change`` counts the join."""
+        if info.total_count_change > 0:
             with self._lock:
                 self._matched += 1
 

@@ -21,7 +21,7 @@ from .conftest import ROS_SKIP_REASON
 from .launch_spec import REPO
 
 #: A valid value other than the default for every parameter, except :data:`SAME` (``cpu`` is
-#: the only device of every test machine; the weights are the shipped ones). A new parameter
+#: the only device of every test machine; the weights are the shipped ones; no map to load). A new parameter
 #: must be added here.
 NON_DEFAULT: dict[str, Any] = {
     "map_frame": "world",
@@ -45,6 +45,7 @@ NON_DEFAULT: dict[str, Any] = {
     "drop_log_period_s": 2.0,
     "cpu_threads": 2,
     "map_dir": "saved",
+    "load_map_on_start": "",
     "autosave_dir": "auto",
     "volume.voxel_size_m": 0.04,
     "volume.block_size": 4,
@@ -83,7 +84,8 @@ NON_DEFAULT: dict[str, Any] = {
     "esdf.cost_scaling_factor": 5.0,
     "costmap.local_size_m": 4.0,
 }
-SAME = {"volume.device", "fusion.weights"}
+#: (load_map_on_start needs a saved map: test_map_services.py starts a node with one.)
+SAME = {"volume.device", "fusion.weights", "load_map_on_start"}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
