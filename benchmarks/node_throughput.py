@@ -9,8 +9,13 @@ publication of the mesh that contains it.
 
     .venv/bin/python benchmarks/node_throughput.py [--rates 5 10 15 20 30] [--seconds 10]
         [--voxel 0.05] [--device cpu] [--input-qos sensor_data|reliable]
-        [--transport shm|default] [--tf-rate HZ] [--no-clearing] [--no-esdf]
+        [--transport shm|default] [--tf-rate HZ] [--frames N] [--no-clearing] [--no-esdf]
         [--json out.json]
+
+With ``--frames N`` each rate is instead one real-time sequence of exactly N frames from a
+camera started for it (``max_frames``), counted from start to end after the node has drained
+its queue: integrated / N is exact, whatever the timing of the shared cores (a camera that
+falls behind catches up in bursts, which makes the windowed counts above noisy).
 
 The camera sends each frame as a driver with registered depth does (color, then depth); with
 ``--tf-rate 100`` TF comes from its own 100 Hz timer, as from a localisation stack, and a
@@ -42,6 +47,7 @@ from test.ros.helpers import (  # noqa: E402
     Process,
     child_env,
     next_domain_id,
+    wait_for,
 )
 from test.ros.launch_spec import (  # noqa: E402
     LAUNCH_DIR,
@@ -111,6 +117,44 @@ def measure(h: Harness, rate: float, seconds: float, warmup_s: float) -> dict[st
     }
 
 
+def measure_sequence(h: Harness, start_camera: Any, rate: float, frames: int
+                     ) -> dict[str, Any]:
+    """Start a camera sending ``frames`` frames at ``rate``; once it has stopped and the
+    node's queue is empty, count what the node received, integrated and dropped."""
+    before = h.wait_status(lambda s: True, 10, "a status")
+    camera = start_camera(rate, frames)
+    try:
+        wait_for(lambda: f"published {frames} frames, stopping" in camera.log(),
+                 120 + 2 * frames / rate, "the camera's last frame")
+    finally:
+        camera.stop()
+    c0 = before["cameras"]["camera"]
+
+    def drained(s: dict[str, Any]) -> bool:
+        c = s["cameras"]["camera"]
+        arrived = c["received"].get("depth", 0) - c0["received"].get("depth", 0)
+        return c["queue"]["depth"] == 0 and (
+            arrived == frames or s["stamp_ns"] - before["stamp_ns"] > 60e9)
+
+    end = h.wait_status(drained, 120, "the node to take and drain every frame")
+    c1 = end["cameras"]["camera"]
+    statuses = [m for m in h.status_msgs if m["stamp_ns"] > before["stamp_ns"]]
+    integrated = end["frames_integrated"] - before["frames_integrated"]
+    return {
+        "rate_hz": rate, "published": frames,
+        "received": c1["received"].get("depth", 0) - c0["received"].get("depth", 0),
+        "integrated": integrated,
+        "dropped": sum(c1["drops"].values()) - sum(c0["drops"].values()),
+        "drop_reasons": {k: v - c0["drops"].get(k, 0) for k, v in c1["drops"].items()
+                         if v != c0["drops"].get(k, 0)},
+        "integrated_hz": rate * integrated / frames,
+        "sustained": integrated >= 0.99 * frames,
+        "latency_integrated": _window(statuses, "integrated"),
+        "latency_mesh": _window(statuses, "mesh"),
+        "stage_ms": _stage_ms(statuses),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[5, 10, 15, 20, 30])
@@ -124,6 +168,10 @@ def main() -> int:
                         help="Fast DDS transports of every process (see TRANSPORTS)")
     parser.add_argument("--tf-rate", type=float, default=0.0,
                         help="TF from its own timer at this rate (0: with each frame)")
+    parser.add_argument("--queue-size", type=int, default=0,
+                        help="the mapper's queue_size (0: config/mapper.yaml's)")
+    parser.add_argument("--frames", type=int, default=0,
+                        help="one sequence of this many frames per rate (0: windows)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -145,22 +193,39 @@ def main() -> int:
         "volume.voxel_size_m": args.voxel, "volume.device": args.device,
         "integration.clear_free_space": not args.no_clearing,
         "esdf.enabled": not args.no_esdf})
-    mapper = Process(mapper_command(VENV_BIN, overlay=overlay,
-                                    extra={"input_qos": args.input_qos}),
+    extra = {"input_qos": args.input_qos}
+    if args.queue_size:
+        extra["queue_size"] = str(args.queue_size)
+    mapper = Process(mapper_command(VENV_BIN, overlay=overlay, extra=extra),
                      env, work / "mapper.log", cwd=work)
     (camera_spec,) = [s for s in node_specs(LAUNCH_DIR / "demo.launch.py")
                       if s.executable == "recon_sim_camera"]
-    camera = Process(node_command(VENV_BIN, camera_spec, {
-        "rate_hz": "1.0", "width": str(args.width), "height": str(args.height),
-        "frames_per_loop": "60", "tf_rate_hz": str(args.tf_rate)}), env,
-        work / "sim_camera.log")
+
+    def start_camera(rate: float, max_frames: int, log: str = "sim_camera.log") -> Process:
+        return Process(node_command(VENV_BIN, camera_spec, {
+            "rate_hz": str(float(rate)), "width": str(args.width), "height": str(args.height),
+            "frames_per_loop": "60", "tf_rate_hz": str(args.tf_rate),
+            "max_frames": str(max_frames)}), env, work / log)
+
     h = Harness(domain)
     camera_node = f"/{camera_spec.namespace}/{camera_spec.name}"
     results = []
+    camera = None
     try:
         h.wait_status(lambda s: True, 120, "the mapper")
-        h.wait_status(lambda s: s["frames_integrated"] > 3, 180, "the camera's first frames")
-        for rate in args.rates:
+        if args.frames:
+            for rate in args.rates:
+                results.append(measure_sequence(
+                    h, lambda r, n: start_camera(r, n, f"sim_camera_{r:g}hz.log"),
+                    float(rate), args.frames))
+                r = results[-1]
+                print(f"{rate:5.1f} Hz: {r['integrated']} of {r['published']} frames "
+                      f"integrated, dropped {r['dropped']}", flush=True)
+        else:
+            camera = start_camera(1.0, 0)
+            h.wait_status(lambda s: s["frames_integrated"] > 3, 180,
+                          "the camera's first frames")
+        for rate in [] if args.frames else args.rates:
             (res,) = h.set_parameters({"rate_hz": float(rate)}, node=camera_node)
             assert res.successful, res.reason
             results.append(measure(h, float(rate), args.seconds, args.warmup))
@@ -168,7 +233,8 @@ def main() -> int:
             print(f"{rate:5.1f} Hz: integrated {r['integrated_hz']:.1f} Hz, "
                   f"dropped {r['dropped']}", flush=True)
     finally:
-        camera.stop()
+        if camera is not None:
+            camera.stop()
         mapper.stop()
         h.close()
     report(results, args)
@@ -187,6 +253,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\nrecon_mapper end to end: {args.width}x{args.height} depth+color, voxel "
           f"{args.voxel} m, {args.device}, input_qos {args.input_qos}, transport "
           f"{args.transport}, TF {f'{args.tf_rate:g} Hz' if args.tf_rate else 'with frames'}, "
+          f"queue_size {args.queue_size or 'default'}, "
           f"clearing {'off' if args.no_clearing else 'on'}, "
           f"ESDF {'off' if args.no_esdf else 'on'}, "
           f"{os.cpu_count()} cores, "

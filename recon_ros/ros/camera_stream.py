@@ -237,6 +237,11 @@ class CameraStream:
             self.received["color_info"] += 1
             self._color_info = msg
 
+    def queued(self) -> int:
+        """Depth images waiting in the queue."""
+        with self._lock:
+            return len(self._depth)
+
     def clear(self) -> None:
         """Forget queued messages and the last stamp (after a backwards jump of time)."""
         with self._lock:

@@ -116,6 +116,9 @@ MESH_NS = "mesh"
 SAVE_NICENESS = 10
 #: Python's GIL switch interval in the node's process (default 5 ms), seconds.
 GIL_SWITCH_INTERVAL_S = 0.0005
+#: Map outputs (mesh, grid, planner outputs) wait while a camera queue is at least half full,
+#: so that integration catches up first, but never longer than this, seconds.
+OUTPUT_MAX_DEFER_S = 2.0
 T = TypeVar("T")
 
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
@@ -259,7 +262,11 @@ class MapperNode(Node):
         # Grid bookkeeping: the cells `map` subscribers hold (last full grid + updates).
         self._sent_grid: OccupancyGrid2D | None = None
         self._sent_grid_stamp_ns = 0
+        self._grid_resend = False  # a new `map` subscriber while the grid was deferred
         self._planning_frames = -1
+        # outputs waiting for integration to catch up: since when, and how often
+        self._deferred_since: dict[str, float] = {}
+        self._deferrals: Counter[str] = Counter()
         # map-frame (x, y) of the robot (robot_frame, else the camera) at the newest frame,
         # metres: the centre of ~/local_costmap
         self._robot_xy: tuple[float, float] | None = None
@@ -504,6 +511,20 @@ class MapperNode(Node):
     def _header_stamp(self) -> int:
         return self._last_stamp_ns or self.get_clock().now().nanoseconds
 
+    def _defer_output(self, output: str) -> bool:
+        """True if ``output`` should wait for integration to catch up: a camera queue is at
+        least half full and the output was last sent (or deferred first) less than
+        :data:`OUTPUT_MAX_DEFER_S` ago. Deferrals are counted per output in the status."""
+        now = time.monotonic()
+        half = max(1, int(self._setting("queue_size")) // 2)
+        if any(stream.queued() >= half for stream in self.streams):
+            since = self._deferred_since.setdefault(output, now)
+            if now - since < OUTPUT_MAX_DEFER_S:
+                self._deferrals[output] += 1
+                return True
+        self._deferred_since.pop(output, None)
+        return False
+
     def _publish_mesh(self) -> None:
         """Publish the blocks whose mesh changed on ``~/mesh`` (markers) and ``~/mesh_blocks``
         (indexed meshes), each only while it has subscribers; everything (after a clear) to a
@@ -518,6 +539,10 @@ class MapperNode(Node):
             self._mesh_resend_all[output] = False
         if not any(wanted.values()):
             self._unmeshed_stamps.clear()
+            return
+        if self._defer_output("mesh"):
+            for output in resend:  # a pending full resend is kept for the next update
+                self._mesh_resend_all[output] |= resend[output]
             return
         t0 = time.perf_counter()
         changed = self.mapper.update_mesh()
@@ -592,10 +617,14 @@ class MapperNode(Node):
         """Publish the 2D grid and the occupied voxels if the map changed since last time, and
         the full grid again when ``map`` has a new subscriber (its transient-local copy may be
         older than the updates sent since)."""
-        newcomer = self._grid_watch.poll_newcomer()
+        newcomer = self._grid_watch.poll_newcomer() or self._grid_resend
         changed = self.mapper.frames_integrated != self._occupancy_frames
         if not (changed or newcomer):
             return
+        if self._defer_output("occupancy"):
+            self._grid_resend = newcomer
+            return
+        self._grid_resend = False
         t0 = time.perf_counter()
         self._occupancy_frames = self.mapper.frames_integrated
         stamp = self._header_stamp()
@@ -630,6 +659,8 @@ class MapperNode(Node):
         last time. A core error is logged (throttled) and the outputs are tried again at the
         next change."""
         if self.mapper.frames_integrated == self._planning_frames:
+            return
+        if self._defer_output("planning"):
             return
         t0 = time.perf_counter()
         self._planning_frames = self.mapper.frames_integrated
@@ -670,6 +701,7 @@ class MapperNode(Node):
             "occupancy_frames_integrated": self._occupancy_frames,
             "grid_stamp_ns": self._sent_grid_stamp_ns,
             "planning_frames_integrated": self._planning_frames,
+            "outputs_deferred": dict(self._deferrals),
             "cameras": {s.name: s.status() for s in self.streams},
             "tf": {"frames": tf_frames, "refused": tf_refused},
             "timings_ms": timings,

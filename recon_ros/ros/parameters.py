@@ -114,9 +114,11 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "QoS of the image and camera_info subscriptions: sensor_data (best effort, matches "
           "any publisher) or reliable (needs a reliable publisher; large images survive "
           "lossy transports).", read_only=True),
-    Param("queue_size", 10,
+    Param("queue_size", 30,
           "Depth and color messages kept per camera; when full the oldest is dropped "
-          "(counted as 'queue overflow').", "messages", read_only=True),
+          "(counted as 'queue overflow'). 30 is 2 s at 15 Hz: room for the map work's "
+          "bursts (mesh and distance-field updates) on a few CPU cores; about 1.5 MB per "
+          "640x480 depth + color frame.", "messages", read_only=True),
     Param("tick_rate_hz", 30.0,
           "Rate of the integration timer; one tick integrates every ready frame for up to "
           "one period.", "Hz"),

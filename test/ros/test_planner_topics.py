@@ -121,12 +121,20 @@ def mapped(mapper_run, recorders: dict[str, Recorder], sequence: SynthSequence,
     status = h.wait_status(lambda s: s["occupancy_frames_integrated"] == n
                            and s["planning_frames_integrated"] == n, 60,
                            "every output of the pass")
-    # The status and the grid travel on different topics: wait for the message that carries
-    # the final grid (a full map or an update) before anyone reads the log.
+    # The status and the grid travel on different topics, and so do the map and its updates
+    # (an update can overtake the map it applies to): wait until what a subscriber holds is
+    # the final grid before anyone reads the log.
     final = status["grid_stamp_ns"]
-    wait_for(lambda: any(stamp_ns(m.header.stamp) == final for m in list(grid_log)), 30,
-             f"the grid message stamped {final}")
+    wait_for(lambda: _holds(grid_log, final), 30, f"the grid stamped {final} held")
     return stamps
+
+
+def _holds(log: list[Any], stamp: int) -> bool:
+    """Whether a subscriber fed ``log`` holds the grid stamped ``stamp``."""
+    held = HeldGrid()
+    for msg in list(log):
+        held.add(msg)
+    return held.msg is not None and stamp_ns(held.msg.header.stamp) == stamp
 
 
 def _held_grid(log: list[Any]) -> tuple[OccupancyGrid, np.ndarray, int]:
