@@ -29,6 +29,27 @@ from recon_ros.io.synthetic import (
 )
 
 
+def audit(frames: int, width: int, height: int, voxel_cm: float, device: str
+          ) -> tuple[list[int], Counter, Counter]:
+    """Integrate ``frames`` frames of the demo room; returns the sync count of every frame and
+    the ops and package lines of all frames after the first, summed."""
+    torch.set_num_threads(1)
+    scene = make_demo_scene()
+    sequence = list(iter_frames(scene, default_camera(width, height),
+                                room_scan_trajectory(scene, frames)))
+    mapper = Mapper(MapperConfig.from_dict({"volume": {"voxel_size_m": voxel_cm / 100,
+                                                       "device": device}}))
+    totals, ops, sites = [], Counter(), Counter()
+    for frame in sequence:
+        with SyncOpCounter("cuda", sites=True) as counter:
+            mapper.integrate(frame)
+        totals.append(counter.total)
+        if len(totals) > 1:
+            ops.update(counter.ops)
+            sites.update(counter.sites)
+    return totals, ops, sites
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=30)
@@ -39,20 +60,8 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=15, help="how many lines to list")
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
-    scene = make_demo_scene()
-    frames = list(iter_frames(scene, default_camera(args.width, args.height),
-                              room_scan_trajectory(scene, args.frames)))
-    mapper = Mapper(MapperConfig.from_dict({"volume": {"voxel_size_m": args.voxel_cm / 100,
-                                                       "device": args.device}}))
-    totals, ops, sites = [], Counter(), Counter()
-    for frame in frames:
-        with SyncOpCounter("cuda", sites=True) as counter:
-            mapper.integrate(frame)
-        totals.append(counter.total)
-        if len(totals) > 1:
-            ops.update(counter.ops)
-            sites.update(counter.sites)
+    totals, ops, sites = audit(args.frames, args.width, args.height, args.voxel_cm,
+                               args.device)
     steady = np.asarray(totals[1:])
     print(f"host syncs per integrate(): {args.width}x{args.height}, {args.voxel_cm:g} cm, "
           f"{args.frames} frames, device {args.device}")

@@ -232,3 +232,11 @@ def test_bench_prints_the_esdf_table(tmp_path: Path) -> None:
     assert "3 real frames from" in text and "TSDF + color integration" in text
     assert "ESDF at 5 cm: cost per 80x60 frame (3 frames" in text
     assert "(carving + update) / integrate off" in text and "nvblox" in text
+
+
+def test_sync_audit_counts_every_frame() -> None:
+    totals, ops, sites = load_script("sync_audit").audit(3, 80, 60, 10.0, "cpu")
+    assert len(totals) == 3 and min(totals) > 0
+    assert sum(ops.values()) == sum(totals[1:]) == sum(sites.values())
+    assert any("boolean-mask indexing" in op for op in ops)
+    assert all(site.startswith("recon_ros/") for site in sites)
