@@ -721,11 +721,11 @@ class MapperNode(Node):
 
     # ------------------------------------------------------------------ services
 
-    def save_map(self, directory: Path) -> dict[str, Path]:
+    def save_map(self, directory: Path) -> tuple[dict[str, Path], int]:
         """Replace the map directory (checkpoint, config, Nav2 map, distance field, mesh PLY,
         preview) exactly as ``recon-ros replay`` does, all files in one step, so a save cut
         short keeps the previous map (:func:`~recon_ros.offline.write_map_outputs`); returns
-        name -> path.
+        (name -> path, frames integrated into the saved map).
 
         The map is copied under the map lock (a few milliseconds; the copy briefly doubles the
         map's memory on its device) and the files are written from the copy, so integration
@@ -733,7 +733,8 @@ class MapperNode(Node):
         +:data:`SAVE_NICENESS`) so that integration keeps the cores it needs."""
         with self._map_lock:
             snapshot = copy.deepcopy(self.mapper)
-        return run_niced(lambda: write_map_outputs(snapshot, directory)[0], SAVE_NICENESS)
+        paths = run_niced(lambda: write_map_outputs(snapshot, directory)[0], SAVE_NICENESS)
+        return paths, snapshot.frames_integrated
 
     def _directory(self, path: str) -> Path:
         """A request's path, or the ``map_dir`` parameter if it is empty."""
@@ -744,13 +745,13 @@ class MapperNode(Node):
         directory = self._directory(path)
         start = time.perf_counter()
         try:
-            paths = self.save_map(directory)
+            paths, frames = self.save_map(directory)
         except (OSError, ReconError) as err:
             message = f"cannot save map to {directory}: {err}"
             self.get_logger().error(message)
             return False, message, None
         directory = directory.resolve()
-        message = (f"saved {self.mapper.frames_integrated} frames' map to {directory} in "
+        message = (f"saved {frames} frames' map to {directory} in "
                    f"{time.perf_counter() - start:.2f} s: "
                    + ", ".join(p.name for p in paths.values()))
         self.get_logger().info(message)
