@@ -61,9 +61,8 @@ def sync_reason(op_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
         if any(_is_mask(i) for i in indices if i is not None):
             return "boolean-mask indexing"
-    if op_name == "aten.repeat_interleave" and kwargs.get("output_size") is None \
-            and not (len(args) > 3 and args[3] is not None):
-        return "repeat_interleave without output_size"
+    if op_name == "aten.repeat_interleave" and kwargs.get("output_size") is None:
+        return "repeat_interleave without output_size"  # (output_size is keyword-only)
     return None
 
 

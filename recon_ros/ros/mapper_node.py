@@ -52,6 +52,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -148,26 +149,19 @@ def _stats_ms(samples: list[float]) -> dict[str, float]:
             "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
 
 
+def _lower_priority(niceness: int) -> None:
+    """Lower the calling thread's CPU priority by ``niceness`` (Linux: per thread; elsewhere
+    nothing)."""
+    if hasattr(os, "setpriority"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
 def run_niced(work: Callable[[], T], niceness: int) -> T:
-    """``work()`` in a new thread whose CPU priority is lowered by ``niceness`` (Linux: per
-    thread; elsewhere the priority is left alone); its result or exception is passed on."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            if hasattr(os, "setpriority"):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-            outcome.append((True, work()))
-        except BaseException as err:  # re-raised in the caller's thread
-            outcome.append((False, err))
-
-    thread = threading.Thread(target=run, name="recon_mapper_save")
-    thread.start()
-    thread.join()
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
+    """``work()`` in a new thread whose CPU priority is lowered by ``niceness``; its result
+    is returned, its exception raised."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recon_mapper_save",
+                            initializer=_lower_priority, initargs=(niceness,)) as pool:
+        return pool.submit(work).result()
 
 
 class MapperNode(Node):
@@ -194,7 +188,7 @@ class MapperNode(Node):
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         if values["load_map_on_start"]:
             try:
-                path, self.mapper = self._read_map(str(values["load_map_on_start"]))
+                path, self.mapper = self._read_map(Path(str(values["load_map_on_start"])))
             except (OSError, ReconError) as err:
                 raise ConfigError(f"cannot load map {values['load_map_on_start']} "
                                   f"(load_map_on_start): {err}") from err
@@ -223,14 +217,13 @@ class MapperNode(Node):
         self._intake.subscribe(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
                                TF_STATIC_QOS)
 
-        self._mesh_watch, self._blocks_watch, self._grid_watch = (SubscriberWatch()
-                                                                  for _ in range(3))
-        self._mesh_pub = self._watched_publisher(MarkerArray, "~/mesh", RELIABLE_QOS,
-                                                 self._mesh_watch)
-        self._blocks_pub = self._watched_publisher(Mesh, "~/mesh_blocks", RELIABLE_QOS,
-                                                   self._blocks_watch)
-        self._grid_pub = self._watched_publisher(OccupancyGrid, "map", LATCHED_QOS,
-                                                 self._grid_watch)
+        group = self._map_group
+        self._mesh_watch = SubscriberWatch(self, MarkerArray, "~/mesh", RELIABLE_QOS, group)
+        self._blocks_watch = SubscriberWatch(self, Mesh, "~/mesh_blocks", RELIABLE_QOS, group)
+        self._grid_watch = SubscriberWatch(self, OccupancyGrid, "map", LATCHED_QOS, group)
+        self._mesh_pub = self._mesh_watch.publisher
+        self._blocks_pub = self._blocks_watch.publisher
+        self._grid_pub = self._grid_watch.publisher
         self._grid_update_pub = self.create_publisher(OccupancyGridUpdate, "map_updates",
                                                       RELIABLE_QOS)
         self._cloud_pub = self.create_publisher(PointCloud2, "~/occupied_voxels", RELIABLE_QOS)
@@ -256,15 +249,14 @@ class MapperNode(Node):
         self._new_marker_ids = itertools.count(1)
         self._mesh_messages = 0
         self._meshed_frames = 0
-        # the map was replaced: ~/mesh and ~/mesh_blocks start again from nothing
-        self._mesh_resend_all = {"markers": False, "blocks": False}
         self._occupancy_frames = -1
         # Grid bookkeeping: the cells `map` subscribers hold (last full grid + updates).
         self._sent_grid: OccupancyGrid2D | None = None
         self._sent_grid_stamp_ns = 0
-        self._grid_resend = False  # a new `map` subscriber while the grid was deferred
         self._planning_frames = -1
-        # outputs waiting for integration to catch up: since when, and how often
+        # outputs waiting for integration to catch up: from this many queued depth images,
+        # since when, and how often
+        self._defer_from_queued = max(1, int(values["queue_size"]) // 2)
         self._deferred_since: dict[str, float] = {}
         self._deferrals: Counter[str] = Counter()
         # map-frame (x, y) of the robot (robot_frame, else the camera) at the newest frame,
@@ -305,14 +297,6 @@ class MapperNode(Node):
             with self._map_lock:
                 return callback(*args)
         return locked
-
-    def _watched_publisher(self, msg_type: Any, topic: str, qos: QoSProfile,
-                           watch: SubscriberWatch) -> Any:
-        publisher = self.create_publisher(msg_type, topic, qos,
-                                          event_callbacks=watch.event_callbacks(),
-                                          callback_group=self._map_group)
-        watch.attach(publisher)
-        return publisher
 
     # ------------------------------------------------------------------ parameters
 
@@ -502,7 +486,8 @@ class MapperNode(Node):
     def _resend_outputs(self) -> None:
         """The map was replaced (reset, load): every output is sent again in full."""
         self._marker_ids.clear()
-        self._mesh_resend_all = {"markers": True, "blocks": True}
+        self._mesh_watch.request_full()
+        self._blocks_watch.request_full()
         self._occupancy_frames = -1
         self._sent_grid = None
         self._planning_frames = -1
@@ -516,8 +501,7 @@ class MapperNode(Node):
         least half full and the output was last sent (or deferred first) less than
         :data:`OUTPUT_MAX_DEFER_S` ago. Deferrals are counted per output in the status."""
         now = time.monotonic()
-        half = max(1, int(self._setting("queue_size")) // 2)
-        if any(stream.queued() >= half for stream in self.streams):
+        if any(stream.queued() >= self._defer_from_queued for stream in self.streams):
             since = self._deferred_since.setdefault(output, now)
             if now - since < OUTPUT_MAX_DEFER_S:
                 self._deferrals[output] += 1
@@ -529,20 +513,17 @@ class MapperNode(Node):
         """Publish the blocks whose mesh changed on ``~/mesh`` (markers) and ``~/mesh_blocks``
         (indexed meshes), each only while it has subscribers; everything (after a clear) to a
         publisher with a new subscriber, and after a reset or a load."""
-        resend = {"markers": self._mesh_watch.poll_newcomer(),
-                  "blocks": self._blocks_watch.poll_newcomer()}
-        wanted = {"markers": self._mesh_pub.get_subscription_count() > 0,
-                  "blocks": self._blocks_pub.get_subscription_count() > 0}
-        for output in resend:
-            resend[output] = wanted[output] and (resend[output]
-                                                 or self._mesh_resend_all[output])
-            self._mesh_resend_all[output] = False
+        watches = {"markers": self._mesh_watch, "blocks": self._blocks_watch}
+        wanted = {output: watch.subscribed() for output, watch in watches.items()}
+        resend = {output: watch.take_full() and wanted[output]
+                  for output, watch in watches.items()}
         if not any(wanted.values()):
             self._unmeshed_stamps.clear()
             return
         if self._defer_output("mesh"):
-            for output in resend:  # a pending full resend is kept for the next update
-                self._mesh_resend_all[output] |= resend[output]
+            for output, watch in watches.items():  # still owed at the next update
+                if resend[output]:
+                    watch.request_full()
             return
         t0 = time.perf_counter()
         changed = self.mapper.update_mesh()
@@ -617,14 +598,14 @@ class MapperNode(Node):
         """Publish the 2D grid and the occupied voxels if the map changed since last time, and
         the full grid again when ``map`` has a new subscriber (its transient-local copy may be
         older than the updates sent since)."""
-        newcomer = self._grid_watch.poll_newcomer() or self._grid_resend
+        newcomer = self._grid_watch.take_full()
         changed = self.mapper.frames_integrated != self._occupancy_frames
         if not (changed or newcomer):
             return
         if self._defer_output("occupancy"):
-            self._grid_resend = newcomer
+            if newcomer:  # still owed at the next update
+                self._grid_watch.request_full()
             return
-        self._grid_resend = False
         t0 = time.perf_counter()
         self._occupancy_frames = self.mapper.frames_integrated
         stamp = self._header_stamp()
@@ -758,14 +739,14 @@ class MapperNode(Node):
         return True, message, directory
 
     @staticmethod
-    def _read_map(path: str, device: str | None = None) -> tuple[Path, Mapper]:
+    def _read_map(path: Path, device: str | None = None) -> tuple[Path, Mapper]:
         """The map saved in directory ``path`` (or the checkpoint file ``path``): (absolute
         checkpoint path, map).
 
         Raises:
             ReconError, OSError: no map there, or an unreadable one.
         """
-        checkpoint = Path(path).expanduser()
+        checkpoint = path.expanduser()
         if checkpoint.is_dir():
             checkpoint = checkpoint / CHECKPOINT_FILE
         checkpoint = checkpoint.resolve()
@@ -780,26 +761,26 @@ class MapperNode(Node):
                 self.get_logger().warning(f"loaded map's config not mirrored: {result.reason}")
         self._config_target = self.mapper.config
 
-    def _load(self, path: str) -> tuple[bool, str, Path | None]:
+    def _load(self, path: str) -> tuple[bool, str, Path | None, int]:
         """Replace the map with the one in ``path`` (empty: ``map_dir``): (success, message,
-        absolute checkpoint path). The file is read while integration goes on; the map is
-        swapped in under the map lock."""
+        absolute checkpoint path, frames integrated into the loaded map). The file is read
+        while integration goes on; the map is swapped in under the map lock."""
         directory = self._directory(path)
         try:
-            checkpoint, mapper = self._read_map(str(directory),
+            checkpoint, mapper = self._read_map(directory,
                                                 device=self._config_target.volume.device)
         except (OSError, ReconError) as err:
             message = f"cannot load map {directory}: {err}"
             self.get_logger().error(message)
-            return False, message, None
+            return False, message, None, 0
         with self._map_lock:
             self.mapper = mapper
             self._mirror_config()
             self._resend_outputs()
-        message = (f"loaded {checkpoint} ({mapper.frames_integrated} frames, "
-                   f"{mapper.volume.num_blocks} blocks)")
+        frames = mapper.frames_integrated
+        message = f"loaded {checkpoint} ({frames} frames, {mapper.volume.num_blocks} blocks)"
         self.get_logger().info(message)
-        return True, message, checkpoint
+        return True, message, checkpoint, frames
 
     def _srv_save_as(self, request: SaveMap.Request, response: SaveMap.Response
                      ) -> SaveMap.Response:
@@ -809,9 +790,9 @@ class MapperNode(Node):
 
     def _srv_load_from(self, request: LoadMap.Request, response: LoadMap.Response
                        ) -> LoadMap.Response:
-        response.success, response.message, checkpoint = self._load(request.path)
+        response.success, response.message, checkpoint, response.frames_integrated = \
+            self._load(request.path)
         response.path = "" if checkpoint is None else str(checkpoint)
-        response.frames_integrated = self.mapper.frames_integrated if checkpoint else 0
         return response
 
     def _srv_save(self, request: Trigger.Request, response: Trigger.Response
@@ -821,7 +802,7 @@ class MapperNode(Node):
 
     def _srv_load(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
-        response.success, response.message, _ = self._load("")
+        response.success, response.message, _, _ = self._load("")
         return response
 
     def _srv_reset(self, request: Trigger.Request, response: Trigger.Response
@@ -832,7 +813,7 @@ class MapperNode(Node):
             return response
         self._last_stamp_ns = 0
         self._send_markers([], delete_all_first=True)
-        self._mesh_resend_all["markers"] = False
+        self._mesh_watch.take_full()  # that DELETEALL was everything: the map is empty
         self._meshed_frames = 0
         self._publish_occupancy()
         response.success, response.message = True, "map cleared"

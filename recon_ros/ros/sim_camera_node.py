@@ -177,8 +177,7 @@ class SimCameraNode(Node):
         i = self.published % len(self._depth)
         if self._tf_timer is None:
             stamp = self.get_clock().now().nanoseconds
-            self._tf_pub.publish(tf_message([(p, c, stamp, t, q) for p, c, _, t, q
-                                             in self.trajectory.tf_dynamic(i)]))
+            self._tf_pub.publish(tf_message(self.trajectory.tf_dynamic_at(i, stamp)))
         else:  # the scheduled capture time of frame `published`
             k, anchor_ns = self._anchor
             stamp = anchor_ns + round((self.published - k) * 1e9 / self._rate_hz)

@@ -1,10 +1,11 @@
-"""Noticing new subscribers of a publisher, so that it can send them the whole state again.
+"""Publishers of incremental outputs, and when they owe their subscribers everything.
 
-A publisher of incremental outputs (mesh blocks, grid updates) must resend everything when a
-subscriber joins: an RViz that attaches gets no history. Comparing subscriber counts misses a
+A publisher of incremental outputs (mesh blocks, grid updates) must send everything again when
+a subscriber joins: an RViz that attaches gets no history. Comparing subscriber counts misses a
 subscriber that joins while another leaves; the publisher's *matched* event (rclpy's
 ``PublisherEventCallbacks(matched=...)``, Iron and newer) reports every match. On Humble,
-whose rclpy has no matched event, the watch falls back to a rising subscriber count.
+whose rclpy has no matched event, a rising subscriber count is the signal. The owner can also
+ask for a full resend itself (its map was replaced).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import inspect
 import threading
 from typing import Any
 
+from rclpy.callback_groups import CallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks
-from rclpy.publisher import Publisher
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
 
 __all__ = ["SubscriberWatch", "matched_events_supported"]
 
@@ -25,32 +28,26 @@ def matched_events_supported() -> bool:
 
 
 class SubscriberWatch:
-    """Tells, once per poll, whether a publisher gained a subscriber since the last poll.
+    """A publisher that knows whether it owes its subscribers a full resend.
 
-    Usage::
+    Args:
+        node, msg_type, topic, qos: the publisher's.
+        callback_group: group of its matched-event callback.
 
-        watch = SubscriberWatch()
-        pub = node.create_publisher(T, name, qos, event_callbacks=watch.event_callbacks())
-        watch.attach(pub)
-        ...
-        if watch.poll_newcomer():  # resend everything
+    Attributes:
+        publisher: the publisher.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, node: Node, msg_type: Any, topic: str, qos: QoSProfile,
+                 callback_group: CallbackGroup) -> None:
         self._lock = threading.Lock()
-        self._matched = 0  # matches reported since the last poll
-        self._publisher: Publisher | None = None
+        self._matched = 0  # matches reported since the last take_full()
         self._last_count = 0
-
-    def event_callbacks(self) -> PublisherEventCallbacks:
-        """The publisher's event callbacks: matched events counted where rclpy has them."""
-        if matched_events_supported():
-            return PublisherEventCallbacks(matched=self._on_matched)
-        return PublisherEventCallbacks()
-
-    def attach(self, publisher: Publisher) -> None:
-        """The publisher to watch (its subscriber count is the fallback on Humble)."""
-        self._publisher = publisher
+        self._full_requested = False
+        events = (PublisherEventCallbacks(matched=self._on_matched)
+                  if matched_events_supported() else PublisherEventCallbacks())
+        self.publisher = node.create_publisher(msg_type, topic, qos, event_callbacks=events,
+                                               callback_group=callback_group)
 
     def _on_matched(self, info: Any) -> None:
         """``info``: rclpy's ``QoSPublisherMatchedInfo``. Its changes accumulate until it is
@@ -60,14 +57,24 @@ class SubscriberWatch:
             with self._lock:
                 self._matched += 1
 
-    def poll_newcomer(self) -> bool:
-        """True if a subscriber matched since the last call (or, without matched events, if
-        the subscriber count rose)."""
-        count = 0 if self._publisher is None else self._publisher.get_subscription_count()
+    def subscribed(self) -> bool:
+        """Whether the publisher has subscribers now."""
+        return self.publisher.get_subscription_count() > 0
+
+    def request_full(self) -> None:
+        """Owe the subscribers everything at the next :meth:`take_full`."""
+        self._full_requested = True
+
+    def take_full(self) -> bool:
+        """True (once) if everything must be sent: :meth:`request_full` was called, or a
+        subscriber matched (without matched events: the subscriber count rose) since the last
+        call."""
+        count = self.publisher.get_subscription_count()
         rose = count > self._last_count
         self._last_count = count
+        requested, self._full_requested = self._full_requested, False
         if not matched_events_supported():
-            return rose
+            return requested or rose
         with self._lock:
             matched, self._matched = self._matched, 0
-        return matched > 0
+        return requested or matched > 0

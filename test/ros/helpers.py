@@ -4,7 +4,6 @@ in-process rclpy node (:class:`Harness`) spinning in a background thread."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import os
@@ -302,17 +301,18 @@ class Harness:
 
     # ------------------------------------------------------------------ calls
 
-    def call(self, service: str, timeout: float = 60.0, request: Any = None) -> Any:
-        """Call the mapper's ``service``: a Trigger, or the type of ``request``."""
-        future = self.call_async(service, timeout, request)
+    def call(self, service: str, srv_type: Any = Trigger, request: Any = None,
+             timeout: float = 60.0) -> Any:
+        """Call the mapper's ``service`` of type ``srv_type`` with ``request`` (default: an
+        empty one); returns the response."""
+        future = self.call_async(service, srv_type, request, timeout)
         wait_for(future.done, timeout, f"{service} response")
         return future.result()
 
-    def call_async(self, service: str, timeout: float = 60.0, request: Any = None) -> Any:
+    def call_async(self, service: str, srv_type: Any = Trigger, request: Any = None,
+                   timeout: float = 60.0) -> Any:
         """Send a call (as :meth:`call`) once the service is up; returns its future."""
-        request = Trigger.Request() if request is None else request
-        srv_type = Trigger if isinstance(request, Trigger.Request) else \
-            _service_type(request)
+        request = srv_type.Request() if request is None else request
         client = self.node.create_client(srv_type, f"{self.mapper}/{service}")
         wait_for(lambda: client.service_is_ready(), timeout, f"service {service}")
         return client.call_async(request)  # the client lives as long as the harness
@@ -393,12 +393,6 @@ class Harness:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(10)
-
-
-def _service_type(request: Any) -> Any:
-    """The service type of a generated ``<Srv>.Request`` object."""
-    module = importlib.import_module(type(request).__module__.rpartition("._")[0])
-    return getattr(module, type(request).__name__.removesuffix("_Request"))
 
 
 @dataclass

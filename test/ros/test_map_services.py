@@ -93,7 +93,7 @@ def test_save_during_streaming_drops_no_frame(mapper_run, sequence: SynthSequenc
 
     def save() -> None:
         integrated_at["request"] = h.status()["frames_integrated"]
-        future = h.call_async("save_map_as", request=SaveMap.Request(path="streaming/map"))
+        future = h.call_async("save_map_as", SaveMap, SaveMap.Request(path="streaming/map"))
         future.add_done_callback(lambda _: integrated_at.setdefault(
             "response", h.status()["frames_integrated"]))
         calls.append(future)
@@ -116,27 +116,27 @@ def test_typed_save_and_load_take_paths(mapper_run) -> None:
     h, workdir = mapper_run.harness, mapper_run.workdir
     frames = h.status()["frames_integrated"]
     assert frames > 0
-    response = h.call("save_map_as", request=SaveMap.Request(path=str(workdir / "typed")))
+    response = h.call("save_map_as", SaveMap, SaveMap.Request(path=str(workdir / "typed")))
     assert response.success, response.message
     assert response.path == str((workdir / "typed").resolve())
     for name in (MESH_FILE, GRID_FILE, CHECKPOINT_FILE):
         assert (workdir / "typed" / name).is_file(), name
     # empty path: the map_dir parameter, as the Trigger alias ~/save_map
-    response = h.call("save_map_as", request=SaveMap.Request())
+    response = h.call("save_map_as", SaveMap)
     assert response.success and response.path == str((workdir / "maps").resolve())
 
     assert h.call("reset").success
     h.wait_status(lambda s: s["frames_integrated"] == 0, 30, "an empty map")
-    response = h.call("load_map_from", request=LoadMap.Request(path=str(workdir / "typed")))
+    response = h.call("load_map_from", LoadMap, LoadMap.Request(path=str(workdir / "typed")))
     assert response.success, response.message
     assert response.path == str((workdir / "typed" / CHECKPOINT_FILE).resolve())
     assert response.frames_integrated == frames
     h.wait_status(lambda s: s["frames_integrated"] == frames, 30, "the loaded map")
     # a checkpoint file is accepted too; a missing map is refused and the map kept
     checkpoint = str(workdir / "maps" / CHECKPOINT_FILE)
-    assert h.call("load_map_from", request=LoadMap.Request(path=checkpoint)).success
+    assert h.call("load_map_from", LoadMap, LoadMap.Request(path=checkpoint)).success
     missing = workdir / "no_such_map"
-    response = h.call("load_map_from", request=LoadMap.Request(path=str(missing)))
+    response = h.call("load_map_from", LoadMap, LoadMap.Request(path=str(missing)))
     assert not response.success and str(missing) in response.message
     assert response.path == "" and response.frames_integrated == 0
     assert h.status()["frames_integrated"] == frames
