@@ -708,8 +708,8 @@ class MapperNode(Node):
         short keeps the previous map (:func:`~recon_ros.offline.write_map_outputs`); returns
         (name -> path, frames integrated into the saved map).
 
-        The map is copied under the map lock (a few milliseconds; the copy briefly doubles the
-        map's memory on its device) and the files are written from the copy, so integration
+        The map is copied under the map lock (a deep copy of its tensors: the map's memory
+        once more on its device while the files are written) and the files are written from the copy, so integration
         goes on while they are written, by a thread of lower CPU priority (nice
         +:data:`SAVE_NICENESS`) so that integration keeps the cores it needs."""
         with self._map_lock:
