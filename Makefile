@@ -7,7 +7,7 @@ export AMENT_PREFIX_PATH := $(VENV)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_LOG_DIR := $(CURDIR)/build/ros_log
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench gpu-check clean
 
 venv:
 	scripts/setup_venv.sh
@@ -21,6 +21,12 @@ test: venv
 
 bench: venv
 	$(VENV)/bin/recon-ros bench
+
+# Every GPU check in one run (test suite, bench vs Open3D, latent bench) into out/gpu_check.md;
+# options in GPU_CHECK_ARGS (benchmarks/gpu_check.sh --help), e.g. GPU_CHECK_ARGS="--device cpu".
+# No venv prerequisite: on a lent GPU machine the venv cannot be built and python3 is used.
+gpu-check:
+	benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 # Build outputs only; the venv stays (remove .venv by hand to rebuild it from scratch).
 clean:

@@ -92,7 +92,8 @@ class Peer:
 def peer_configs(voxel_m: float, radii_m: Sequence[float]) -> dict[str, MapperConfig]:
     """The peers' configurations at ``voxel_m``: clearing off, on, on with each radius."""
     base = {"volume": {"voxel_size_m": voxel_m},
-            "integration": {"truncation_voxels": TRUNCATION_VOXELS, "max_depth_m": MAX_DEPTH_M}}
+            "integration": {"truncation_voxels": TRUNCATION_VOXELS, "max_depth_m": MAX_DEPTH_M},
+            "timing": {"mode": "every_stage"}}  # stage medians over every frame
     cfg = MapperConfig.from_dict(base)
     on = cfg.with_overrides(integration={"clear_free_space": True})
     return {

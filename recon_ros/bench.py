@@ -25,7 +25,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -85,7 +85,8 @@ def _config(voxel_m: float, device: str, compile: bool, esdf: bool = True) -> Ma
         "volume": {"voxel_size_m": voxel_m, "device": device},
         "integration": {"truncation_voxels": TRUNCATION_VOXELS, "max_depth_m": MAX_DEPTH_M,
                         "compile": compile},
-        "esdf": {"enabled": esdf}})
+        "esdf": {"enabled": esdf},
+        "timing": {"mode": "every_stage"}})  # every frame, each stage's whole cost
 
 
 class ReconRosRunner:
@@ -104,9 +105,9 @@ class ReconRosRunner:
         with m.timer("bench"):
             ft = m._to_device(self.frames[i % len(self.frames)])
             m.integrator.integrate(m.volume, ft)
-        t0 = time.perf_counter()
-        m.occupancy.carve(ft)
-        self.carve_ms.append((time.perf_counter() - t0) * 1e3)
+        with m.timer("bench_carve"):  # the timer synchronises a CUDA device
+            m.occupancy.carve(ft)
+        self.carve_ms.append(m.timer.samples["bench_carve"][-1])
         return m.timer.samples["bench"][-1]
 
     def mesh(self) -> tuple[float, int]:
@@ -119,19 +120,43 @@ class ReconRosRunner:
         return vol.bytes_per_voxel(), vol.num_blocks * vol.voxels_per_block
 
 
-class Open3DRunner:
-    """Open3D's tensor VoxelBlockGrid with the same truncation, block size and depth range."""
+def open3d_device(device: str) -> tuple[str | None, str]:
+    """The Open3D device that matches the torch ``device`` (``"CPU:0"``, ``"CUDA:<i>"``), or
+    None when Open3D cannot run there; and a line for the bench output, empty on the CPU
+    (where the Open3D comparison is the plain default)."""
+    dev = torch.device(device)
+    try:
+        import open3d as o3d
+    except ImportError:
+        return None, "Open3D is not installed: no comparison with its VoxelBlockGrid"
+    if dev.type == "cpu":
+        return "CPU:0", ""
+    if dev.type != "cuda":
+        return None, f"Open3D runs on CPU or CUDA, not {dev.type}: no comparison on {device}"
+    index = dev.index or 0
+    if not o3d.core.cuda.is_available():
+        return None, (f"Open3D {o3d.__version__} has no CUDA here "
+                      "(open3d.core.cuda.is_available() is False): no comparison on "
+                      f"{device} (not compared against Open3D on the CPU either)")
+    if index >= o3d.core.cuda.device_count():
+        return None, (f"Open3D sees {o3d.core.cuda.device_count()} CUDA device(s), not "
+                      f"{device}: no comparison")
+    return f"CUDA:{index}", f"Open3D {o3d.__version__} VoxelBlockGrid on CUDA:{index}"
 
-    def __init__(self, frames: list[Frame], voxel_m: float) -> None:
+
+class Open3DRunner:
+    """Open3D's tensor VoxelBlockGrid with the same truncation, block size and depth range, on
+    ``o3d_device`` (see :func:`open3d_device`). Like recon_ros, each timed integration uploads
+    the frame's images to the device first (a no-op on the CPU); Open3D's CUDA kernels are
+    asynchronous, so the device is synchronised before each clock is read."""
+
+    def __init__(self, frames: list[Frame], voxel_m: float, o3d_device: str = "CPU:0") -> None:
         import open3d as o3d
         import open3d.core as o3c
 
         self.o3d, self.o3c = o3d, o3c
-        self.vbg = o3d.t.geometry.VoxelBlockGrid(
-            attr_names=("tsdf", "weight", "color"),
-            attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=((1), (1), (3)),
-            voxel_size=voxel_m, block_resolution=8, block_count=100_000,
-            device=o3c.Device("CPU:0"))
+        self.device = o3c.Device(o3d_device)
+        self.vbg = self._grid(voxel_m)
         self.prepared = []
         for f in frames:
             depth_mm = np.round(np.nan_to_num(np.asarray(f.depth)) * 1000).astype(np.uint16)
@@ -142,15 +167,22 @@ class Open3DRunner:
                 o3c.Tensor(f.camera.K, o3c.float64),
                 o3c.Tensor(np.linalg.inv(f.T_world_cam), o3c.float64)))
         self.integrate(0)  # warm-up
-        self.vbg = o3d.t.geometry.VoxelBlockGrid(
+        self.vbg = self._grid(voxel_m)
+
+    def _grid(self, voxel_m: float) -> Any:
+        """An empty grid (an ``open3d.t.geometry.VoxelBlockGrid``) on :attr:`device`."""
+        o3c = self.o3c
+        return self.o3d.t.geometry.VoxelBlockGrid(
             attr_names=("tsdf", "weight", "color"),
             attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=((1), (1), (3)),
-            voxel_size=voxel_m, block_resolution=8, block_count=100_000,
-            device=o3c.Device("CPU:0"))
+            voxel_size=voxel_m, block_resolution=8, block_count=100_000, device=self.device)
 
     def integrate(self, i: int) -> float:
         depth, color, K, extrinsic = self.prepared[i % len(self.prepared)]
+        self.o3c.cuda.synchronize(self.device)  # no effect on the CPU
         t0 = time.perf_counter()
+        depth = depth.to(self.device)
+        color = color.to(self.device) if color is not None else None
         coords = self.vbg.compute_unique_block_coordinates(depth, K, extrinsic, 1000.0,
                                                            MAX_DEPTH_M, TRUNCATION_VOXELS)
         if color is not None:
@@ -159,11 +191,14 @@ class Open3DRunner:
         else:
             self.vbg.integrate(coords, depth, K, extrinsic, 1000.0, MAX_DEPTH_M,
                                TRUNCATION_VOXELS)
+        self.o3c.cuda.synchronize(self.device)
         return (time.perf_counter() - t0) * 1e3
 
     def mesh(self) -> tuple[float, int]:
+        self.o3c.cuda.synchronize(self.device)
         t0 = time.perf_counter()
         mesh = self.vbg.extract_triangle_mesh()
+        self.o3c.cuda.synchronize(self.device)
         ms = (time.perf_counter() - t0) * 1e3
         return ms, int(mesh.triangle.indices.shape[0]) if "indices" in mesh.triangle else 0
 
@@ -179,11 +214,9 @@ def compare(frames: list[Frame], voxel_m: float, repeats: int, device: str, comp
     runners: dict = {"recon_ros eager": ReconRosRunner(frames, voxel_m, device, False)}
     if compile:
         runners["recon_ros compiled"] = ReconRosRunner(frames, voxel_m, device, True)
-    if device == "cpu":
-        try:
-            runners["Open3D VoxelBlockGrid"] = Open3DRunner(frames, voxel_m)
-        except ImportError:
-            pass
+    o3d_device, _ = open3d_device(device)
+    if o3d_device is not None:
+        runners["Open3D VoxelBlockGrid"] = Open3DRunner(frames, voxel_m, o3d_device)
     times: dict[str, list[float]] = {name: [] for name in runners}
     for i in range(repeats):
         for name, runner in runners.items():
@@ -351,6 +384,9 @@ def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Pat
     console.print(f"hardware: {hardware_line(device)}")
     console.print(f"frames: {described}; {repeats} integrations per voxel size; truncation "
                   f"{TRUNCATION_VOXELS:g} voxels, max depth {MAX_DEPTH_M:g} m, blocks of 8^3")
+    _, open3d_note = open3d_device(device)
+    if open3d_note:
+        console.print(open3d_note)
     table = Table(title="TSDF + color integration of 640x480 frames (median ms per frame)")
     for col in ("voxel", "system", "integrate ms", "vs Open3D", "mesh ms (faces)",
                 "bytes/voxel", "voxels"):

@@ -106,7 +106,8 @@ def _replay_table(result) -> Table:
     for reason, n in result.color_drops.most_common():
         table.add_row(f"without color: {reason}", str(n))
     for stage, s in result.timings.items():
-        table.add_row(f"{stage} ms median / p95", f"{s['median_ms']:.1f} / {s['p95_ms']:.1f}")
+        table.add_row(f"{stage} ms median / p95 ({s['count']} timed)",
+                      f"{s['median_ms']:.1f} / {s['p95_ms']:.1f}")
     st = result.stats
     table.add_row("blocks / voxels", f"{st['blocks']} / {st['voxels']}")
     table.add_row("voxel memory MiB used / allocated",
@@ -278,7 +279,9 @@ def bench(
         help="3DMatch-style frame folder (default: ../shared/data/3dmatch-seq01 if present, "
              "else synthetic frames).")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Integrations per voxel size.")] = 30,
-    device: Annotated[str, typer.Option()] = "cpu",
+    device: Annotated[str, typer.Option(
+        help="torch device (cpu, cuda:0); Open3D's grid runs on the same device (on CUDA only "
+             "if the open3d build has CUDA, else the output says so).")] = "cpu",
     compile: Annotated[bool, typer.Option(help="Also time the torch.compile'd kernel.")] = True,
     growth_frames: Annotated[int, typer.Option(help="Synthetic frames for the map-growth run.")]
     = 120,

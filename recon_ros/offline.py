@@ -141,7 +141,8 @@ class ReplayResult:
         depth_messages: depth images in the bag.
         drops: reason -> count for frames not integrated.
         color_drops: reason -> count for frames integrated without color.
-        timings: per-stage timing summary (see ``StageTimer.summary``).
+        timings: per-stage timing summary (see ``StageTimer.summary``) of the stages the
+            config's ``timing`` section has timed (none with ``off``).
         stats: map size and memory (see ``Mapper.stats``).
         mesh_vertices, mesh_faces: size of the final mesh.
         outputs: name -> written file.

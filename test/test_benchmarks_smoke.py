@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -28,8 +30,10 @@ from recon_ros.io.synthetic import (
     render_depth,
     room_scan_trajectory,
 )
+from recon_ros.models import bench_latent
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+GPU_CHECK = BENCHMARKS / "gpu_check.sh"
 
 
 def load_script(name: str) -> ModuleType:
@@ -223,20 +227,98 @@ def _write_frame_folder(folder: Path, frames: list[Frame]) -> None:
         np.savetxt(f"{stem}.pose.txt", f.T_world_cam)
 
 
-def test_bench_prints_the_esdf_table(tmp_path: Path) -> None:
+def test_bench_prints_the_esdf_table(tmp_path: Path, device: str) -> None:
     _write_frame_folder(tmp_path / "frames", _tiny_frames(3))
     console = Console(record=True, width=250)
-    bench.run_benchmarks(console, [0.1], tmp_path / "frames", repeats=3, device="cpu",
+    bench.run_benchmarks(console, [0.1], tmp_path / "frames", repeats=3, device=device,
                          compile=False, growth_frames=0)
     text = console.export_text()
     assert "3 real frames from" in text and "TSDF + color integration" in text
+    # Open3D on the same device, or a line saying why not (never silently on the CPU).
+    o3d_device, note = bench.open3d_device(device)
+    assert ("Open3D VoxelBlockGrid" in text) == (o3d_device is not None)
+    assert note in text
     assert "ESDF at 5 cm: cost per 80x60 frame (3 frames" in text
     assert "(carving + update) / integrate off" in text and "nvblox" in text
 
 
-def test_sync_audit_counts_every_frame() -> None:
-    totals, ops, sites = load_script("sync_audit").audit(3, 80, 60, 10.0, "cpu")
+def test_sync_audit_counts_every_frame(device: str) -> None:
+    totals, ops, sites = load_script("sync_audit").audit(3, 80, 60, 10.0, device)
     assert len(totals) == 3 and min(totals) > 0
     assert sum(ops.values()) == sum(totals[1:]) == sum(sites.values())
     assert any("boolean-mask indexing" in op for op in ops)
     assert all(site.startswith("recon_ros/") for site in sites)
+
+
+def test_open3d_device_follows_the_torch_device() -> None:
+    o3d = pytest.importorskip("open3d")
+    assert bench.open3d_device("cpu") == ("CPU:0", "")
+    device, note = bench.open3d_device("cuda:0")
+    if o3d.core.cuda.is_available():
+        assert device == "CUDA:0" and note.endswith("VoxelBlockGrid on CUDA:0")
+    else:
+        assert device is None
+        assert "has no CUDA" in note and "not compared against Open3D on the CPU" in note
+    assert bench.open3d_device("meta") == (
+        None, "Open3D runs on CPU or CUDA, not meta: no comparison on meta")
+
+
+def test_latent_bench_entry_point(device: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench_latent.main(["--device", device, "--width", "48", "--height", "36",
+                                "--frames", "2"])
+    printed = capsys.readouterr().out
+    assert (result.width, result.height, result.frames, result.device) == (48, 36, 2, device)
+    assert f"Latent fusion: ms per 48x36 frame (2 frames of the demo scene, {device})" in printed
+    assert "hardware:" in printed
+    for label, value in (("latent integrate", result.latent_integrate_ms),
+                         ("latent decode", result.latent_decode_ms),
+                         ("TSDF integrate", result.tsdf_integrate_ms)):
+        assert label in printed and 0 < value < math.inf, label
+    assert result.latent_integrate_ms <= result.latent_integrate_p95_ms
+
+
+def _gpu_check(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run benchmarks/gpu_check.sh with this interpreter."""
+    return subprocess.run(["bash", str(GPU_CHECK), "--python", sys.executable, *args],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_gpu_check_writes_every_section(tmp_path: Path, device: str) -> None:
+    report = tmp_path / "check.md"
+    _write_frame_folder(tmp_path / "frames", _tiny_frames(3))
+    done = _gpu_check(
+        "--device", device, "--out", str(report), "--tests", "test/core/test_block_hash.py",
+        "--bench-args", "--voxel-sizes-cm 10 --repeats 2 --no-compile --growth-frames 0 "
+                        "--no-esdf --frames-dir " + str(tmp_path / "frames"),
+        "--latent-args", "--width 48 --height 36 --frames 2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = report.read_text()
+    assert text.startswith("# GPU check\n")
+    assert f"- device under test: `{device}`" in text
+    env = text.split("## Environment", 1)[1].split("\n## ", 1)[0]
+    assert f"- torch {torch.__version__} " in env and "torch.cuda.is_available(): " in env
+    assert "- open3d " in env
+    assert re.search(r"Pytest result line: `\d+ passed in [0-9.]+s`", text), text
+    bench_section = text.split("## recon-ros bench vs Open3D", 1)[1]
+    assert "TSDF + color integration of 640x480 frames" in bench_section
+    assert "recon_ros eager" in bench_section
+    latent_section = text.split("## Latent fusion bench", 1)[1]
+    assert "Latent fusion: ms per 48x36 frame (2 frames" in latent_section
+    assert "latent decode" in latent_section
+    summary = text.split("## Summary", 1)[1]
+    for part in ("tests", "bench", "latent"):
+        assert re.search(rf"^\| {part} \| passed \| \d+ \|$", summary, re.M), part
+        assert (tmp_path / f"check.{part}.log").is_file()
+
+
+def test_gpu_check_refuses_a_cuda_device_torch_cannot_see(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    report = tmp_path / "check.md"
+    done = _gpu_check("--device", "cuda:0", "--out", str(report))
+    assert done.returncode == 2
+    assert "error: device cuda:0 requested but torch" in done.stderr
+    assert "cannot see it" in done.stderr and "nothing was run" in done.stderr
+    text = report.read_text()
+    assert "## Environment" in text and "**error:** device cuda:0 requested" in text
+    assert "## Tests" not in text and "## Summary" not in text

@@ -2,8 +2,14 @@
 
 This is the index of the block-sparse volume: block coordinates ``(bx, by, bz)`` are packed into
 one int64 key and mapped to a slot in dense per-block storage. Lookups and inserts are batched
-torch operations on the map's device (linear probing, load factor <= 0.5), so the cost of a
+torch operations on the map's device (linear probing, load factor <= 1/4), so the cost of a
 frame depends on the number of blocks it touches, not on the size of the map.
+
+Probing asks the host nothing: a lookup runs a fixed number of probe rounds over all its keys,
+the longest probe sequence any stored key needs (tracked on the host as keys are placed;
+about 5 at this load), and placement issues :data:`PLACE_ROUNDS` rounds between two checks of
+whether every key found a cell. An insert costs two host synchronisations (how many keys are
+new; whether all were placed), a lookup none (see ``recon_ros.core.sync_audit``).
 
 Entries can be removed (:meth:`BlockHashMap.remove_slots`): the table cell becomes a tombstone
 (probe chains stay intact) and the last slots move into the freed ones, so slots stay dense
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .compaction import compact
 from .errors import VolumeError
 
 COORD_BITS = 21
@@ -23,11 +30,21 @@ EMPTY = -1
 TOMBSTONE = -2
 _MIX1 = -49064778989728563  # 0xFF51AFD7ED558CCD as signed int64 (murmur3 finaliser)
 _MIX2 = -4265267296055464877  # 0xC4CEB9FE1A85EC53
+#: Placement probe rounds issued between two host checks.
+PLACE_ROUNDS = 4
+#: The table is rehashed when entries plus tombstones exceed this fraction of its cells...
+MAX_LOAD = 0.25
+#: ...into a table of the power of two at or above this many cells per entry.
+CELLS_PER_ENTRY = 8
 
 
-def pack_coords(coords: torch.Tensor) -> torch.Tensor:
-    """Pack (N, 3) int64 coordinates in [-2**20, 2**20) into (N,) non-negative int64 keys."""
-    if coords.numel() and (coords.min() < -COORD_OFFSET or coords.max() >= COORD_OFFSET):
+def pack_coords(coords: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """Pack (N, 3) int64 coordinates in [-2**20, 2**20) into (N,) non-negative int64 keys.
+
+    ``check`` raises :class:`VolumeError` for coordinates out of that range (one host
+    synchronisation); callers that bound their coordinates on the host pass False."""
+    if check and coords.numel() and bool(((coords < -COORD_OFFSET)
+                                          | (coords >= COORD_OFFSET)).any()):
         raise VolumeError(
             f"block coordinates out of the supported range [-{COORD_OFFSET}, {COORD_OFFSET}); "
             "the map extent (or a bad pose) exceeds what the volume can index"
@@ -62,8 +79,9 @@ class BlockHashMap:
         self.device = torch.device(device)
         self._count = 0
         self._tombstones = 0
+        self._max_probe = 0  # probes the farthest stored key needs (its displacement + 1)
         self._slot_buf = torch.empty(max(initial_slots, 16), dtype=torch.int64, device=self.device)
-        self._resize_table(_next_pow2(2 * max(initial_slots, 16)))
+        self._resize_table(_next_pow2(CELLS_PER_ENTRY * max(initial_slots, 16)))
 
     def __len__(self) -> int:
         return self._count
@@ -75,12 +93,15 @@ class BlockHashMap:
 
     @property
     def table_size(self) -> int:
-        return int(self._keys.numel())
+        """Cells of the table (a power of two; one more cell at the end takes discarded
+        writes)."""
+        return int(self._keys.numel()) - 1
 
     def _resize_table(self, size: int) -> None:
         self._tombstones = 0
-        self._keys = torch.full((size,), EMPTY, dtype=torch.int64, device=self.device)
-        self._vals = torch.full((size,), -1, dtype=torch.int64, device=self.device)
+        self._max_probe = 0
+        self._keys = torch.full((size + 1,), EMPTY, dtype=torch.int64, device=self.device)
+        self._vals = torch.full((size + 1,), -1, dtype=torch.int64, device=self.device)
         if self._count:
             slots = torch.arange(self._count, device=self.device)
             self._place(self.slot_keys, slots)
@@ -90,38 +111,44 @@ class BlockHashMap:
         return self._lookup(keys)[0]
 
     def _lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,) keys -> ((N,) slots, (N,) table cells), both -1 where absent. Probing walks
-        past tombstones and stops at the first empty cell."""
+        """(N,) keys -> ((N,) slots, (N,) table cells), both -1 where absent.
+
+        Every key is compared with the cells at its first :attr:`_max_probe` probe positions
+        (stored keys are unique, so a match is the key's own cell, wherever an empty cell or
+        a tombstone lies in between)."""
         mask = self.table_size - 1
-        result = torch.full_like(keys, -1)
+        slots = torch.full_like(keys, -1)
         cells = torch.full_like(keys, -1)
-        active = torch.arange(keys.numel(), device=self.device)
-        pos = _hash(keys, mask)
-        while active.numel():
-            stored = self._keys[pos]
-            hit = stored == keys[active]
-            result[active[hit]] = self._vals[pos[hit]]
-            cells[active[hit]] = pos[hit]
-            more = ~hit & (stored != EMPTY)
-            active = active[more]
-            pos = (pos[more] + 1) & mask
-        return result, cells
+        home = _hash(keys, mask)
+        for r in range(self._max_probe):
+            pos = (home + r) & mask
+            hit = self._keys[pos] == keys
+            slots = torch.where(hit, self._vals[pos], slots)
+            cells = torch.where(hit, pos, cells)
+        return slots, cells
 
     def _place(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
-        """Write keys known to be absent and pairwise distinct into the table."""
-        mask = self.table_size - 1
-        pending = torch.arange(keys.numel(), device=self.device)
-        pos = _hash(keys, mask)
-        while pending.numel():
-            free = self._keys[pos] == EMPTY
-            cand, cpos = pending[free], pos[free]
-            self._keys[cpos] = keys[cand]  # colliding writers: exactly one wins each cell
-            won = self._keys[cpos] == keys[cand]
-            self._vals[cpos[won]] = slots[cand[won]]
-            placed = torch.zeros_like(free)
-            placed[free.nonzero().squeeze(1)[won]] = True
-            pending = pending[~placed]
-            pos = (pos[~placed] + 1) & mask
+        """Write keys known to be absent and pairwise distinct into the table.
+
+        Round ``r`` offers every unplaced key the cell ``home + r`` if it is empty (colliding
+        writers: exactly one wins each cell); the host checks for unplaced keys every
+        :data:`PLACE_ROUNDS` rounds."""
+        if keys.numel() == 0:
+            return
+        mask, discard = self.table_size - 1, self.table_size
+        home = _hash(keys, mask)
+        pending = torch.ones_like(keys, dtype=torch.bool)
+        r = 0
+        while r == 0 or bool(pending.any()):
+            for _ in range(PLACE_ROUNDS):
+                pos = (home + r) & mask
+                free = pending & (self._keys[pos] == EMPTY)
+                self._keys.index_put_((torch.where(free, pos, discard),), keys)
+                won = free & (self._keys[pos] == keys)
+                self._vals.index_put_((torch.where(won, pos, discard),), slots)
+                pending &= ~won
+                r += 1
+        self._max_probe = max(self._max_probe, r)
 
     def insert_or_find(self, keys: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Slots of (N,) distinct keys, inserting the absent ones.
@@ -131,11 +158,11 @@ class BlockHashMap:
             next free slots in the order they appear in ``keys``.
         """
         slots = self.lookup(keys)
-        missing = slots < 0
-        n_new = int(missing.sum())
+        (new_at,) = compact(slots < 0)
+        n_new = int(new_at.numel())
         if n_new == 0:
             return slots, 0
-        new_keys = keys[missing]
+        new_keys = keys[new_at]
         new_slots = torch.arange(self._count, self._count + n_new, device=self.device)
         if self._count + n_new > self._slot_buf.numel():
             grown = torch.empty(_next_pow2(self._count + n_new), dtype=torch.int64,
@@ -144,11 +171,12 @@ class BlockHashMap:
             self._slot_buf = grown
         self._slot_buf[self._count: self._count + n_new] = new_keys
         self._count += n_new
-        if 2 * (self._count + self._tombstones) > self.table_size:
-            self._resize_table(_next_pow2(4 * self._count))  # re-places every key, new included
+        if self._count + self._tombstones > MAX_LOAD * self.table_size:
+            # re-places every key, new included
+            self._resize_table(_next_pow2(CELLS_PER_ENTRY * self._count))
         else:
             self._place(new_keys, new_slots)
-        slots[missing] = new_slots
+        slots[new_at] = new_slots
         return slots, n_new
 
     def remove_slots(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +199,9 @@ class BlockHashMap:
         new_count = self._count - n_remove
         removed = torch.zeros(self._count, dtype=torch.bool, device=self.device)
         removed[slots] = True
-        holes = torch.nonzero(removed[:new_count]).squeeze(1)  # to fill, ascending
-        tail = torch.arange(new_count, self._count, device=self.device)
-        movers = tail[~removed[new_count:]]  # live entries beyond the new end
+        # Holes to fill (ascending) and the live entries beyond the new end: as many of each.
+        holes, movers = compact(removed[:new_count], ~removed[new_count:])
+        movers = movers + new_count
         if movers.numel():
             moved_keys = self.slot_keys[movers]
             _, moved_cells = self._lookup(moved_keys)
@@ -184,10 +212,10 @@ class BlockHashMap:
 
     def compact(self) -> None:
         """Shrink the table and the slot buffer to what the current entries need (a table of
-        the power of two at or above 4x the entries, no tombstones)."""
+        :data:`CELLS_PER_ENTRY` cells per entry, no tombstones)."""
         n = max(self._count, 16)
         self._slot_buf = self._slot_buf[:n].clone()
-        self._resize_table(_next_pow2(4 * n))
+        self._resize_table(_next_pow2(CELLS_PER_ENTRY * n))
 
     def to(self, device: torch.device | str) -> "BlockHashMap":
         self.device = torch.device(device)
@@ -202,7 +230,6 @@ class BlockHashMap:
         table = cls(device, initial_slots=max(int(keys.numel()), 16))
         table._slot_buf = keys.to(table.device, torch.int64).clone()
         table._count = int(keys.numel())
-        table._tombstones = 0
         table._place(table.slot_keys, torch.arange(table._count, device=table.device))
         return table
 

@@ -1,7 +1,8 @@
 """Typed, validated configuration of the mapping core.
 
 Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
-``mesh``, ``occupancy``, ``fusion``, ``map``, ``esdf``, ``costmap``. Every field name carries its unit.
+``mesh``, ``occupancy``, ``fusion``, ``map``, ``esdf``, ``costmap``, ``timing``. Every field name
+carries its unit.
 ``MapperConfig.from_dict`` rejects unknown keys so that a typo in a YAML file is an error, not
 a silently ignored setting.
 """
@@ -17,6 +18,7 @@ import torch
 import yaml
 
 from .errors import ConfigError
+from .timing import TIMING_MODES
 
 WEIGHTING_MODES = ("constant", "inverse_square")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -315,6 +317,30 @@ class CostmapConfig:
                  "must be in [0, 200] m (0 = off)", self.local_size_m)
 
 
+@dataclass
+class TimingConfig:
+    """Per-stage timing of the mapper (``Mapper.timer``, the node status's ``timings_ms``);
+    see :mod:`recon_ros.core.timing`.
+
+    Attributes:
+        mode: ``off`` (nothing timed, no cost), ``sampled`` (the stages of one frame in
+            ``sample_every``; on CUDA with events read once complete, so the host never waits
+            for the device) or ``every_stage`` (every stage of every frame, the device
+            synchronised before and after each: exact figures for benchmarks, two host waits
+            per stage on CUDA).
+        sample_every: ``sampled`` times frames 0, N, 2N, ... for N = this, frames.
+    """
+
+    mode: str = "sampled"
+    sample_every: int = 10
+
+    def __post_init__(self) -> None:
+        _require(self.mode in TIMING_MODES, "timing", "mode",
+                 f"must be one of {list(TIMING_MODES)}", self.mode)
+        _require(self.sample_every >= 1, "timing", "sample_every", "must be >= 1",
+                 self.sample_every)
+
+
 SECTIONS: dict[str, type] = {
     "volume": VolumeConfig,
     "integration": IntegrationConfig,
@@ -324,6 +350,7 @@ SECTIONS: dict[str, type] = {
     "map": MapConfig,
     "esdf": EsdfConfig,
     "costmap": CostmapConfig,
+    "timing": TimingConfig,
 }
 
 
@@ -339,6 +366,7 @@ class MapperConfig:
     map: MapConfig = field(default_factory=MapConfig)
     esdf: EsdfConfig = field(default_factory=EsdfConfig)
     costmap: CostmapConfig = field(default_factory=CostmapConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -36,6 +36,7 @@ from .occupancy import OccupancyMapper
 from .occupancy_grid import OccupancyGrid2D
 from .timing import StageTimer
 from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator
+from .upload import HostStaging
 from .volume import BlockVolume
 
 MAPPER_FORMAT = "recon_ros.mapper.v1"
@@ -66,6 +67,7 @@ class Mapper:
             compile=ic.compile, clear_free_space=ic.clear_free_space,
             clearing_weight_factor=ic.clearing_weight_factor)
         self.truncation_m = truncation_m
+        self.staging = HostStaging(self.device)
         self._attach_outputs()
         self.latent: LatentVolume | None = None
         self.latent_integrator: LatentIntegrator | None = None
@@ -77,7 +79,8 @@ class Mapper:
             self.latent_integrator = model.integrator(self.config.fusion.max_count)
             self.latent = LatentVolume(self.volume, model.config.feature_channels)
         self._limit_capacity()
-        self.timer = StageTimer(self.device)
+        self.timer = StageTimer(self.device, self.config.timing.mode,
+                                self.config.timing.sample_every)
         self.frames_integrated = 0
         self.has_color = False
         self.blocks_released = {"free_space": 0, "decay": 0, "radius": 0, "memory": 0}
@@ -129,6 +132,7 @@ class Mapper:
         Returns:
             the number of blocks whose TSDF changed.
         """
+        self.timer.next_frame()
         with self.timer("upload"):
             ft = self._to_device(frame)
             centre = (ft.T_world_cam[:3, 3] if robot_position_m is None else torch.as_tensor(
@@ -204,22 +208,10 @@ class Mapper:
                 self.latent_integrator.decode_dirty(self.latent)
 
     def _to_device(self, frame: Frame) -> FrameTensors:
-        dev = self.device
-        depth = _as_tensor(frame.depth).to(dev, torch.float32)
-        color = None
-        if frame.color is not None:
-            color = _as_tensor(frame.color).to(dev)
-        T_cam_color = torch.as_tensor(frame.T_cam_color, dtype=torch.float64)
-        return FrameTensors(
-            depth=depth,
-            camera=frame.camera,
-            T_world_cam=torch.as_tensor(frame.T_world_cam, dtype=torch.float32).to(dev),
-            color=color,
-            color_camera=frame.color_cam,
-            T_color_cam=torch.linalg.inv(T_cam_color).to(dev, torch.float32),
-            min_depth_m=self.config.integration.min_depth_m,
-            max_depth_m=self.config.integration.max_depth_m,
-        )
+        ic = self.config.integration
+        return FrameTensors.from_host(
+            frame.depth, frame.camera, frame.T_world_cam, frame.color, frame.color_cam,
+            frame.T_cam_color, ic.min_depth_m, ic.max_depth_m, self.staging)
 
     # ------------------------------------------------------------------ outputs
     def update_mesh(self) -> torch.Tensor:

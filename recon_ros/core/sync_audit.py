@@ -18,7 +18,9 @@ What counts (:func:`sync_reason`):
 - ``aten._linalg_check_errors`` (``linalg.inv`` and friends with error checking);
 - copies to the CPU (``aten._to_copy`` / ``copy_`` onto a CPU tensor from a tensor of the
   audited device, which on CPU is every such copy, so CPU -> CPU copies are not counted:
-  only ops whose source is on ``device``).
+  only ops whose source is on ``device``);
+- ``Tensor.tolist()`` of a CPU tensor (it reads memory without dispatching an op; on CUDA it
+  copies to the host first, which the previous rule counts).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections import Counter
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["SyncOpCounter", "sync_reason"]
@@ -82,6 +85,21 @@ class SyncOpCounter(TorchDispatchMode):
         self.ops: Counter[str] = Counter()
         self.sites: Counter[str] = Counter()
         self._record_sites = sites
+        self._tolist = _ToListWatcher(self)
+
+    def __enter__(self) -> "SyncOpCounter":
+        self._tolist.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        self._tolist.__exit__(*exc)
+
+    def record(self, op: str) -> None:
+        """Count one sync op (and its package line when sites are recorded)."""
+        self.ops[op] += 1
+        if self._record_sites:
+            self.sites[_package_site()] += 1
 
     @property
     def total(self) -> int:
@@ -104,10 +122,23 @@ class SyncOpCounter(TorchDispatchMode):
                     and self._from_device(args[1]):
                 reason = "copy to the host"
         if reason is not None:
-            self.ops[f"{name}: {reason}"] += 1
-            if self._record_sites:
-                self.sites[_package_site()] += 1
+            self.record(f"{name}: {reason}")
         return func(*args, **kwargs)
+
+
+class _ToListWatcher(TorchFunctionMode):
+    """Counts ``Tensor.tolist()`` of CPU tensors for a :class:`SyncOpCounter` (see the module
+    docstring): it dispatches no op the dispatch mode could see."""
+
+    def __init__(self, counter: SyncOpCounter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        if func is torch.Tensor.tolist and args[0].device.type == "cpu":
+            self.counter.record("Tensor.tolist: read on the host")
+        return func(*args, **(kwargs or {}))
 
 
 def _package_site() -> str:

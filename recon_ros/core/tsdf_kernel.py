@@ -1,8 +1,10 @@
 """The per-voxel TSDF update, written once as a pure tensor function.
 
 It runs eagerly or, when asked, through ``torch.compile`` (one fused loop on CPU via Inductor's
-C++ backend, Triton kernels on CUDA). Camera parameters travel as tensors so that a new pose or
-camera never triggers a recompilation.
+C++ backend, Triton kernels on CUDA, replayed as CUDA graphs). Camera parameters travel as
+tensors so that a new pose or camera never triggers a recompilation. CUDA graphs need static
+shapes: callers pad the block rows to :func:`graph_rows` (a few power-of-two sizes serve every
+frame) and drop the padding rows' outputs.
 """
 
 from __future__ import annotations
@@ -140,13 +142,32 @@ def _pixel_index(p: torch.Tensor, intr: torch.Tensor, height: int, width: int
 
 
 KERNELS = {"depth": fuse_depth, "color": fuse_color, "color_pixels": color_pixels}
-_compiled: dict[str, Callable] = {}
+_compiled: dict[tuple[str, bool], Callable] = {}
+#: Fewest block rows of a CUDA-graph call (see :func:`graph_rows`).
+GRAPH_MIN_ROWS = 1024
 
 
-def get_kernel(name: str, compiled: bool) -> Callable:
-    """A kernel of :data:`KERNELS`, or its ``torch.compile``-d version (built once)."""
+def get_kernel(name: str, compiled: bool, graphs: bool = False) -> Callable:
+    """A kernel of :data:`KERNELS`, or its ``torch.compile``-d version (built once): with
+    dynamic shapes, or, with ``graphs``, static shapes replayed as CUDA graphs (``mode=
+    "reduce-overhead"``; inputs padded to :func:`graph_rows`)."""
     if not compiled:
         return KERNELS[name]
-    if name not in _compiled:
-        _compiled[name] = torch.compile(KERNELS[name], dynamic=True)
-    return _compiled[name]
+    if (name, graphs) not in _compiled:
+        options = dict(mode="reduce-overhead", dynamic=False) if graphs else dict(dynamic=True)
+        _compiled[name, graphs] = torch.compile(KERNELS[name], **options)
+    return _compiled[name, graphs]
+
+
+def graph_rows(n: int) -> int:
+    """Rows to pad ``n`` block rows to for a CUDA-graph call: the power of two at or above
+    ``n``, at least :data:`GRAPH_MIN_ROWS` (7 sizes up to 65,536 blocks a frame, within
+    ``torch.compile``'s default limit of 8 recompilations)."""
+    return max(GRAPH_MIN_ROWS, 1 << max(n - 1, 0).bit_length())
+
+
+def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``t`` with zero rows appended along dim 0 up to ``rows`` (``t`` itself if it has as
+    many)."""
+    extra = rows - t.shape[0]
+    return t if extra <= 0 else torch.cat((t, t.new_zeros((extra, *t.shape[1:]))))

@@ -1,4 +1,4 @@
-"""Per-frame cost of latent fusion (for ``recon-ros bench``).
+"""Per-frame cost of latent fusion: ``python -m recon_ros.models.bench_latent [--device cuda:0]``.
 
 Frames of the synthetic demo scene (room scan, exact depth) at the requested resolution are
 fused by a :class:`~recon_ros.core.mapper.Mapper` with ``fusion.method: latent`` and, for
@@ -11,7 +11,11 @@ the changed blocks and their neighbours).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
 
 from ..core.config import MapperConfig
 from ..core.mapper import Mapper
@@ -47,7 +51,8 @@ def latent_fusion_ms_per_frame(width: int = 320, height: int = 240, frames: int 
     for method in ("latent", "tsdf"):
         mapper = Mapper(MapperConfig.from_dict({
             "volume": {"voxel_size_m": voxel_size_m, "device": device},
-            "fusion": {"method": method, "weights": weights}}))
+            "fusion": {"method": method, "weights": weights},
+            "timing": {"mode": "every_stage"}}))  # every frame, each stage's whole cost
         mapper.integrate(seq[0])  # warm-up (allocations, kernel selection) outside the timing
         mapper.decode()
         mapper.reset()
@@ -65,3 +70,46 @@ def latent_fusion_ms_per_frame(width: int = 320, height: int = 240, frames: int 
         latent_decode_p95_ms=lat["decode"]["p95_ms"],
         tsdf_integrate_ms=timings["tsdf"]["integrate"]["median_ms"],
         hardware=hardware_line(device))
+
+
+def latent_table(result: LatentBench) -> Table:
+    """The timings as a rich table (``stage``, ``median ms``, ``p95 ms``) titled with the frame
+    size, the number of frames and the device."""
+    table = Table(title=f"Latent fusion: ms per {result.width}x{result.height} frame "
+                        f"({result.frames} frames of the demo scene, {result.device})")
+    table.add_column("stage")
+    for col in ("median ms", "p95 ms"):
+        table.add_column(col, justify="right")
+    table.add_row("latent integrate (extraction, network, pooling, average)",
+                  f"{result.latent_integrate_ms:.2f}", f"{result.latent_integrate_p95_ms:.2f}")
+    table.add_row("latent decode (changed blocks and neighbours)",
+                  f"{result.latent_decode_ms:.2f}", f"{result.latent_decode_p95_ms:.2f}")
+    table.add_row("TSDF integrate, same frames and volume (reference)",
+                  f"{result.tsdf_integrate_ms:.2f}", "-")
+    return table
+
+
+def main(argv: list[str] | None = None) -> LatentBench:
+    """Command line: time latent fusion, print the hardware and the table; returns the
+    timings."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recon_ros.models.bench_latent",
+        description="Per-frame cost of latent fusion (and TSDF fusion for reference) on "
+                    "synthetic frames of the demo scene.")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--width", type=int, default=320, help="frame width, pixels")
+    parser.add_argument("--height", type=int, default=240, help="frame height, pixels")
+    parser.add_argument("--frames", type=int, default=20, help="frames integrated (timed)")
+    parser.add_argument("--voxel-cm", type=float, default=5.0, help="voxel size, cm")
+    parser.add_argument("--weights", default="", help='latent weights ("" = shipped)')
+    args = parser.parse_args(argv)
+    result = latent_fusion_ms_per_frame(args.width, args.height, args.frames, args.device,
+                                        args.weights, args.voxel_cm / 100)
+    console = Console()
+    console.print(f"hardware: {result.hardware}")
+    console.print(latent_table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ import torch
 
 from ..core.frame import PinholeCamera
 from ..core.tsdf_integrator import FrameTensors
+from ..core.upload import HostStaging
 from ..io.synthetic import (NoiseConfig, Scene, apply_noise, default_camera, make_random_scene,
                             render_depth, room_scan_trajectory)
 
@@ -109,13 +110,8 @@ def frame_tensors(depth: np.ndarray, camera: PinholeCamera, T_world_cam: np.ndar
                   min_depth_m: float, max_depth_m: float, device: torch.device | str
                   ) -> FrameTensors:
     """A depth-only :class:`FrameTensors` on ``device``."""
-    return FrameTensors(depth=torch.as_tensor(depth, dtype=torch.float32, device=device),
-                        camera=camera,
-                        T_world_cam=torch.as_tensor(T_world_cam, dtype=torch.float32,
-                                                    device=device),
-                        color=None, color_camera=camera,
-                        T_color_cam=torch.eye(4, device=device),
-                        min_depth_m=min_depth_m, max_depth_m=max_depth_m)
+    return FrameTensors.from_host(depth, camera, T_world_cam, None, camera, np.eye(4),
+                                  min_depth_m, max_depth_m, HostStaging(device))
 
 
 def truncated_sdf(scene: Scene, points: torch.Tensor, truncation_m: float) -> torch.Tensor:

@@ -94,7 +94,8 @@ class EvalConfig:
             "volume": {"voxel_size_m": voxel_size_m or self.voxel_size_m},
             "integration": {"truncation_voxels": self.truncation_voxels,
                             "max_depth_m": max_depth_m or self.max_depth_m},
-            "fusion": {"method": method, "weights": self.weights}})
+            "fusion": {"method": method, "weights": self.weights},
+            "timing": {"mode": "every_stage"}})  # integrate_ms over every frame
 
 
 @dataclass

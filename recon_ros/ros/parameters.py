@@ -239,6 +239,13 @@ _CORE_PARAMS: tuple[Param, ...] = (
     _core("costmap", "local_size_m",
           "Edge of the square ~/local_costmap window centred on the robot (robot_frame, else "
           "the camera) (0 = no local costmap).", "m"),
+    _core("timing", "mode",
+          "Stage timings of the status (timings_ms from the core): off (none, no cost), "
+          "sampled (one frame in timing.sample_every; on CUDA with events, the host never "
+          "waits) or every_stage (every frame, the device synchronised around each stage: "
+          "two host waits per stage on CUDA, for benchmarks)."),
+    _core("timing", "sample_every",
+          "In sampled mode, frames 0, N, 2N, ... are timed for N = this.", "frames"),
 )
 
 #: Every parameter of the mapper node, node parameters first, then the core's.

@@ -19,10 +19,10 @@ def wall_depth(T_world_cam, wall_x):
     return np.where(s > 0, s, 0.0).astype(np.float32)
 
 
-def test_wall_is_occupied_space_before_it_free_behind_it_unknown():
+def test_wall_is_occupied_space_before_it_free_behind_it_unknown(device):
     voxel = 0.05
     mapper = Mapper(MapperConfig.from_dict({
-        "volume": {"voxel_size_m": voxel},
+        "volume": {"voxel_size_m": voxel, "device": device},
         "integration": {"max_depth_m": 5.0},
         "occupancy": {"min_height_m": 0.2, "max_height_m": 1.5, "free_space_stride_px": 4}}))
     T = look_at(np.array([0.0, 0.0, 1.0]), np.array([3.0, 0.0, 1.0]))
@@ -49,9 +49,9 @@ def test_wall_is_occupied_space_before_it_free_behind_it_unknown():
     assert (x >= 3.0 - voxel).all()
 
 
-def test_obstacle_outside_the_height_band_is_not_projected():
+def test_obstacle_outside_the_height_band_is_not_projected(device):
     voxel = 0.05
-    cfg = {"volume": {"voxel_size_m": voxel},
+    cfg = {"volume": {"voxel_size_m": voxel, "device": device},
            "occupancy": {"min_height_m": 2.0, "max_height_m": 2.5, "free_below_m": 2.5}}
     mapper = Mapper(MapperConfig.from_dict(cfg))
     # Camera at 1 m height looks down at the floor plane z = 0 (2D band is 2.0-2.5 m).
@@ -66,11 +66,11 @@ def test_obstacle_outside_the_height_band_is_not_projected():
     assert not (mapper.occupancy_grid().data == OCCUPIED).any()
 
 
-def test_free_space_layer_grows_past_its_initial_tiles_in_one_frame():
+def test_free_space_layer_grows_past_its_initial_tiles_in_one_frame(device):
     """2 mm cells: one frame's rays reach far more than the 256 tiles allocated up front (the
     layer must grow inside carve without indexing a stale tensor)."""
     mapper = Mapper(MapperConfig.from_dict({
-        "volume": {"voxel_size_m": 0.05},
+        "volume": {"voxel_size_m": 0.05, "device": device},
         "occupancy": {"resolution_m": 0.002, "free_below_m": 1.5, "free_space_stride_px": 2}}))
     T = look_at(np.array([0.0, 0.0, 1.0]), np.array([3.0, 0.0, 1.0]))
     mapper.integrate(Frame(wall_depth(T, 3.0), CAM, T))

@@ -83,6 +83,8 @@ NON_DEFAULT: dict[str, Any] = {
     "esdf.inflation_radius_m": 0.8,
     "esdf.cost_scaling_factor": 5.0,
     "costmap.local_size_m": 4.0,
+    "timing.mode": "every_stage",
+    "timing.sample_every": 5,
 }
 #: (load_map_on_start needs a saved map: test_map_services.py starts a node with one.)
 SAME = {"volume.device", "fusion.weights", "load_map_on_start"}
@@ -167,6 +169,8 @@ def test_docs_carry_the_generated_table() -> None:
     ("esdf.inflation_radius_m", 0.1, "esdf.inflation_radius_m=0.1 is invalid: must be >= "
      "robot_radius_m"),
     ("costmap.local_size_m", -1.0, "costmap.local_size_m=-1.0 is invalid"),
+    ("timing.mode", "always", "timing.mode='always' is invalid: must be one of"),
+    ("timing.sample_every", 0, "timing.sample_every=0 is invalid: must be >= 1"),
 ])
 def test_validate_rejects_with_a_reason(name: str, value: Any, reason: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(reason)):
