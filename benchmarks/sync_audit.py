@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recon_ros.core import Mapper, MapperConfig
+from recon_ros.core.block_hash import fixed_probing
 from recon_ros.core.sync_audit import SyncOpCounter
 from recon_ros.io.synthetic import (
     default_camera,
@@ -41,7 +42,7 @@ def audit(frames: int, width: int, height: int, voxel_cm: float, device: str
                                                        "device": device}}))
     totals, ops, sites = [], Counter(), Counter()
     for frame in sequence:
-        with SyncOpCounter("cuda", sites=True) as counter:
+        with fixed_probing(), SyncOpCounter("cuda", sites=True) as counter:
             mapper.integrate(frame)
         totals.append(counter.total)
         if len(totals) > 1:

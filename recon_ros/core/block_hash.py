@@ -5,11 +5,15 @@ one int64 key and mapped to a slot in dense per-block storage. Lookups and inser
 torch operations on the map's device (linear probing, load factor <= 1/4), so the cost of a
 frame depends on the number of blocks it touches, not on the size of the map.
 
-Probing asks the host nothing: a lookup runs a fixed number of probe rounds over all its keys,
-the longest probe sequence any stored key needs (tracked on the host as keys are placed;
-about 5 at this load), and placement issues :data:`PLACE_ROUNDS` rounds between two checks of
-whether every key found a cell. An insert costs two host synchronisations (how many keys are
-new; whether all were placed), a lookup none (see ``recon_ros.core.sync_audit``).
+On an accelerator, probing asks the host nothing: a lookup runs a fixed number of probe rounds
+over all its keys, the longest probe sequence any stored key needs (tracked on the host as keys
+are placed; about 5 at this load), and placement issues :data:`PLACE_ROUNDS` rounds between
+two checks of whether every key found a cell. An insert costs two host synchronisations (how
+many keys are new; whether all were placed), a lookup none (see
+``recon_ros.core.sync_audit``). On the CPU, where asking costs nothing, each key is followed
+only until it is found or meets an empty cell, and placement checks after every round: the
+same table, less work. :func:`fixed_probing` makes the CPU probe as an accelerator does (for
+audits and tests).
 
 Entries can be removed (:meth:`BlockHashMap.remove_slots`): the table cell becomes a tombstone
 (probe chains stay intact) and the last slots move into the freed ones, so slots stay dense
@@ -17,6 +21,9 @@ Entries can be removed (:meth:`BlockHashMap.remove_slots`): the table cell becom
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -36,6 +43,21 @@ PLACE_ROUNDS = 4
 MAX_LOAD = 0.25
 #: ...into a table of the power of two at or above this many cells per entry.
 CELLS_PER_ENTRY = 8
+
+
+_fixed_everywhere = False
+
+
+@contextmanager
+def fixed_probing() -> Iterator[None]:
+    """Inside the block, tables on every device probe as on an accelerator (fixed rounds, no
+    host checks): what ``recon_ros.core.sync_audit`` audits on the CPU."""
+    global _fixed_everywhere
+    previous, _fixed_everywhere = _fixed_everywhere, True
+    try:
+        yield
+    finally:
+        _fixed_everywhere = previous
 
 
 def pack_coords(coords: torch.Tensor, check: bool = True) -> torch.Tensor:
@@ -110,12 +132,19 @@ class BlockHashMap:
         """(N,) keys -> (N,) int64 slots, -1 where absent."""
         return self._lookup(keys)[0]
 
+    @property
+    def _asks_host(self) -> bool:
+        """Whether probing may read results on the host (see the module docstring)."""
+        return self.device.type == "cpu" and not _fixed_everywhere
+
     def _lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) keys -> ((N,) slots, (N,) table cells), both -1 where absent.
 
         Every key is compared with the cells at its first :attr:`_max_probe` probe positions
         (stored keys are unique, so a match is the key's own cell, wherever an empty cell or
-        a tombstone lies in between)."""
+        a tombstone lies in between); on the CPU, only until it meets an empty cell."""
+        if self._asks_host:
+            return self._lookup_until_empty(keys)
         mask = self.table_size - 1
         slots = torch.full_like(keys, -1)
         cells = torch.full_like(keys, -1)
@@ -127,20 +156,38 @@ class BlockHashMap:
             cells = torch.where(hit, pos, cells)
         return slots, cells
 
+    def _lookup_until_empty(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_lookup` following each key only while it is neither found nor at an empty
+        cell (a shrinking set of keys; every round reads its size on the host)."""
+        mask = self.table_size - 1
+        slots = torch.full_like(keys, -1)
+        cells = torch.full_like(keys, -1)
+        active = torch.arange(keys.numel(), device=self.device)
+        pos = _hash(keys, mask)
+        while active.numel():
+            stored = self._keys[pos]
+            hit = stored == keys[active]
+            slots[active[hit]] = self._vals[pos[hit]]
+            cells[active[hit]] = pos[hit]
+            more = ~hit & (stored != EMPTY)
+            active = active[more]
+            pos = (pos[more] + 1) & mask
+        return slots, cells
+
     def _place(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
         """Write keys known to be absent and pairwise distinct into the table.
 
         Round ``r`` offers every unplaced key the cell ``home + r`` if it is empty (colliding
         writers: exactly one wins each cell); the host checks for unplaced keys every
-        :data:`PLACE_ROUNDS` rounds."""
+        :data:`PLACE_ROUNDS` rounds (on the CPU, every round)."""
         if keys.numel() == 0:
             return
         mask, discard = self.table_size - 1, self.table_size
         home = _hash(keys, mask)
         pending = torch.ones_like(keys, dtype=torch.bool)
-        r = 0
+        r, rounds = 0, 1 if self._asks_host else PLACE_ROUNDS
         while r == 0 or bool(pending.any()):
-            for _ in range(PLACE_ROUNDS):
+            for _ in range(rounds):
                 pos = (home + r) & mask
                 free = pending & (self._keys[pos] == EMPTY)
                 self._keys.index_put_((torch.where(free, pos, discard),), keys)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .block_hash import BlockHashMap, pack_coords, unpack_keys
+from .compaction import compact
 from .distance_slice import DistanceSlice
 from .tsdf_integrator import FrameTensors
 from .volume import BlockVolume
@@ -183,14 +184,23 @@ class EsdfLayer:
         return slots
 
     def _link(self, slots: torch.Tensor) -> None:
-        """Fill the face-neighbour table rows of (S,) blocks and their neighbours' back links."""
-        coords = self._coords(slots)
-        offsets = torch.tensor(_FACES, device=self.device)
-        nbr = self.index.lookup(pack_coords((coords[:, None] + offsets[None]).reshape(-1, 3)))
-        nbr = nbr.reshape(-1, 6)
+        """Fill the face-neighbour table rows of (S,) new blocks and their neighbours' back
+        links.
+
+        Fixed shape: absent neighbours write to row 0 what its cell holds once linked, so
+        every writer of a cell writes the same value and no neighbour list is compacted."""
+        nbr = self._face_slots(slots)  # (S, 6)
         self.faces[slots] = nbr
-        k, d = torch.nonzero(nbr >= 0, as_tuple=True)
-        self.faces[nbr[k, d], d ^ 1] = slots[k]  # _FACES pairs each direction with d ^ 1
+        back = torch.arange(6, device=self.device) ^ 1  # _FACES pairs direction d with d ^ 1
+        row0 = self._face_slots(torch.zeros(1, dtype=torch.int64, device=self.device))[0]
+        self.faces[nbr.clamp(min=0), back] = torch.where(nbr >= 0, slots[:, None], row0[back])
+
+    def _face_slots(self, slots: torch.Tensor) -> torch.Tensor:
+        """(S,) slots -> (S, 6) slots of their face neighbours (``_FACES`` order), -1 = none."""
+        offsets = torch.tensor(_FACES, device=self.device)
+        coords = (self._coords(slots)[:, None] + offsets[None]).reshape(-1, 3)
+        # Face neighbours of blocks in the map: within the key range (FrameTensors.check_extent).
+        return self.index.lookup(pack_coords(coords, check=False)).reshape(-1, 6)
 
     def _coords(self, slots: torch.Tensor) -> torch.Tensor:
         """(S,) slots -> (S, 3) int64 block coordinates."""
@@ -228,7 +238,7 @@ class EsdfLayer:
             for name in self._FIELDS:
                 setattr(self, name, getattr(self, name)[:keep].clone())
             self.index.compact()
-        self._link(torch.arange(n, device=self.device))
+        self.faces[:n] = self._face_slots(torch.arange(n, device=self.device))
 
     def drop_beyond(self, centre: torch.Tensor, radius_m: float) -> None:
         """Drop the blocks whose centre is farther than ``radius_m`` from ``centre`` (3,)."""
@@ -251,29 +261,39 @@ class EsdfLayer:
         """
         vol, cam = self.volume, frame.camera
         s, block_m = self.carve_stride_px, vol.block_size * vol.voxel_size_m
-        depth = frame.depth[::s, ::s]
+        depth = frame.depth[::s, ::s].reshape(-1)  # (P,) metres
         valid = frame.valid(depth)
-        if not bool(valid.any()):
+        reach = torch.where(valid, (depth - vol.truncation_m).clamp(min=0.0), -1.0)
+        # Host read: the sample spacing follows the farthest reach (-1: no valid reading).
+        farthest = float(reach.max())
+        if farthest < 0:
             return
-        uv = cam.pixel_grid(depth.device, stride=s)[valid]
-        d = depth[valid]
-        reach = (d - vol.truncation_m).clamp(min=0.0)
-        n = int(math.ceil(float(reach.max()) / (0.5 * block_m))) + 1
-        frac = torch.linspace(0.0, 1.0, n, device=d.device)
-        ray = cam.backproject(uv, torch.ones_like(d))  # (P, 3), z = 1
+        reach = reach.clamp(min=0.0)  # invalid readings: samples at the camera, dropped below
+        n = int(math.ceil(farthest / (0.5 * block_m))) + 1
+        frac = torch.linspace(0.0, 1.0, n, device=depth.device)
+        uv = cam.pixel_grid(depth.device, stride=s).reshape(-1, 2)
+        ray = cam.backproject(uv, torch.ones_like(depth))  # (P, 3), z = 1
         R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
         pts = (reach[:, None, None] * frac[None, :, None] * (ray @ R.T)[:, None, :] + t)
-        keys = torch.unique(pack_coords(vol.block_of_points(pts.reshape(-1, 3))))
+        frame.check_extent(block_m)  # every sample's block can be packed: no device check
+        keys = pack_coords(vol.block_of_points(pts.reshape(-1, 3)), check=False).view(-1, n)
+        # Host read: the distinct blocks sampled, ascending; -1 (first) stands for the
+        # samples of invalid readings.
+        keys = torch.unique(torch.where(valid[:, None], keys, -1))  # (U,)
+        probe = keys.clamp(min=0)  # (-1 is no key: look up any key in its place)
+        todo = keys >= 0
         if within is not None:
-            mid = vol.block_centers(unpack_keys(keys))
-            keys = keys[(mid - within[0]).norm(dim=1) <= within[1]]
+            mid = vol.block_centers(unpack_keys(probe))
+            todo &= (mid - within[0]).norm(dim=1) <= within[1]
         # Blocks the TSDF holds need no carving: it observes their free voxels itself (and
-        # hands them over on release, see remember_free_space).
-        keys = keys[vol.index.lookup(keys) < 0]
-        slots = self._allocate(keys)
-        slots = slots[~self.carved[slots].all(dim=1)]
-        if slots.numel() == 0:
+        # hands them over on release, see remember_free_space); nor do blocks fully carved.
+        todo &= vol.index.lookup(probe) < 0
+        have = self.index.lookup(probe)
+        todo &= ~((have >= 0) & self.carved[have.clamp(min=0)].all(dim=1))
+        (at,) = compact(todo)  # host read: the blocks to carve
+        if at.numel() == 0:
             return
+        slots = self._allocate(keys[at])
         centres = ((self._coords(slots)[:, None, :] * vol.block_size
                     + vol.local_offsets[None]).reshape(-1, 3).to(torch.float32)
                    * vol.voxel_size_m)  # (S * V, 3)
@@ -290,7 +310,7 @@ class EsdfLayer:
         # Newly known free space moves no distance, but may turn an obstacle voxel next to it
         # into a seed: those blocks are refreshed at the next update.
         self.known[slots] |= free
-        self._dirty.append(self.index.slot_keys[slots[fresh]])
+        self._dirty.append(self.index.slot_keys[slots[fresh]])  # host read: exact keys
 
     def remember_free_space(self, volume_slots: torch.Tensor) -> None:
         """Keep the observed free voxels of (R,) volume blocks about to be released (a

@@ -31,12 +31,15 @@ import math
 
 import torch
 
-from .block_hash import BlockHashMap, pack_coords, unpack_keys
+from .block_hash import COORD_OFFSET, BlockHashMap, pack_coords, unpack_keys
+from .compaction import compact
+from .errors import VolumeError
 from .occupancy_grid import FREE, OCCUPIED, UNKNOWN, OccupancyGrid2D
 from .tsdf_integrator import FrameTensors
 from .volume import BlockVolume
 
-TILE = 32
+TILE_BITS = 5
+TILE = 1 << TILE_BITS
 OCC_BIT = 1
 FREE_BIT = 2
 
@@ -100,13 +103,45 @@ class OccupancyMapper:
         runs, run_of = torch.unique_consecutive(_pack_xy(tile), return_inverse=True)
         tile_keys, key_of_run = torch.unique(runs, return_inverse=True)
         slots = self._tiles.insert_or_find(tile_keys)[0][key_of_run[run_of]]
+        self._grow_tiles()
+        return slots * (TILE * TILE) + local[:, 0] * TILE + local[:, 1]
+
+    def _box_tile_slots(self, cells: torch.Tensor, touched: torch.Tensor,
+                        centre_cell: torch.Tensor, radius: int) -> torch.Tensor:
+        """(N,) flat index ``slot * TILE**2 + local`` of (N, 2) cells lying in the square of
+        ``2 * radius + 1`` tiles around the tile of ``centre_cell`` (2,), allocating the tiles
+        of the cells marked in (N,) bool ``touched``. Unmarked cells of absent tiles get an
+        index into tile slot 0's rows: only neutral values may be written there.
+
+        Looking up the whole square (a host-known size) instead of deduplicating the cells'
+        tiles leaves one host read: how many touched tiles are new."""
+        side = 2 * radius + 1
+        origin = torch.div(centre_cell, TILE, rounding_mode="floor") - radius  # (2,)
+        r = torch.arange(side, device=self.device)
+        square = origin + torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+        # Coordinates bounded on the host by the caller (frame extent): no range check.
+        keys = _pack_xy(square, check=False)  # (side**2,), ascending
+        slots = self._tiles.lookup(keys)
+        rel = cells - origin * TILE  # (N, 2) cells from the square's corner, >= 0
+        tile, local = rel >> TILE_BITS, rel & (TILE - 1)
+        at = tile[:, 0] * side + tile[:, 1]  # (N,) index into the square
+        marked = torch.zeros(side * side + 1, dtype=torch.bool, device=self.device)
+        marked.index_fill_(0, torch.where(touched, at, side * side), True)  # last: discarded
+        (new,) = compact(marked[:-1] & (slots < 0))  # the host read
+        if new.numel():
+            slots[new] = self._tiles.insert_or_find(keys[new])[0]
+            self._grow_tiles()
+        base = slots.clamp(min=0) * (TILE * TILE)
+        return base[at] + (local[:, 0] << TILE_BITS) + local[:, 1]
+
+    def _grow_tiles(self) -> None:
+        """Grow the per-tile layers to the tiles allocated (doubling)."""
         n = len(self._tiles)
         if n > self._free_z.shape[0]:
             extra = max(n, 2 * self._free_z.shape[0]) - self._free_z.shape[0]
             self._free_z = torch.cat((self._free_z,
                                       self._new_tiles(extra, float("inf"), torch.float32)))
             self._flags = torch.cat((self._flags, self._new_tiles(extra, 0, torch.uint8)))
-        return slots * (TILE * TILE) + local[:, 0] * TILE + local[:, 1]
 
     def drop_tiles_beyond(self, centre_xy: torch.Tensor, radius_m: float) -> int:
         """Forget the tiles lying entirely farther than ``radius_m`` from ``centre_xy`` (2,),
@@ -132,26 +167,25 @@ class OccupancyMapper:
         """Record the free space crossed by the frame's rays (within the height band) and
         reset the cells where rays end on a surface inside the band.
 
+        Two host reads: how many ray samples there are (every strided pixel is a ray, invalid
+        readings masked, on a grid of as many samples as the longest ray the camera can
+        measure needs) and how many tiles are new (:meth:`_box_tile_slots`). Masked hits and
+        samples write neutral values.
+
         Args:
             frame: the frame.
             within: ``(centre (3,), radius_m)``: only cells within ``radius_m`` of the centre
                 in the plane are touched (a map bounded around the robot would drop the rest).
         """
-        s = self.stride
-        depth = frame.depth[::s, ::s]
-        uv = frame.camera.pixel_grid(depth.device, stride=s)
+        s, res = self.stride, self.resolution_m
+        depth = frame.depth[::s, ::s].reshape(-1)  # (P,) metres
+        uv = frame.camera.pixel_grid(depth.device, stride=s).reshape(-1, 2)
         valid = frame.valid(depth)
-        if not bool(valid.any()):
-            return
+        # Invalid readings get an in-range depth: their (masked) rays stay finite and short.
+        depth = torch.where(valid, depth, frame.max_depth_m)
         R, t = frame.T_world_cam[:3, :3], frame.T_world_cam[:3, 3]
-        end = frame.camera.backproject(uv[valid], depth[valid]) @ R.T + t  # (N, 3)
-        hit = end[(end[:, 2] >= self.min_height_m) & (end[:, 2] <= self.max_height_m)]
-        if within is not None:
-            hit = hit[_near(hit[:, :2], within)]
-        if hit.numel():
-            # (tiles first: allocating them may replace the tensors)
-            flat = self._tile_slots(torch.round(hit[:, :2] / self.resolution_m).to(torch.int64))
-            self._free_z.view(-1)[flat] = float("inf")
+        end = frame.camera.backproject(uv, depth) @ R.T + t  # (P, 3)
+        hit = valid & (end[:, 2] >= self.min_height_m) & (end[:, 2] <= self.max_height_m)
         ray = end - t
         length = ray.norm(dim=1)
         s_max = ((length - self.truncation_m) / length).clamp(min=0.0)
@@ -161,23 +195,47 @@ class OccupancyMapper:
         s_b = (self.max_height_m - t[2]) / dz
         s0 = torch.minimum(s_a, s_b).clamp(min=0.0)
         s1 = torch.minimum(torch.maximum(s_a, s_b), s_max)
-        keep = s1 > s0
-        if not bool(keep.any()):
-            return
-        ray, s0, s1, length = ray[keep], s0[keep], s1[keep], length[keep]
-        step = 0.9 * self.resolution_m / length  # parameter step: < one cell per sample
-        n = int(((s1 - s0) / step).max().ceil()) + 1
+        step = 0.9 * res / length  # parameter step: < one cell per sample
+        longest = self._longest_ray_m(frame)
+        n = max(math.ceil((longest - self.truncation_m) / (0.9 * res)), 0) + 1
         k = torch.arange(n, device=ray.device, dtype=ray.dtype)
-        sk = s0[:, None] + k[None] * step[:, None]  # (N, n)
-        ray_id, sample = torch.nonzero(sk <= s1[:, None], as_tuple=True)  # ray-major order
-        sk, r = sk[ray_id, sample, None], ray[ray_id]  # (M, 1), (M, 3)
+        sk = s0[:, None] + k[None] * step[:, None]  # (P, n)
+        sampled = (valid & (s1 > s0))[:, None] & (sk <= s1[:, None])
+        # A host read: most of the (P, n) samples lie beyond their ray's end, and the
+        # per-sample work below costs more on CPU than the read does on CUDA.
+        (at,) = compact(sampled.reshape(-1))  # (M,) ray-major
+        ray_id = torch.div(at, n, rounding_mode="floor")
+        sk, r = sk.reshape(-1)[at, None], ray[ray_id]  # (M, 1), (M, 3)
         xy = t[:2] + sk * r[:, :2]
-        z = (t[2] + sk[:, 0] * r[:, 2]).to(torch.float32)
+        z = t[2] + sk[:, 0] * r[:, 2]
+        touched = torch.ones_like(z, dtype=torch.bool)
         if within is not None:
-            near = _near(xy, within)
-            xy, z = xy[near], z[near]
-        flat = self._tile_slots(torch.round(xy / self.resolution_m).to(torch.int64))
-        self._free_z.view(-1).scatter_reduce_(0, flat, z, reduce="amin")
+            hit &= _near(end[:, :2], within)
+            touched = _near(xy, within)
+        # Rays reach at most ``longest`` from the camera: cells lie within ``radius`` tiles.
+        radius = math.ceil((longest / res + 1) / TILE) + 1
+        if frame.reach_m / (TILE * res) + radius + 1 >= COORD_OFFSET:
+            raise VolumeError(f"the camera is {frame.reach_m:.3g} m from the map origin: "
+                              "beyond what 2D tile keys index")
+        cells = torch.round(torch.cat((end[:, :2], xy)) / res).to(torch.int64)
+        flat = self._box_tile_slots(cells, torch.cat((hit, touched)),
+                                    torch.round(t[:2] / res).to(torch.int64), radius)
+        free_z = self._free_z.view(-1)
+        P = hit.numel()
+        # Hit cells reset to +inf (amax with -inf elsewhere), then samples lower the cells'
+        # height (amin with +inf elsewhere): masked entries write neutral values.
+        inf = torch.tensor(float("inf"), device=self.device)
+        free_z.scatter_reduce_(0, flat[:P], torch.where(hit, inf, -inf), reduce="amax")
+        free_z.scatter_reduce_(0, flat[P:], torch.where(touched, z, inf), reduce="amin")
+
+    @staticmethod
+    def _longest_ray_m(frame: FrameTensors) -> float:
+        """Length of the longest ray the frame can hold: to a pixel at the image corner
+        farthest from the principal point, at ``max_depth_m``; metres."""
+        cam = frame.camera
+        u = max(cam.cx, cam.width - cam.cx) / cam.fx
+        v = max(cam.cy, cam.height - cam.cy) / cam.fy
+        return frame.max_depth_m * math.sqrt(1.0 + u * u + v * v) * (1 + 1e-6)
 
     def remember_free_space(self, slots: torch.Tensor) -> None:
         """Record the observed free voxels at or below ``free_below_m`` in the band of the
@@ -188,15 +246,14 @@ class OccupancyMapper:
         blocks = vol.slot_coords(slots)
         low = blocks[:, 2] * vol.block_size * vol.voxel_size_m <= z_top + 1e-6
         high = (blocks[:, 2] + 1) * vol.block_size > k0
-        slots = slots[low & high]
-        if slots.numel() == 0:
+        centre = vol.voxel_centers(slots)  # (R, V, 3)
+        free = ((low & high)[:, None] & (vol.weight[slots] >= self.min_weight)
+                & (vol.tsdf[slots].to(torch.float32) >= self.occupied_threshold_m)
+                & (centre[..., 2] >= self.min_height_m - 1e-6) & (centre[..., 2] <= z_top + 1e-6))
+        (at,) = compact(free.reshape(-1))  # one host read
+        if at.numel() == 0:
             return
-        free = ((vol.weight[slots] >= self.min_weight)
-                & (vol.tsdf[slots].to(torch.float32) >= self.occupied_threshold_m))
-        centre = vol.voxel_centers_at(slots, *torch.nonzero(free, as_tuple=True))
-        centre = centre[(centre[:, 2] >= self.min_height_m - 1e-6) & (centre[:, 2] <= z_top + 1e-6)]
-        if centre.numel() == 0:
-            return
+        centre = centre.reshape(-1, 3)[at]
         flat = self._tile_slots(torch.round(centre[:, :2] / self.resolution_m).to(torch.int64))
         self._free_z.view(-1).scatter_reduce_(0, flat, centre[:, 2], reduce="amin")
 
@@ -396,6 +453,6 @@ def _near(xy: torch.Tensor, within: tuple[torch.Tensor, float]) -> torch.Tensor:
     return (xy - centre[:2].to(xy.dtype)).norm(dim=1) <= radius
 
 
-def _pack_xy(cells: torch.Tensor) -> torch.Tensor:
-    """(N, 2) int64 cells -> (N,) hash keys (z = 0)."""
-    return pack_coords(torch.nn.functional.pad(cells, (0, 1)))
+def _pack_xy(cells: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """(N, 2) int64 cells -> (N,) hash keys (z = 0); ``check`` as in ``pack_coords``."""
+    return pack_coords(torch.nn.functional.pad(cells, (0, 1)), check=check)

@@ -118,8 +118,8 @@ class FrameTensors:
     def check_extent(self, block_m: float) -> None:
         """Raise :class:`VolumeError` if the frame can reach blocks of edge ``block_m`` metres
         beyond what block keys index (see ``block_hash.pack_coords``), so that the blocks it
-        touches can be packed without a device-side check."""
-        if self.reach_m / block_m + 1 >= COORD_OFFSET:
+        touches, and their neighbours, can be packed without a device-side check."""
+        if self.reach_m / block_m + 2 >= COORD_OFFSET:
             raise VolumeError(
                 f"block coordinates out of the supported range [-{COORD_OFFSET}, "
                 f"{COORD_OFFSET}): the camera is {self.reach_m:.3g} m from the map origin "

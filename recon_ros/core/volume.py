@@ -207,7 +207,9 @@ class BlockVolume:
             linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
             self._halo = (offsets, nbr_index, linear)
         offsets, nbr_index, linear = self._halo
-        nbr = self.find((self.slot_coords(slots)[:, None, :] + offsets[None]).reshape(-1, 3))
+        # Neighbours of allocated blocks: within the key range (see FrameTensors.check_extent).
+        nbr = self.index.lookup(pack_coords(
+            (self.slot_coords(slots)[:, None, :] + offsets[None]).reshape(-1, 3), check=False))
         sample_slot = nbr.reshape(-1, 27)[:, nbr_index]  # (S, (B + 2)^3)
         return torch.where(sample_slot >= 0, sample_slot * self.voxels_per_block + linear[None],
                            -1)

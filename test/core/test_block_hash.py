@@ -1,8 +1,19 @@
 import pytest
 import torch
 
-from recon_ros.core.block_hash import BlockHashMap, pack_coords, unpack_keys
+from recon_ros.core.block_hash import BlockHashMap, fixed_probing, pack_coords, unpack_keys
 from recon_ros.core.errors import VolumeError
+
+
+@pytest.fixture(autouse=True, params=["device default", "fixed rounds"])
+def probing(request):
+    """Every test runs with the device's own probing (on the CPU: until an empty cell) and
+    with the accelerators' fixed probe rounds: the two must agree."""
+    if request.param == "fixed rounds":
+        with fixed_probing():
+            yield request.param
+    else:
+        yield request.param
 
 
 def test_pack_unpack_round_trip(device):
@@ -112,16 +123,18 @@ def test_probe_chains_longer_than_a_placement_batch(device):
 
 
 def test_host_synchronisations_of_lookup_and_insert(device):
-    """A lookup makes the host wait for nothing; an insert of new keys for two counts."""
+    """With fixed probe rounds (accelerators; what the sync audit counts), a lookup makes the
+    host wait for nothing and an insert of new keys for two counts."""
     from recon_ros.core.sync_audit import SyncOpCounter
 
-    table = BlockHashMap(device, initial_slots=4096)
-    old = torch.unique(pack_coords(torch.randint(-20, 20, (500, 3)))).to(device)
-    table.insert_or_find(old)
-    new = pack_coords(torch.randint(40, 60, (200, 3))).unique().to(device)
-    with SyncOpCounter("cuda") as lookups:
-        table.lookup(torch.cat((old, new)))
-    with SyncOpCounter("cuda") as inserts:
-        table.insert_or_find(new)
+    with fixed_probing():
+        table = BlockHashMap(device, initial_slots=4096)
+        old = torch.unique(pack_coords(torch.randint(-20, 20, (500, 3)))).to(device)
+        table.insert_or_find(old)
+        new = pack_coords(torch.randint(40, 60, (200, 3))).unique().to(device)
+        with SyncOpCounter("cuda") as lookups:
+            table.lookup(torch.cat((old, new)))
+        with SyncOpCounter("cuda") as inserts:
+            table.insert_or_find(new)
     assert lookups.total == 0, lookups.ops
     assert inserts.total == 2, inserts.ops
