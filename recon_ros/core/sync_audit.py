@@ -141,11 +141,16 @@ class _ToListWatcher(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+#: Modules whose reads are reported at their caller's line (this one; the compaction helper,
+#: whose one read serves the caller's masks).
+_TRANSPARENT = ("sync_audit.py", "compaction.py")
+
+
 def _package_site() -> str:
-    """``"<file>:<line> <function>"`` of the innermost caller in ``recon_ros`` (this module
-    aside), or ``"?"``."""
+    """``"<file>:<line> <function>"`` of the innermost caller in ``recon_ros`` outside
+    :data:`_TRANSPARENT`, or ``"?"``."""
     for frame in reversed(traceback.extract_stack()):
-        if "recon_ros" in frame.filename and not frame.filename.endswith("sync_audit.py"):
+        if "recon_ros" in frame.filename and not frame.filename.endswith(_TRANSPARENT):
             path = frame.filename[frame.filename.rindex("recon_ros"):]
             return f"{path}:{frame.lineno} {frame.name}"
     return "?"
