@@ -19,25 +19,39 @@ Per frame (all batched tensor code, any device):
    count-weighted running average ``f <- (c f + u) / (c + 1)``, ``c <- min(c + 1, max_count)``.
 4. **Translation (lazy).** A translator network decodes normalized TSDF and occupancy logits
    from each voxel's 3x3x3 feature neighbourhood; :meth:`LatentIntegrator.decode_dirty` does it
-   only for blocks changed since the last decode (and their neighbours, whose halo changed)
-   and writes TSDF (metres) and weight (the update count) into the shared block volume.
+   only for the voxels updated since the last decode dilated by one voxel (the voxels whose
+   neighbourhood changed) and writes TSDF (metres) and weight (the update count) into the
+   shared block volume.
+
+Host synchronisations (see ``recon_ros.core.sync_audit``): the samples of a frame are grouped
+by block and voxel with one sort over a static ``H * W * K`` layout (invalid samples sort last)
+and compacted with one synchronisation; allocating the frame's blocks costs the hash map's two.
+A decode costs one to find the dirty blocks and, per ``decode_batch_blocks`` of them, one to
+compact the voxels to decode.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .block_hash import COORD_OFFSET, pack_coords
+from .compaction import compact
+from .errors import VolumeError
 from .latent_volume import LatentVolume, encode_count
 from .tsdf_integrator import FrameTensors
-from .volume import neighbour_offsets
 
 #: Depth input of the fusion network is ``depth_m / DEPTH_SCALE_M``.
 DEPTH_SCALE_M = 4.0
 #: Channels of the fusion network's input besides the per-sample ones: depth, ray (3), valid.
 EXTRA_INPUT_CHANNELS = 5
+#: ``LatentIntegrator(cuda_precision=...)`` values.
+CUDA_PRECISIONS = ("default", "tf32", "fp16")
+_INT64_MAX = torch.iinfo(torch.int64).max
 
 
 def fusion_input_channels(feature_channels: int, samples_per_side: int) -> int:
@@ -78,24 +92,119 @@ def ray_sample_voxels(depth: torch.Tensor, intrinsics: tuple[float, float, float
     return torch.round(points / voxel_size_m).to(torch.int64), ray_dir
 
 
-def pool_updates(flat: torch.Tensor, updates: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean of the updates that land in the same voxel.
+@dataclass
+class SampleGroups:
+    """The samples of a frame grouped by block and by voxel (see :func:`group_samples`).
+
+    Attributes:
+        block_coords: (S, 3) int64 coordinates of the distinct blocks.
+        voxel_block: (U,) int64 index into ``block_coords`` of each distinct voxel's block.
+        voxel_local: (U,) int64 linear index of each distinct voxel within its block.
+        voxel_samples: (U,) float32 number of samples in each distinct voxel.
+        sample_voxel: (M,) int64 index of each sample's distinct voxel; ``U`` for invalid
+            samples.
+    """
+
+    block_coords: torch.Tensor
+    voxel_block: torch.Tensor
+    voxel_local: torch.Tensor
+    voxel_samples: torch.Tensor
+    sample_voxel: torch.Tensor
+
+
+def group_samples(voxels: torch.Tensor, valid: torch.Tensor, block_size: int) -> SampleGroups:
+    """Distinct blocks and voxels of samples with one sort and one host synchronisation.
+
+    Each valid sample gets the key ``(block - origin, local)`` packed into 62 bits (``origin``
+    = the smallest block coordinates of the valid samples, ``local`` = the voxel's linear
+    index in its block), invalid ones the largest int64; sorting the keys groups the samples
+    by block, and within a block by voxel.
 
     Args:
-        flat: (M,) int64 flat voxel index of each update.
-        updates: (M, F) updates.
+        voxels: (M, 3) int64 global voxel index of each sample.
+        valid: (M,) bool, samples to group.
+        block_size: ``B``.
 
     Returns:
-        ``(voxels, mean, inverse)``: (U,) distinct flat indices (sorted), (U, F) mean update of
-        each (differentiable with respect to ``updates``) and (M,) index of each update's voxel
-        in ``voxels``.
+        the groups.
+
+    Raises:
+        VolumeError: a valid sample's block lies outside the hash map's coordinate range less
+            a margin of one block (``block_hash.pack_coords``), or the samples span more than
+            ``2 ** ((62 - bits(B**3 - 1)) // 3)`` blocks along an axis (2**17 for B = 8).
     """
-    voxels, inverse = torch.unique(flat, return_inverse=True)
-    total = torch.zeros((voxels.numel(), updates.shape[1]), dtype=updates.dtype,
-                        device=updates.device).index_add(0, inverse, updates)
-    n = torch.bincount(inverse, minlength=voxels.numel()).to(updates.dtype)
-    return voxels, total / n[:, None], inverse
+    B = block_size
+    local_bits = (B ** 3 - 1).bit_length()
+    block_bits = (62 - local_bits) // 3
+    block = torch.div(voxels, B, rounding_mode="floor")
+    offset = voxels - block * B
+    local = (offset[:, 0] * B + offset[:, 1]) * B + offset[:, 2]
+    origin = torch.where(valid[:, None], block, _INT64_MAX).amin(0)
+    rel = block - origin
+    bad = valid & ((rel >= (1 << block_bits)) | (block < 1 - COORD_OFFSET)
+                   | (block >= COORD_OFFSET - 1)).any(1)
+    key = ((rel[:, 0] << block_bits | rel[:, 1]) << block_bits | rel[:, 2]) << local_bits | local
+    key, order = torch.sort(torch.where(valid, key, _INT64_MAX))  # the one sort
+    kept = key != _INT64_MAX
+    new_voxel = kept.clone()
+    new_voxel[1:] &= key[1:] != key[:-1]
+    new_block = kept.clone()
+    new_block[1:] &= (key[1:] >> local_bits) != (key[:-1] >> local_bits)
+    block_start, voxel_start, bad_samples = compact(new_block, new_voxel, bad.any().reshape(1))
+    if bad_samples.numel():
+        raise VolumeError("a frame's samples reach blocks beyond what the volume can index "
+                          f"(or span more than 2**{block_bits} blocks): a bad pose or depth?")
+    u = voxel_start.numel()
+    voxel_of_sorted = torch.where(kept, torch.cumsum(new_voxel, 0) - 1, u)
+    block_of_sorted = torch.cumsum(new_block, 0) - 1
+    mask = (1 << block_bits) - 1
+    block_key = key.index_select(0, block_start) >> local_bits
+    block_coords = torch.stack((block_key >> 2 * block_bits, (block_key >> block_bits) & mask,
+                                block_key & mask), dim=1) + origin
+    ends = torch.cat((voxel_start[1:], kept.sum().reshape(1)))
+    return SampleGroups(
+        block_coords=block_coords,
+        voxel_block=block_of_sorted.index_select(0, voxel_start),
+        voxel_local=key.index_select(0, voxel_start) & ((1 << local_bits) - 1),
+        voxel_samples=(ends - voxel_start).to(torch.float32),
+        sample_voxel=torch.empty_like(order).scatter_(0, order, voxel_of_sorted))
+
+
+def segment_mean(segment: torch.Tensor, values: torch.Tensor, counts: torch.Tensor
+                 ) -> torch.Tensor:
+    """Mean of the values of each segment (differentiable with respect to ``values``).
+
+    Args:
+        segment: (M,) int64 segment of each value in ``0 .. S``; ``S`` drops the value.
+        values: (M, F) values.
+        counts: (S,) number of values of each segment (> 0).
+
+    Returns:
+        (S, F) mean of each segment.
+    """
+    total = torch.zeros((counts.numel() + 1, values.shape[1]), dtype=values.dtype,
+                        device=values.device).index_add(0, segment, values)
+    return total[:-1] / counts[:, None].to(values.dtype)
+
+
+@contextmanager
+def network_precision(device: torch.device, precision: str) -> Iterator[None]:
+    """Arithmetic of the networks run under it on a CUDA ``device`` (elsewhere float32):
+    ``"default"`` torch's global settings (cuDNN convolutions may use TF32, matmuls do not,
+    unless the application changed ``torch.backends``), ``"tf32"`` TF32 for matmuls and
+    convolutions, ``"fp16"`` float16 autocast."""
+    if device.type != "cuda" or precision == "default":
+        yield
+    elif precision == "fp16":
+        with torch.autocast("cuda", dtype=torch.float16):
+            yield
+    else:
+        flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 @dataclass
@@ -103,13 +212,32 @@ class LatentUpdate:
     """What one frame changed.
 
     Attributes:
-        voxels: (U,) int64 flat indices of the updated voxels (sorted).
-        update_variance: () mean squared distance of each update from the mean of the updates
-            pooled into the same voxel (the latent-variance regulariser of training).
+        voxels: (U,) int64 flat indices of the updated voxels (distinct, grouped by block).
+        updates: (M, F) the fusion network's update of each sample (invalid samples too).
+        mean: (U, F) the mean update pooled into each voxel.
+        sample_voxel: (M,) index of each sample's voxel in ``voxels``; ``U`` for invalid
+            samples.
+        blocks: how many distinct blocks ``voxels`` lie in (known on the host).
     """
 
     voxels: torch.Tensor
-    update_variance: torch.Tensor
+    updates: torch.Tensor
+    mean: torch.Tensor
+    sample_voxel: torch.Tensor
+    blocks: int
+
+    @property
+    def update_variance(self) -> torch.Tensor:
+        """() mean squared distance of each valid sample's update from the mean of the updates
+        pooled into the same voxel (the latent-variance regulariser of training; computed on
+        request, as mapping does not need it)."""
+        u = self.voxels.numel()
+        if u == 0:
+            return torch.zeros((), device=self.updates.device)
+        pooled = nn.functional.pad(self.mean, (0, 0, 0, 1)).index_select(0, self.sample_voxel)
+        spread = (self.updates - pooled).square().sum(1)
+        kept = self.sample_voxel < u
+        return torch.where(kept, spread, 0.0).sum() / kept.sum()
 
 
 class LatentIntegrator:
@@ -119,22 +247,34 @@ class LatentIntegrator:
         fusion_net: ``(1, C, H, W) -> (1, (2n + 1) * F, H, W)`` updates in [-1, 1]
             (see :func:`fusion_input_channels`).
         translator: ``(N, F + 1, D, D, D) -> (N, 2, D - 2, D - 2, D - 2)``: normalized TSDF in
-            [-1, 1] (units of ``truncation_voxels`` voxels) and occupancy logits.
+            [-1, 1] (units of ``truncation_voxels`` voxels) and occupancy logits; decoding
+            calls it with ``D = 3``.
         samples_per_side: ``n``.
         truncation_voxels: the translator's TSDF scale, voxels.
         max_count: cap of the running-average count.
-        decode_batch_blocks: blocks decoded per translator call.
+        decode_batch_blocks: blocks whose voxels are selected and whose halos are gathered
+            together in a decode (memory: about 50 KB per block; each batch costs one host
+            sync).
+        decode_batch_voxels: voxels per translator call (memory: about 1 KB per voxel).
+        cuda_precision: arithmetic of both networks on CUDA, one of :data:`CUDA_PRECISIONS`
+            (see :func:`network_precision`); float32 on other devices. The default leaves
+            torch's settings alone: ``"tf32"`` and ``"fp16"`` are unmeasured (no GPU was
+            available to check their accuracy against float32).
     """
 
     def __init__(self, fusion_net: nn.Module, translator: nn.Module, samples_per_side: int,
-                 truncation_voxels: float, max_count: float,
-                 decode_batch_blocks: int = 256) -> None:
+                 truncation_voxels: float, max_count: float, decode_batch_blocks: int = 2048,
+                 decode_batch_voxels: int = 65536, cuda_precision: str = "default") -> None:
+        if cuda_precision not in CUDA_PRECISIONS:
+            raise ValueError(f"cuda_precision={cuda_precision!r}: one of {CUDA_PRECISIONS}")
         self.fusion_net = fusion_net
         self.translator = translator
         self.samples_per_side = int(samples_per_side)
         self.truncation_voxels = float(truncation_voxels)
         self.max_count = float(max_count)
         self.decode_batch_blocks = int(decode_batch_blocks)
+        self.decode_batch_voxels = int(decode_batch_voxels)
+        self.cuda_precision = cuda_precision
 
     @property
     def samples(self) -> int:
@@ -158,37 +298,44 @@ class LatentIntegrator:
                 out of place instead of updated in place.
 
         Returns:
-            the updated voxels and the spread of the pooled updates.
+            what the frame changed.
+
+        Raises:
+            VolumeError: see :func:`group_samples`.
         """
         valid = frame.valid(frame.depth)
         depth = torch.where(valid, frame.depth, 0.0)
         h, w = depth.shape
-        F, K = latent.feature_channels, self.samples
-        pix = torch.nonzero(valid.reshape(-1)).squeeze(1)  # (P,)
-        if pix.numel() == 0:
-            return LatentUpdate(pix, torch.zeros((), device=depth.device))
+        F, K, V = latent.feature_channels, self.samples, latent.volume.voxels_per_block
         cam = frame.camera
         voxels, ray_dir = ray_sample_voxels(depth, (cam.fx, cam.fy, cam.cx, cam.cy),
                                             frame.T_world_cam, latent.volume.voxel_size_m,
                                             self.samples_per_side)
-        flat = latent.voxel_flat_index(voxels.reshape(-1, K, 3)[pix], allocate=True)  # (P, K)
-        feats = latent.features.reshape(-1, F).index_select(0, flat.reshape(-1))
-        conf = encode_count(latent.count.reshape(-1).index_select(0, flat.reshape(-1)))
-        per_sample = torch.cat((feats, conf[:, None]), dim=1).reshape(-1, K * (F + 1))
-        grid = torch.zeros((h * w, K * (F + 1)), device=depth.device).index_copy(
-            0, pix, per_sample)
-        x = torch.cat((grid.T.reshape(1, K * (F + 1), h, w),
+        groups = group_samples(voxels.reshape(-1, 3),
+                               valid[:, :, None].expand(h, w, K).reshape(-1),
+                               latent.volume.block_size)
+        if groups.voxel_local.numel() == 0:
+            nothing = torch.zeros((0, F), device=depth.device)
+            return LatentUpdate(groups.voxel_local, nothing, nothing, groups.sample_voxel, 0)
+        slots = latent.allocate_keys(pack_coords(groups.block_coords, check=False))  # in range
+        voxel_ids = slots.index_select(0, groups.voxel_block) * V + groups.voxel_local  # (U,)
+        # per distinct voxel, plus a zero row read by the invalid samples
+        feats = latent.features.reshape(-1, F).index_select(0, voxel_ids)
+        conf = encode_count(latent.count.reshape(-1).index_select(0, voxel_ids))
+        table = nn.functional.pad(torch.cat((feats, conf[:, None]), dim=1), (0, 0, 0, 1))
+        per_sample = table.index_select(0, groups.sample_voxel).reshape(h * w, K * (F + 1))
+        x = torch.cat((per_sample.T.reshape(1, K * (F + 1), h, w),
                        (depth / DEPTH_SCALE_M)[None, None],
                        ray_dir.permute(2, 0, 1)[None],
                        valid.to(torch.float32)[None, None]), dim=1)
-        updates = self.fusion_net(x).reshape(K * F, h * w).T.index_select(0, pix)  # (P, K*F)
-        updates = updates.reshape(-1, F)
-        voxel_ids, mean, inverse = pool_updates(flat.reshape(-1), updates)
+        with network_precision(depth.device, self.cuda_precision):
+            out = self.fusion_net(x)
+        updates = out.to(torch.float32).reshape(K * F, h * w).T.reshape(-1, F)  # (H W K, F)
+        mean = segment_mean(groups.sample_voxel, updates, groups.voxel_samples)  # (U, F)
         self._running_average(latent, voxel_ids, mean, differentiable)
-        latent.dirty[torch.div(voxel_ids, latent.volume.voxels_per_block,
-                               rounding_mode="floor")] = True
-        variance = (updates - mean.index_select(0, inverse)).square().sum(1).mean()
-        return LatentUpdate(voxel_ids, variance)
+        latent.mark_updated(voxel_ids, slots)
+        return LatentUpdate(voxel_ids, updates, mean, groups.sample_voxel,
+                            int(groups.block_coords.shape[0]))
 
     def _running_average(self, latent: LatentVolume, voxel_ids: torch.Tensor,
                          mean: torch.Tensor, differentiable: bool) -> None:
@@ -218,37 +365,54 @@ class LatentIntegrator:
             ``(tsdf, occupancy_logit)``: (M,) normalized TSDF in [-1, 1] (1 = the translator's
             truncation) and (M,) occupancy logits (> 0: inside a solid).
         """
-        out = self.translator(latent.voxel_neighbourhoods(flat)).reshape(-1, 2)
+        with network_precision(latent.device, self.cuda_precision):
+            out = self.translator(latent.voxel_neighbourhoods(flat))
+        out = out.to(torch.float32).reshape(-1, 2)
         return out[:, 0], out[:, 1]
 
     @torch.no_grad()
     def decode_dirty(self, latent: LatentVolume) -> torch.Tensor:
-        """Decode the blocks changed since the last call (plus their neighbour blocks) into
-        the shared volume: ``tsdf`` (metres, clamped to the volume's truncation; the volume's
-        truncation where unobserved), ``weight`` (update count) and ``latent.occupancy``
-        (probability). Marks them changed in the volume for the mesher.
+        """Decode the voxels updated since the last call, dilated by one voxel (those whose
+        3x3x3 neighbourhood changed), into the shared volume: ``tsdf`` (metres, clamped to the
+        volume's truncation; the volume's truncation where unobserved), ``weight`` (update
+        count) and ``latent.occupancy`` (probability). Other voxels keep what an earlier call
+        wrote, which is what decoding them again would give. Marks the dirty blocks (those
+        holding such voxels) changed in the volume for the mesher.
 
         Returns:
-            (S,) slots that were decoded.
+            (S,) slots of the dirty blocks.
         """
         vol = latent.volume
-        n = vol.num_blocks
-        dirty = torch.nonzero(latent.dirty[:n]).squeeze(1)
-        if dirty.numel() == 0:
-            return dirty
-        latent.dirty[:n] = False
-        offsets = neighbour_offsets(vol.device)
-        near = vol.find((vol.slot_coords(dirty)[:, None, :] + offsets[None]).reshape(-1, 3))
-        slots = torch.unique(near[near >= 0])
-        scale_m = self.truncation_voxels * vol.voxel_size_m
+        (slots,) = compact(latent.dirty[:vol.num_blocks])
         for start in range(0, slots.numel(), self.decode_batch_blocks):
-            s = slots[start:start + self.decode_batch_blocks]
-            out = self.translator(latent.block_neighbourhoods(s)).reshape(s.numel(), 2, -1)
-            count = latent.count.index_select(0, s)
-            seen = count > 0
-            tsdf = (out[:, 0] * scale_m).clamp(-vol.truncation_m, vol.truncation_m)
-            vol.tsdf.index_copy_(0, s, torch.where(seen, tsdf, vol.truncation_m).to(vol.dtype))
-            vol.weight.index_copy_(0, s, count.to(vol.dtype))
-            latent.occupancy.index_copy_(0, s, torch.where(seen, torch.sigmoid(out[:, 1]), 0.0))
-        vol.mark_changed(slots)
+            self._decode_blocks(latent, slots[start:start + self.decode_batch_blocks])
+        latent.dirty[slots] = False
+        latent.pending[slots] = False  # every pending voxel's block is dirty
+        if slots.numel():
+            vol.mark_changed(slots)
         return slots
+
+    def _decode_blocks(self, latent: LatentVolume, slots: torch.Tensor) -> None:
+        """Decode the observed voxels of the (S,) ``slots`` whose neighbourhood holds a pending
+        voxel (see :meth:`decode_dirty`). Unobserved voxels (count 0) are skipped: they hold
+        the volume's initial TSDF and weight and occupancy 0, which is what decoding writes
+        for them."""
+        vol = latent.volume
+        V = vol.voxels_per_block
+        halo = vol.halo_flat_index(slots)  # (S, (B + 2)^3)
+        todo = latent.dilated_pending(halo) & (latent.count.index_select(0, slots) > 0)
+        (selected,) = compact(todo.reshape(-1))  # (M,) indices into (S, V)
+        channels = latent.halo_channels(halo)
+        scale_m = self.truncation_voxels * vol.voxel_size_m
+        for start in range(0, selected.numel(), self.decode_batch_voxels):
+            sel = selected[start:start + self.decode_batch_voxels]
+            rows, local = torch.div(sel, V, rounding_mode="floor"), sel % V
+            with network_precision(vol.device, self.cuda_precision):
+                out = self.translator(latent.halo_neighbourhoods(channels, rows, local))
+            out = out.to(torch.float32).reshape(-1, 2)
+            flat = slots.index_select(0, rows) * V + local
+            tsdf = (out[:, 0] * scale_m).clamp(-vol.truncation_m, vol.truncation_m)
+            vol.tsdf.view(-1).index_copy_(0, flat, tsdf.to(vol.dtype))
+            vol.weight.view(-1).index_copy_(
+                0, flat, latent.count.view(-1).index_select(0, flat).to(vol.dtype))
+            latent.occupancy.view(-1).index_copy_(0, flat, torch.sigmoid(out[:, 1]))

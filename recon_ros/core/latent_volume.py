@@ -9,13 +9,15 @@ from the latent features, so meshing, occupancy and export read the decoded map 
 Per-slot tensors (``N`` = the volume's capacity, ``V = B**3``, ``F`` feature channels):
 ``features`` (N, V, F) float32 latent code, 0 = never updated; ``count`` (N, V) float32 number
 of frames that updated the voxel (capped by the integrator); ``occupancy`` (N, V) float32
-decoded occupancy probability (0 where not decoded); ``dirty`` (N,) bool, the block changed
-since it was last decoded.
+decoded occupancy probability (0 where not decoded); ``pending`` (N, V) bool, the voxel was
+updated since the last decode; ``dirty`` (N,) bool, the block or one of its 26 neighbour
+blocks holds a pending voxel (see :meth:`LatentVolume.mark_updated`).
 """
 
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as nnf
 
 from .block_hash import pack_coords
 from .errors import VolumeError
@@ -78,7 +80,8 @@ class LatentVolume:
         self.features = torch.zeros((capacity, v, self.feature_channels), device=dev)
         self.count = torch.zeros((capacity, v), device=dev)
         self.occupancy = torch.zeros((capacity, v), device=dev)
-        self.dirty = torch.zeros(capacity, dtype=torch.bool, device=self.volume.device)
+        self.pending = torch.zeros((capacity, v), dtype=torch.bool, device=dev)
+        self.dirty = torch.zeros(capacity, dtype=torch.bool, device=dev)
 
     @property
     def device(self) -> torch.device:
@@ -94,7 +97,7 @@ class LatentVolume:
         back). ``torch.cat`` keeps autograd."""
         extra = self.volume.capacity - self.capacity
         if extra < 0:
-            for name in ("features", "count", "occupancy", "dirty"):
+            for name in ("features", "count", "occupancy", "pending", "dirty"):
                 setattr(self, name, getattr(self, name)[: self.volume.capacity].clone())
         if extra <= 0:
             return
@@ -102,16 +105,25 @@ class LatentVolume:
         self.features = torch.cat((self.features, torch.zeros((extra, v, f), device=dev)))
         self.count = torch.cat((self.count, torch.zeros((extra, v), device=dev)))
         self.occupancy = torch.cat((self.occupancy, torch.zeros((extra, v), device=dev)))
+        self.pending = torch.cat((self.pending,
+                                  torch.zeros((extra, v), dtype=torch.bool, device=dev)))
         self.dirty = torch.cat((self.dirty, torch.zeros(extra, dtype=torch.bool, device=dev)))
 
     def move_slots(self, src: torch.Tensor, dst: torch.Tensor, start: int, end: int) -> None:
         """Follow the volume's slot moves after a release (see ``BlockVolume.release``)."""
         self._grow_to_volume()
-        for t in (self.features, self.count, self.occupancy, self.dirty):
+        for t in (self.features, self.count, self.occupancy, self.pending, self.dirty):
             t[dst] = t[src]
             t[start:end] = 0
 
     # ------------------------------------------------------------------ voxel addressing
+    def allocate_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """(S,) slots of (S,) distinct block keys (``block_hash.pack_coords``), allocating
+        absent blocks in the volume and growing the latent storage with it."""
+        slots = self.volume.allocate_keys(keys)
+        self._grow_to_volume()
+        return slots
+
     def voxel_flat_index(self, voxels: torch.Tensor, allocate: bool) -> torch.Tensor:
         """Flat voxel index ``slot * V + local`` of global voxel indices (see
         :func:`voxel_flat_index`), growing the latent storage with the volume.
@@ -145,38 +157,87 @@ class LatentVolume:
 
         Returns:
             (M, F + 1, 3, 3, 3): features and :func:`encode_count` of each neighbour (zeros where a
-            neighbour's block is not allocated); axis order x, y, z.
+            neighbour's block is not allocated); axis order x, y, z (a channels-last view).
         """
         offsets = neighbour_offsets(self.device)
         nbr = self.voxel_flat_index(self.flat_to_voxels(flat)[:, None, :] + offsets[None],
                                     allocate=False)  # (M, 27)
-        x = self._gather_channels(nbr)  # (M, 27, F + 1)
-        return x.permute(0, 2, 1).reshape(-1, self.feature_channels + 1, 3, 3, 3)
+        return self._as_neighbourhoods(self._gather_channels(nbr))
 
-    def block_neighbourhoods(self, slots: torch.Tensor) -> torch.Tensor:
-        """Features of blocks grown by a one-voxel halo from their 26 neighbour blocks.
+    def halo_channels(self, halo: torch.Tensor) -> torch.Tensor:
+        """(S, (B + 2)**3, F + 1) features and :func:`encode_count` of S blocks grown by a
+        one-voxel halo, from their (S, (B + 2)**3) ``BlockVolume.halo_flat_index`` (zeros
+        where a neighbour block is absent)."""
+        return self._gather_channels(halo)
+
+    def halo_neighbourhoods(self, channels: torch.Tensor, rows: torch.Tensor,
+                            local: torch.Tensor) -> torch.Tensor:
+        """:meth:`voxel_neighbourhoods` of voxels of a few blocks, read from their halo
+        channels (no hash lookups).
 
         Args:
-            slots: (S,) block slots.
+            channels: (S, (B + 2)**3, F + 1) :meth:`halo_channels` of S blocks.
+            rows: (M,) int64 row of each voxel's block in ``channels``.
+            local: (M,) int64 linear index of each voxel in its block.
 
         Returns:
-            (S, F + 1, B + 2, B + 2, B + 2): features and encoded count; the block's own voxel
-            ``(x, y, z)`` sits at ``[..., x + 1, y + 1, z + 1]``; zeros where a neighbour block
-            is absent.
+            (M, F + 1, 3, 3, 3) as :meth:`voxel_neighbourhoods`.
         """
-        x = self._gather_channels(self.volume.halo_flat_index(slots))  # (S, (B+2)^3, F + 1)
         n = self.volume.block_size + 2
-        return x.permute(0, 2, 1).reshape(-1, self.feature_channels + 1, n, n, n)
+        # (V, 27) halo sample of each neighbour of each voxel: voxel (x, y, z) is sample
+        # (x + 1, y + 1, z + 1), its neighbour at offset o is sample (x, y, z) + o + 1
+        sample = self.volume.local_offsets[:, None, :] + neighbour_offsets(self.device)[None] + 1
+        sample = (sample[..., 0] * n + sample[..., 1]) * n + sample[..., 2]
+        idx = rows[:, None] * n ** 3 + sample.index_select(0, local)  # (M, 27)
+        c = self.feature_channels + 1
+        return self._as_neighbourhoods(
+            channels.reshape(-1, c).index_select(0, idx.reshape(-1)).reshape(-1, 27, c))
+
+    def _as_neighbourhoods(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, 27, F + 1) channels of the x-major neighbours -> (M, F + 1, 3, 3, 3), a view
+        (the translator reads it channels-last without a copy)."""
+        return x.reshape(-1, 3, 3, 3, self.feature_channels + 1).permute(0, 4, 1, 2, 3)
 
     def _gather_channels(self, flat: torch.Tensor) -> torch.Tensor:
         """(...) flat indices (-1 = absent) -> (..., F + 1) features and :func:`encode_count`."""
-        present = flat >= 0
+        F = self.feature_channels
         idx = flat.clamp(min=0).reshape(-1)
-        feats = self.features.reshape(-1, self.feature_channels).index_select(0, idx)
-        count = self.count.reshape(-1).index_select(0, idx)
-        x = torch.cat((feats, encode_count(count)[:, None]), dim=1)
-        x = x * present.reshape(-1, 1).to(x.dtype)
-        return x.reshape(*flat.shape, self.feature_channels + 1)
+        x = torch.empty((idx.numel(), F + 1), dtype=self.features.dtype, device=self.device)
+        x[:, :F] = self.features.reshape(-1, F).index_select(0, idx)
+        x[:, F] = encode_count(self.count.reshape(-1).index_select(0, idx))
+        return x.masked_fill_((flat < 0).reshape(-1, 1), 0.0).reshape(*flat.shape, F + 1)
+
+    # ------------------------------------------------------------------ pending voxels
+    def mark_updated(self, flat: torch.Tensor, slots: torch.Tensor) -> None:
+        """Record updated voxels for the next decode: they become pending, and their blocks
+        and those blocks' neighbours dirty (a pending voxel changes the neighbourhoods of
+        voxels in the neighbour blocks).
+
+        Args:
+            flat: (U,) flat indices of the updated voxels.
+            slots: (S,) distinct slots of the blocks holding them, at least one block inside
+                the range of ``block_hash.pack_coords`` (``latent_integrator.group_samples``
+                checks it), so that their neighbours pack without a device-side check.
+        """
+        self.pending.view(-1)[flat] = True
+        coords = self.volume.slot_coords(slots)[:, None, :] + neighbour_offsets(self.device)[None]
+        nbr = self.volume.index.lookup(pack_coords(coords.reshape(-1, 3), check=False))
+        nbr = nbr.reshape(-1, 27)
+        self.dirty[torch.where(nbr >= 0, nbr, slots[:, None])] = True
+
+    def dilated_pending(self, halo: torch.Tensor) -> torch.Tensor:
+        """Voxels whose 3x3x3 neighbourhood holds a pending voxel.
+
+        Args:
+            halo: (S, (B + 2)**3) ``BlockVolume.halo_flat_index`` of S blocks.
+
+        Returns:
+            (S, V) bool, per voxel of each block.
+        """
+        n = self.volume.block_size + 2
+        pending = self.pending.view(-1).index_select(0, halo.clamp(min=0).reshape(-1))
+        pending = (pending & (halo.reshape(-1) >= 0)).to(torch.float32).reshape(-1, 1, n, n, n)
+        return nnf.max_pool3d(pending, kernel_size=3, stride=1).reshape(halo.shape[0], -1) > 0
 
     # ------------------------------------------------------------------ lifecycle
     def detach(self) -> None:
@@ -191,7 +252,7 @@ class LatentVolume:
     def to(self, device: torch.device | str) -> "LatentVolume":
         """Move the latent tensors (and the shared volume) to ``device``; returns self."""
         self.volume.to(device)
-        for name in ("features", "count", "occupancy", "dirty"):
+        for name in ("features", "count", "occupancy", "pending", "dirty"):
             setattr(self, name, getattr(self, name).to(self.volume.device))
         return self
 
@@ -216,8 +277,9 @@ class LatentVolume:
         self.occupancy[:n] = state["occupancy"].to(self.device)
 
     def bytes_per_voxel(self) -> float:
-        """Bytes of latent payload (features, count, occupancy) per voxel."""
-        return float(4 * (self.feature_channels + 2))
+        """Bytes of latent payload (float32 features, count, occupancy; bool pending) per
+        voxel."""
+        return float(4 * (self.feature_channels + 2) + 1)
 
     def memory_bytes(self) -> int:
         """Allocated bytes of the latent storage (capacity, not only used slots)."""

@@ -149,9 +149,7 @@ class Mapper:
                 self.has_color |= ft.color is not None
             else:
                 with torch.no_grad():
-                    voxels = self.latent_integrator.integrate(self.latent, ft).voxels
-                changed = torch.unique(torch.div(voxels, self.volume.voxels_per_block,
-                                                 rounding_mode="floor")).numel()
+                    changed = self.latent_integrator.integrate(self.latent, ft).blocks
         with self.timer("free_space"):
             self.occupancy.carve(ft, within=(centre, radius) if radius > 0 else None)
         if self.esdf is not None:

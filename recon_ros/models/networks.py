@@ -10,8 +10,8 @@
 - :class:`Translator`: a 3D network over a voxel's 3x3x3 feature neighbourhood (one valid
   3x3x3 convolution, then 1x1x1 convolutions) decoding a normalized TSDF (``tanh``, 1 = the
   truncation) and an occupancy logit. Applied to ``(N, F + 1, 3, 3, 3)`` single-voxel
-  neighbourhoods (training) or to whole blocks with a one-voxel halo
-  ``(S, F + 1, B + 2, B + 2, B + 2)`` (inference): the same weights, the same result.
+  neighbourhoods (training and decoding; then each layer is one matmul) or to any
+  ``(N, F + 1, D, D, D)`` grid: the same weights, the same result up to float rounding.
 
 :class:`LatentFusionModel` bundles both with their :class:`ModelConfig`.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as nnf
 
 from ..core.config import check_known_keys
 from ..core.errors import ConfigError
@@ -110,8 +111,19 @@ class Translator(nn.Module):
                                  nn.Conv3d(hidden, 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
+        out = self._neighbourhoods(x) if x.shape[2:] == (3, 3, 3) else self.net(x)
         return torch.cat((torch.tanh(out[:, :1]), out[:, 1:]), dim=1)
+
+    def _neighbourhoods(self, x: torch.Tensor) -> torch.Tensor:
+        """:attr:`net` on (N, F + 1, 3, 3, 3) neighbourhoods as matmuls: the valid 3x3x3
+        convolution is the flattened neighbourhood times the flattened kernel, a 1x1x1
+        convolution a linear layer. Flattened channels-last, which is free for the
+        channels-last views of ``LatentVolume``. Returns (N, 2, 1, 1, 1) raw outputs."""
+        conv, _, mid, _, last = self.net
+        h = x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1)
+        h = nnf.relu(nnf.linear(h, conv.weight.permute(0, 2, 3, 4, 1).flatten(1), conv.bias))
+        h = nnf.relu(nnf.linear(h, mid.weight.flatten(1), mid.bias))
+        return nnf.linear(h, last.weight.flatten(1), last.bias).reshape(-1, 2, 1, 1, 1)
 
 
 class LatentFusionModel(nn.Module):

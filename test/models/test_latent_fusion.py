@@ -13,7 +13,8 @@ from torch import nn
 from recon_ros.core import Mapper, MapperConfig
 from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.frame import PinholeCamera
-from recon_ros.core.latent_integrator import LatentIntegrator, pool_updates, ray_sample_voxels
+from recon_ros.core.latent_integrator import (LatentIntegrator, group_samples, ray_sample_voxels,
+                                              segment_mean)
 from recon_ros.core.latent_volume import LatentVolume
 from recon_ros.core.volume import BlockVolume
 from recon_ros.models.checkpoint import (DEFAULT_WEIGHTS, load_training_state, load_weights,
@@ -65,13 +66,38 @@ def test_ray_samples_oblique_pixel_and_pose_by_hand(device):
     assert voxels[0, 1].tolist() == expected
 
 
-def test_pool_updates_mean_pools_collisions():
-    flat = torch.tensor([7, 5, 5, 9, 5])
-    updates = torch.tensor([[4.0, 4.0], [1.0, 0.0], [3.0, 2.0], [0.0, 1.0], [2.0, 1.0]])
-    voxels, mean, inverse = pool_updates(flat, updates)
-    assert voxels.tolist() == [5, 7, 9]
-    assert mean.tolist() == [[2.0, 1.0], [4.0, 4.0], [0.0, 1.0]]
-    assert inverse.tolist() == [1, 0, 0, 2, 0]
+def test_samples_are_grouped_by_block_and_voxel_and_mean_pooled(device):
+    # B = 2: voxels (0, 0, 1) and (1, 1, 1) share block (0, 0, 0); (-1, 0, 0) is in block
+    # (-1, 0, 0); the invalid sample is dropped whatever its voxel.
+    voxels = torch.tensor([[1, 1, 1], [0, 0, 1], [-1, 0, 0], [0, 0, 1], [9, 9, 9], [1, 1, 1]],
+                          device=device)
+    valid = torch.tensor([True, True, True, True, False, True], device=device)
+    g = group_samples(voxels, valid, 2)
+    assert g.block_coords.tolist() == [[-1, 0, 0], [0, 0, 0]]
+    assert g.voxel_block.tolist() == [0, 1, 1]
+    assert g.voxel_local.tolist() == [4, 1, 7]  # local (1, 0, 0), (0, 0, 1), (1, 1, 1)
+    assert g.voxel_samples.tolist() == [1.0, 2.0, 2.0]
+    assert g.sample_voxel.tolist() == [2, 1, 0, 1, 3, 2]
+    updates = torch.tensor([[4.0, 4.0], [1.0, 0.0], [3.0, 2.0], [0.0, 1.0], [9.0, 9.0],
+                            [2.0, 1.0]], device=device)
+    mean = segment_mean(g.sample_voxel, updates, g.voxel_samples)
+    assert mean.tolist() == [[3.0, 2.0], [0.5, 0.5], [3.0, 2.5]]
+
+
+def test_grouping_nothing_valid(device):
+    g = group_samples(torch.zeros((4, 3), dtype=torch.int64, device=device),
+                      torch.zeros(4, dtype=torch.bool, device=device), 8)
+    assert g.block_coords.shape == (0, 3) and g.voxel_local.numel() == 0
+    assert g.sample_voxel.tolist() == [0, 0, 0, 0]
+
+
+def test_grouping_rejects_samples_beyond_the_index_range(device):
+    voxels = torch.tensor([[0, 0, 0], [8 << 20, 0, 0]], device=device)
+    with pytest.raises(ReconError):
+        group_samples(voxels, torch.ones(2, dtype=torch.bool, device=device), 8)
+    # invalid samples may lie anywhere
+    g = group_samples(voxels, torch.tensor([True, False], device=device), 8)
+    assert g.voxel_local.tolist() == [0]
 
 
 class _FixedUpdates(nn.Module):
@@ -140,7 +166,7 @@ def test_block_decoding_equals_single_voxel_decoding(device):
                                    allocate=True)
     latent.features.reshape(-1, 4)[flat] = torch.randn(flat.numel(), 4, device=device)
     latent.count.reshape(-1)[flat] = torch.randint(0, 3, (flat.numel(),), device=device).float()
-    latent.dirty[:vol.num_blocks] = True
+    latent.mark_updated(flat, torch.arange(vol.num_blocks, device=device))
     integ = model.integrator(64.0)
     slots = integ.decode_dirty(latent)
     assert slots.numel() == vol.num_blocks == 4
