@@ -322,3 +322,14 @@ def test_gpu_check_refuses_a_cuda_device_torch_cannot_see(tmp_path: Path) -> Non
     text = report.read_text()
     assert "## Environment" in text and "**error:** device cuda:0 requested" in text
     assert "## Tests" not in text and "## Summary" not in text
+
+
+def test_plane_sweep_benchmark_smoke(device: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = load_script("plane_sweep").main(["--sizes", "160x120", "--frames", "40", "--refs",
+                                            "2", "--every", "1", "--hypotheses", "32",
+                                            "--device", device])
+    assert len(rows) == 1 and rows[0]["refs"] == 2
+    r = rows[0]
+    assert 0.0 < r["coverage"] <= 1.0 and 0.0 <= r["frac_over_5cm"] <= 1.0
+    assert 0.0 < r["median_cm"] <= r["p90_cm"] and r["ms_per_frame"] > 0
+    assert "160x120" in capsys.readouterr().out
