@@ -197,7 +197,8 @@ class EsdfLayer:
 
     def _face_slots(self, slots: torch.Tensor) -> torch.Tensor:
         """(S,) slots -> (S, 6) slots of their face neighbours (``_FACES`` order), -1 = none."""
-        offsets = torch.tensor(_FACES, device=self.device)
+        eye = torch.eye(3, dtype=torch.int64, device=self.device)
+        offsets = torch.stack((eye, -eye), dim=1).reshape(6, 3)  # _FACES, made on the device
         coords = (self._coords(slots)[:, None] + offsets[None]).reshape(-1, 3)
         # Face neighbours of blocks in the map: within the key range (FrameTensors.check_extent).
         return self.index.lookup(pack_coords(coords, check=False)).reshape(-1, 6)

@@ -224,7 +224,7 @@ class OccupancyMapper:
         P = hit.numel()
         # Hit cells reset to +inf (amax with -inf elsewhere), then samples lower the cells'
         # height (amin with +inf elsewhere): masked entries write neutral values.
-        inf = torch.tensor(float("inf"), device=self.device)
+        inf = float("inf")
         free_z.scatter_reduce_(0, flat[:P], torch.where(hit, inf, -inf), reduce="amax")
         free_z.scatter_reduce_(0, flat[P:], torch.where(touched, z, inf), reduce="amin")
 
