@@ -1,7 +1,9 @@
-"""Shared fixtures: the torch device under test and the real data folder beside the checkout."""
+"""Shared fixtures: the torch device under test, one torch thread, and the real data folder
+beside the checkout."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,16 @@ def device(request: pytest.FixtureRequest) -> str:
     if dev.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("CUDA requested but not available")
     return dev
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one CPU thread for the test (the figures its code computes, e.g. op counts
+    or float summation order, do not depend on the machine's cores), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

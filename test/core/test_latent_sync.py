@@ -27,12 +27,7 @@ INTEGRATE_SYNCS = 3
 DECODE_SYNCS = 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _frames(count: int) -> list:

@@ -27,12 +27,7 @@ TINY_MODEL = ModelConfig(feature_channels=4, samples_per_side=2, fusion_hidden=8
                          translator_hidden=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _camera(width: int, height: int, f: float, cx: float, cy: float) -> PinholeCamera:
