@@ -99,7 +99,14 @@ def _replay_table(result) -> Table:
     table = Table(title="replay summary", show_header=True)
     table.add_column("item")
     table.add_column("value", justify="right")
-    table.add_row("depth messages", str(result.depth_messages))
+    if result.stereo:
+        st = result.stereo
+        table.add_row("color messages", str(result.color_messages))
+        table.add_row("stereo: posed images / keyframes",
+                      f"{st['frames_seen']} / {st['keyframes']}")
+        table.add_row("stereo: keyframes with too few source views", str(st["without_sources"]))
+    else:
+        table.add_row("depth messages", str(result.depth_messages))
     table.add_row("frames integrated", str(result.frames_used))
     for reason, n in result.drops.most_common():
         table.add_row(f"dropped: {reason}", str(n))
@@ -138,7 +145,12 @@ def replay(
     world_frame: Annotated[str, typer.Option(help="TF frame of the map.")] = "map",
     max_frames: Annotated[Optional[int], typer.Option(min=1)] = None,
 ) -> None:
-    """Map a rosbag2 offline: mesh.ply, map.yaml/pgm, map.pt, config.yaml, preview.png."""
+    """Map a rosbag2 offline: mesh.ply, map.yaml/pgm, map.pt, config.yaml, preview.png.
+
+    With fusion.method: stereo in the config the bag needs only color images,
+    their camera_info and TF (depth topics are ignored): keyframe depth comes
+    from plane-sweep stereo.
+    """
     from .offline import replay_bag
 
     try:

@@ -41,17 +41,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.config import MapperConfig
+from .core.frame import Frame
 from .core.mapper import Mapper
 from .core.mesh import TriangleMesh
 from .core.atomic_file import atomic_path
 from .io.map_files import EsdfMap, replace_directory, write_esdf, write_nav2_map, write_ply
 from .io.preview import write_preview
-from .io.rosbag_source import RosbagSource
+from .io.rosbag_source import RosbagColorSource, RosbagSource
 
 MESH_FILE = "mesh.ply"
 GRID_FILE = "map.yaml"
@@ -137,9 +138,10 @@ class ReplayResult:
     """What a replay did.
 
     Attributes:
-        frames_used: frames integrated.
-        depth_messages: depth images in the bag.
-        drops: reason -> count for frames not integrated.
+        frames_used: frames integrated (``fusion.method: stereo``: keyframe depth maps).
+        depth_messages: depth images in the bag (0 with ``fusion.method: stereo``).
+        drops: reason -> count for frames not integrated (stereo: color images not used,
+            e.g. without a pose).
         color_drops: reason -> count for frames integrated without color.
         timings: per-stage timing summary (see ``StageTimer.summary``) of the stages the
             config's ``timing`` section has timed (none with ``off``).
@@ -148,6 +150,10 @@ class ReplayResult:
         outputs: name -> written file.
         wall_s: wall-clock duration of the whole replay.
         bag_duration_s: time spanned by the integrated frames' stamps.
+        color_messages: ``fusion.method: stereo`` only: color images in the bag.
+        stereo: ``fusion.method: stereo`` only: ``frames_seen`` (posed color images),
+            ``keyframes``, ``depth_frames`` (keyframes given a stereo depth map) and
+            ``without_sources`` (keyframes with too few source views).
     """
 
     frames_used: int
@@ -161,6 +167,8 @@ class ReplayResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     wall_s: float = 0.0
     bag_duration_s: float = 0.0
+    color_messages: int = 0
+    stereo: dict[str, int] = field(default_factory=dict)
 
 
 def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
@@ -169,23 +177,36 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
                progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Map a rosbag2 (sqlite3 or MCAP) deterministically and write the map files.
 
+    With ``fusion.method: stereo`` the bag needs color images, their camera_info and TF only:
+    depth topics are ignored (``depth_topic`` too), and the map is made from the color images
+    (:meth:`Mapper.integrate_color`).
+
     Args:
         bag: bag directory, ``.db3`` or ``.mcap`` file.
         out_dir: where the map files go.
         config: mapping configuration.
         depth_topic, color_topic: override topic auto-detection (``color_topic=""``: no color).
         world_frame: the TF frame the map is built in.
-        max_frames: stop after this many integrated frames.
-        progress: called as ``progress(depth_messages_seen, depth_messages_total)``.
+        max_frames: stop after this many integrated frames (stereo: the keyframes still
+            waiting for newer ones when the bag ends are integrated too, at most
+            ``stereo.reference_delay`` more).
+        progress: called after each integrated frame as ``progress(image_messages_seen,
+            image_messages_total)`` (depth images; stereo: color images).
+
+    Raises:
+        BagTopicError: no depth topic (stereo: no color topic) or camera_info for it.
     """
     start = time.perf_counter()
-    source = RosbagSource(bag, depth_topic=depth_topic, color_topic=color_topic,
-                          world_frame=world_frame)
     mapper = Mapper(config)
+    source: RosbagSource | RosbagColorSource
+    if mapper.stereo is not None:
+        source = RosbagColorSource(bag, color_topic=color_topic, world_frame=world_frame)
+    else:
+        source = RosbagSource(bag, depth_topic=depth_topic, color_topic=color_topic,
+                              world_frame=world_frame)
     total = len(source)
     first_ns = last_ns = None
-    for frame in source:
-        mapper.integrate(frame)
+    for frame in _integrate_all(mapper, source):
         if mapper.frames_integrated % OCCUPANCY_REFRESH_FRAMES == 0:
             mapper.refresh_occupancy()
         first_ns = frame.stamp_ns if first_ns is None else first_ns
@@ -195,10 +216,35 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
         if max_frames is not None and mapper.frames_integrated >= max_frames:
             break
     outputs, mesh = write_map_outputs(mapper, out_dir)
+    stereo = mapper.stereo
     return ReplayResult(
-        frames_used=mapper.frames_integrated, depth_messages=total, drops=Counter(source.drops),
-        color_drops=Counter(source.color_drops), timings=mapper.timer.summary(),
+        frames_used=mapper.frames_integrated, depth_messages=0 if stereo else total,
+        drops=Counter(source.drops),
+        color_drops=(Counter(source.color_drops) if isinstance(source, RosbagSource)
+                     else Counter()),
+        timings=mapper.timer.summary(),
         stats=mapper.stats(), mesh_vertices=mesh.num_vertices, mesh_faces=mesh.num_faces,
         outputs=outputs,
         wall_s=time.perf_counter() - start,
-        bag_duration_s=((last_ns - first_ns) * 1e-9) if first_ns is not None else 0.0)
+        bag_duration_s=((last_ns - first_ns) * 1e-9) if first_ns is not None else 0.0,
+        color_messages=total if stereo else 0,
+        stereo={} if stereo is None else {
+            "frames_seen": stereo.frames_seen, "keyframes": stereo.keyframes,
+            "depth_frames": stereo.depth_frames, "without_sources": stereo.without_sources})
+
+
+def _integrate_all(mapper: Mapper, source: RosbagSource | RosbagColorSource
+                   ) -> Iterator[Frame]:
+    """Feed every frame of ``source`` to ``mapper``; yields each depth frame once it is
+    integrated (stereo: the keyframe depth maps, then those completed at the end)."""
+    if isinstance(source, RosbagSource):
+        for frame in source:
+            mapper.integrate(frame)
+            yield frame
+        return
+    for image in source:
+        frame = mapper.integrate_color(image.color, image.camera, image.T_world_cam,
+                                       image.stamp_ns, image.frame_id)
+        if frame is not None:
+            yield frame
+    yield from mapper.finish_color()

@@ -333,3 +333,14 @@ def test_plane_sweep_benchmark_smoke(device: str, capsys: pytest.CaptureFixture[
     assert 0.0 < r["coverage"] <= 1.0 and 0.0 <= r["frac_over_5cm"] <= 1.0
     assert 0.0 < r["median_cm"] <= r["p90_cm"] and r["ms_per_frame"] > 0
     assert "160x120" in capsys.readouterr().out
+
+
+def test_stereo_mapping_benchmark_smoke(device: str, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    rows = load_script("stereo_mapping").main(["--sizes", "96x72", "--poses", "8", "--set",
+                                               "num_depths=32", "--device", device])
+    assert [r["method"] for r in rows] == ["stereo", "depth TSDF"]
+    for r in rows:
+        assert 0.0 <= r["f2"] <= r["f5"] <= 1.0 and r["accuracy_cm"] > 0
+    assert rows[1]["f5"] > rows[0]["f5"]  # the exact depth is the ceiling
+    assert "96x72" in capsys.readouterr().out

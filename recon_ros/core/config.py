@@ -1,7 +1,7 @@
 """Typed, validated configuration of the mapping core.
 
 Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
-``mesh``, ``occupancy``, ``fusion``, ``map``, ``esdf``, ``costmap``, ``timing``. Every field name
+``mesh``, ``occupancy``, ``fusion``, ``stereo``, ``map``, ``esdf``, ``costmap``, ``timing``. Every field name
 carries its unit.
 ``MapperConfig.from_dict`` rejects unknown keys so that a typo in a YAML file is an error, not
 a silently ignored setting.
@@ -10,6 +10,7 @@ a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 import yaml
 
 from .errors import ConfigError
+from .plane_sweep import PlaneSweepConfig
 from .timing import TIMING_MODES
 
 WEIGHTING_MODES = ("constant", "inverse_square")
@@ -206,7 +208,7 @@ class OccupancyConfig:
                  "must be in [1, 64]", self.free_space_stride_px)
 
 
-FUSION_METHODS = ("tsdf", "latent")
+FUSION_METHODS = ("tsdf", "latent", "stereo")
 
 
 @dataclass
@@ -214,9 +216,12 @@ class FusionConfig:
     """How depth is fused into the map.
 
     Attributes:
-        method: ``tsdf`` (classical projective TSDF fusion, with color) or ``latent`` (learned
+        method: ``tsdf`` (classical projective TSDF fusion, with color), ``latent`` (learned
             fusion in a latent feature volume, NeuralFusion-style; the TSDF is decoded from it
-            lazily for meshing, occupancy and export; geometry only, no color).
+            lazily for meshing, occupancy and export; geometry only, no color) or ``stereo``
+            (no depth sensor: posed color images, depth by multi-view plane-sweep stereo on
+            keyframes, fused by TSDF fusion; see the ``stereo`` section and
+            :meth:`~recon_ros.core.mapper.Mapper.integrate_color`).
         weights: weight file of the latent model; ``""`` = the shipped default
             (``recon_ros/models/weights/latent_fusion_small.pt``). The latent feature channels
             and samples per ray are those of the weights.
@@ -235,6 +240,88 @@ class FusionConfig:
         _require(isinstance(self.weights, str), s, "weights", "must be a path or \"\"",
                  self.weights)
         _require(self.max_count >= 1.0, s, "max_count", "must be >= 1", self.max_count)
+
+
+#: Fields of :class:`StereoConfig` that are :class:`PlaneSweepConfig` settings (same names).
+PLANE_SWEEP_FIELDS = tuple(f.name for f in dataclasses.fields(PlaneSweepConfig))
+
+
+@dataclass
+class StereoConfig:
+    """Color-only mapping (``fusion.method: stereo``): keyframes chosen by camera motion, the
+    depth of each by plane-sweep stereo against nearby keyframes
+    (:mod:`recon_ros.core.plane_sweep`), fused like a depth camera's.
+
+    The fields ``min_depth_m`` ... ``min_consistent_views`` are those of
+    :class:`~recon_ros.core.plane_sweep.PlaneSweepConfig` (hypothesis range, matching window,
+    compute scale, source views, filters), documented there, with its defaults.
+
+    Attributes:
+        keyframe_translation_m: a frame becomes a keyframe when its optical centre moved at
+            least this far from the last keyframe's, metres.
+        keyframe_rotation_deg: ... or when it turned at least this much, degrees.
+        window: keyframes kept as candidate source views (the most recent ones).
+        min_baseline_m: a source view lies at least this far from the reference, metres.
+        max_source_rotation_deg: a source view is turned at most this much from the
+            reference, degrees.
+        reference_delay: the depth of a keyframe is computed when this many newer keyframes
+            exist, so that its source views lie on both sides of it along the path (better
+            under occlusion); 0 = at once, from older keyframes only. The delayed keyframes
+            left at the end of a stream are computed by ``Mapper.finish_color``.
+    """
+
+    min_depth_m: float = PlaneSweepConfig.min_depth_m
+    max_depth_m: float = PlaneSweepConfig.max_depth_m
+    num_depths: int = PlaneSweepConfig.num_depths
+    window_radius_px: int = PlaneSweepConfig.window_radius_px
+    image_scale: float = PlaneSweepConfig.image_scale
+    num_sources: int = PlaneSweepConfig.num_sources
+    best_k: int = PlaneSweepConfig.best_k
+    min_score: float = PlaneSweepConfig.min_score
+    uniqueness_ratio: float = PlaneSweepConfig.uniqueness_ratio
+    min_texture_std: float = PlaneSweepConfig.min_texture_std
+    consistency_steps: int = PlaneSweepConfig.consistency_steps
+    min_consistent_views: int = PlaneSweepConfig.min_consistent_views
+    keyframe_translation_m: float = 0.1
+    keyframe_rotation_deg: float = 5.0
+    window: int = 8
+    min_baseline_m: float = 0.1
+    max_source_rotation_deg: float = 30.0
+    reference_delay: int = 1
+
+    def __post_init__(self) -> None:
+        s = "stereo"
+        try:
+            self.plane_sweep()
+        except ConfigError as exc:  # same field names: name the section of this file
+            raise ConfigError(str(exc).replace("plane_sweep.", f"{s}.", 1)) from exc
+        _require(math.isfinite(self.keyframe_translation_m) and self.keyframe_translation_m >= 0,
+                 s, "keyframe_translation_m", "must be a finite number >= 0 m",
+                 self.keyframe_translation_m)
+        _require(0.0 <= self.keyframe_rotation_deg <= 180.0, s, "keyframe_rotation_deg",
+                 "must be in [0, 180] degrees", self.keyframe_rotation_deg)
+        _require(self.keyframe_translation_m > 0 or self.keyframe_rotation_deg > 0, s,
+                 "keyframe_translation_m",
+                 "and keyframe_rotation_deg cannot both be 0 (every frame a keyframe)",
+                 self.keyframe_translation_m)
+        _require(_is_int(self.window) and self.window >= self.num_sources + 1, s, "window",
+                 f"must be an integer >= num_sources + 1 = {self.num_sources + 1}",
+                 self.window)
+        _require(math.isfinite(self.min_baseline_m) and self.min_baseline_m > 0, s,
+                 "min_baseline_m", "must be a finite number > 0 m", self.min_baseline_m)
+        _require(0.0 < self.max_source_rotation_deg <= 180.0, s, "max_source_rotation_deg",
+                 "must be in (0, 180] degrees", self.max_source_rotation_deg)
+        _require(_is_int(self.reference_delay) and 0 <= self.reference_delay < self.window,
+                 s, "reference_delay", f"must be an integer in [0, window = {self.window})",
+                 self.reference_delay)
+
+    def plane_sweep(self) -> PlaneSweepConfig:
+        """The plane-sweep settings of this section."""
+        return PlaneSweepConfig(**{name: getattr(self, name) for name in PLANE_SWEEP_FIELDS})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -347,6 +434,7 @@ SECTIONS: dict[str, type] = {
     "mesh": MeshConfig,
     "occupancy": OccupancyConfig,
     "fusion": FusionConfig,
+    "stereo": StereoConfig,
     "map": MapConfig,
     "esdf": EsdfConfig,
     "costmap": CostmapConfig,
@@ -363,6 +451,7 @@ class MapperConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    stereo: StereoConfig = field(default_factory=StereoConfig)
     map: MapConfig = field(default_factory=MapConfig)
     esdf: EsdfConfig = field(default_factory=EsdfConfig)
     costmap: CostmapConfig = field(default_factory=CostmapConfig)

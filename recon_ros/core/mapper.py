@@ -3,12 +3,14 @@
     >>> from recon_ros.core import Mapper, MapperConfig
     >>> mapper = Mapper(MapperConfig())
     >>> mapper.integrate(frame)          # a recon_ros.core.Frame
+    >>> mapper.integrate_color(rgb, camera, T_world_cam, stamp_ns)  # fusion.method: stereo
     >>> mesh = mapper.mesh()             # TriangleMesh, map frame
     >>> grid = mapper.occupancy_grid()   # OccupancyGrid2D for Nav2
     >>> q = mapper.distance(points)      # ESDF distance + gradient for planners
     >>> cost = mapper.costmap()          # Nav2-style inflated costmap
 
-Only :meth:`Mapper.integrate` changes the map; meshing and occupancy are computed lazily (and
+Only :meth:`Mapper.integrate` (:meth:`Mapper.integrate_color` and
+:meth:`Mapper.finish_color` with ``fusion.method: stereo``) changes the map; meshing and occupancy are computed lazily (and
 incrementally for the mesh) when asked, so a node can run them at their own rates.
 """
 
@@ -27,13 +29,14 @@ from .checkpoint import read_checkpoint
 from .distance_slice import DistanceSlice
 from .errors import ConfigError
 from .esdf import DistanceQuery, EsdfLayer
-from .frame import Frame
+from .frame import Frame, PinholeCamera
 from .latent_integrator import LatentIntegrator
 from .latent_volume import LatentVolume
 from .marching_cubes import IncrementalMesher
 from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
 from .occupancy_grid import OccupancyGrid2D
+from .stereo_mapping import StereoDepthFrames
 from .timing import StageTimer
 from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator
 from .upload import HostStaging
@@ -46,9 +49,11 @@ _INDEX_BYTES_PER_BLOCK = 144
 
 
 class Mapper:
-    """Incremental mapping on one torch device: classical TSDF fusion, or learned latent fusion
+    """Incremental mapping on one torch device: classical TSDF fusion, learned latent fusion
     (``fusion.method: latent``) whose TSDF is decoded lazily into the same block volume before
-    any output (mesh, occupancy, checkpoint) is produced.
+    any output (mesh, occupancy, checkpoint) is produced, or TSDF fusion of depth computed by
+    plane-sweep stereo from posed color images (``fusion.method: stereo``: frames go to
+    :meth:`integrate_color`, not :meth:`integrate`).
 
     Args:
         config: the whole mapping configuration (validated on construction).
@@ -78,6 +83,10 @@ class Mapper:
             model, _ = load_weights(self.config.fusion.weights, self.device)
             self.latent_integrator = model.integrator(self.config.fusion.max_count)
             self.latent = LatentVolume(self.volume, model.config.feature_channels)
+        #: Keyframes and stereo depth of ``fusion.method: stereo``, else None.
+        self.stereo: StereoDepthFrames | None = (
+            StereoDepthFrames(self.config.stereo, self.device)
+            if self.config.fusion.method == "stereo" else None)
         self._limit_capacity()
         self.timer = StageTimer(self.device, self.config.timing.mode,
                                 self.config.timing.sample_every)
@@ -122,7 +131,8 @@ class Mapper:
 
     # ------------------------------------------------------------------ mapping
     def integrate(self, frame: Frame, robot_position_m: np.ndarray | None = None) -> int:
-        """Fuse one frame into the map, then apply the map bounds (``map`` config section).
+        """Fuse one depth frame into the map, then apply the map bounds (``map`` config
+        section).
 
         Args:
             frame: the frame.
@@ -131,7 +141,62 @@ class Mapper:
 
         Returns:
             the number of blocks whose TSDF changed.
+
+        Raises:
+            ConfigError: ``fusion.method`` is ``stereo`` (its map is made from color images
+                only, by :meth:`integrate_color`).
         """
+        if self.stereo is not None:
+            raise ConfigError("fusion.method is 'stereo': the map is built from color images "
+                              "by Mapper.integrate_color, depth frames are not integrated")
+        return self._fuse(frame, robot_position_m)
+
+    def integrate_color(self, color: np.ndarray | torch.Tensor, camera: PinholeCamera,
+                        T_world_cam: np.ndarray, stamp_ns: int, frame_id: str = "camera",
+                        robot_position_m: np.ndarray | None = None) -> Frame | None:
+        """``fusion.method: stereo``: offer one posed color image; when it completes a
+        keyframe's depth map (:class:`~recon_ros.core.stereo_mapping.StereoDepthFrames`),
+        fuse that depth frame like :meth:`integrate` does.
+
+        Args:
+            color: (H, W, 3) uint8 RGB image.
+            camera: its intrinsics.
+            T_world_cam: (4, 4) pose of its optical frame in the map frame, metres.
+            stamp_ns: acquisition time, nanoseconds.
+            frame_id: its optical frame's name.
+            robot_position_m: as in :meth:`integrate`.
+
+        Returns:
+            The depth frame integrated (a keyframe's, possibly an earlier one's), or None.
+
+        Raises:
+            ConfigError: ``fusion.method`` is not ``stereo``.
+            FrameError: a malformed image or pose.
+        """
+        with self.timer("stereo"):
+            frame = self._stereo().add(color, camera, T_world_cam, stamp_ns, frame_id)
+        if frame is not None:
+            self._fuse(frame, robot_position_m)
+        return frame
+
+    def finish_color(self, robot_position_m: np.ndarray | None = None) -> list[Frame]:
+        """``fusion.method: stereo``, at the end of a stream: compute and fuse the depth of
+        the keyframes still waiting for newer ones (``stereo.reference_delay``); returns the
+        frames integrated."""
+        with self.timer("stereo"):
+            frames = self._stereo().finish()
+        for frame in frames:
+            self._fuse(frame, robot_position_m)
+        return frames
+
+    def _stereo(self) -> StereoDepthFrames:
+        if self.stereo is None:
+            raise ConfigError(f"color-only input needs fusion.method: stereo, not "
+                              f"{self.config.fusion.method!r}")
+        return self.stereo
+
+    def _fuse(self, frame: Frame, robot_position_m: np.ndarray | None) -> int:
+        """:meth:`integrate` without the check of the fusion method."""
         self.timer.next_frame()
         with self.timer("upload"):
             ft = self._to_device(frame)
@@ -297,6 +362,8 @@ class Mapper:
         self.occupancy.reset()
         if self.esdf is not None:
             self.esdf.reset()
+        if self.stereo is not None:
+            self.stereo.reset()
         self.frames_integrated = 0
         self.has_color = False
         self.blocks_released = dict.fromkeys(self.blocks_released, 0)
@@ -355,6 +422,8 @@ class Mapper:
         self.occupancy.follow_volume_device()
         if self.esdf is not None:
             self.esdf.to(self.device)
+        if self.stereo is not None:
+            self.stereo.to(self.device)
         self.timer.device = self.device
         return self
 

@@ -13,6 +13,9 @@ Reading is two passes over the bag:
    and the header stamps of depth and color images are collected to pair color with depth.
 2. **Stream**: depth and color images are decoded and yielded as frames in depth-stamp order.
 
+:class:`RosbagColorSource` reads posed color images only (no depth needed), for color-only
+mapping (``fusion.method: stereo``).
+
 Every depth message that does not become a frame is counted in :attr:`RosbagSource.drops`
 with its reason; color problems do not drop the frame (it is yielded with ``color=None``) and
 are counted in :attr:`RosbagSource.color_drops`.
@@ -57,7 +60,9 @@ __all__ = [
     "BagTopicError",
     "BagTopics",
     "CameraInfoSample",
+    "ColorFrame",
     "ImageDecodeError",
+    "RosbagColorSource",
     "RosbagSource",
     "TfLoadReport",
     "camera_info_topic_for",
@@ -291,6 +296,97 @@ def _topic_listing(reader: AnyReader) -> str:
     return "topics in the bag:\n" + ("\n".join(lines) if lines else "  (none)")
 
 
+def _require_topic(path: Path, topics: dict[str, str], listing: str, name: str,
+                   allowed: tuple[str, ...], role: str) -> None:
+    """Raise BagTopicError unless the bag has topic ``name`` with a type in ``allowed``."""
+    if name not in topics:
+        raise BagTopicError(f"{role} topic {name} is not in bag {path}; {listing}")
+    if topics[name] not in allowed:
+        raise BagTopicError(
+            f"{role} topic {name} has type {topics[name]}, expected "
+            f"{' or '.join(allowed)}; {listing}"
+        )
+
+
+def _first_encoding(reader: AnyReader, name: str) -> str | None:
+    """Encoding (Image) or format (CompressedImage) of the first message of a topic."""
+    info = reader.topics[name]
+    for conn, _, raw in reader.messages(connections=info.connections):
+        msg = _deserialize(reader, raw, conn.msgtype)
+        return str(msg.format if conn.msgtype == COMPRESSED_IMAGE else msg.encoding)
+    return None
+
+
+def _detect_color(
+    reader: AnyReader,
+    path: Path,
+    topics: dict[str, str],
+    color_topic: str | None,
+    color_info_topic: str | None,
+    notes: list[str],
+    exclude: str | None = None,
+) -> tuple[str | None, str | None]:
+    """``(color topic, its camera_info topic)`` of a bag, ``(None, None)`` when there is none.
+
+    Args:
+        color_topic: a topic name to check, None to auto-detect (see :class:`RosbagSource`),
+            ``""`` for no color.
+        color_info_topic: override the sibling ``camera_info`` rule.
+        notes: remarks of the detection are appended here.
+        exclude: a topic that is never color (the depth topic).
+
+    Raises:
+        BagTopicError: a named topic is missing or has the wrong type, or the color topic
+            has no camera_info.
+    """
+    listing = _topic_listing(reader)
+    color_info: str | None = None
+    if color_topic == "":
+        color_topic = None
+    elif color_topic is None:
+        candidates_c = []
+        for name, typ in topics.items():
+            if name == exclude or typ not in (IMAGE, COMPRESSED_IMAGE):
+                continue
+            low = name.lower()
+            enc = _first_encoding(reader, name)
+            if typ == IMAGE and enc not in COLOR_ENCODINGS:
+                continue
+            if typ == COMPRESSED_IMAGE and ("depth" in low or "compressedDepth" in (enc or "")):
+                continue
+            info = camera_info_topic_for(name, topics)
+            if info is None:
+                notes.append(f"color candidate {name} ignored: no camera_info topic")
+                continue
+            name_score = 2 if ("color" in low or "rgb" in low) else int("image" in low)
+            candidates_c.append(
+                (-name_score, enc == "mono8", typ == COMPRESSED_IMAGE, name, info)
+            )
+        if candidates_c:
+            best = min(candidates_c)
+            color_topic, color_info = best[3], best[4]
+            if len(candidates_c) > 1:
+                notes.append(
+                    f"color topic {color_topic} chosen among "
+                    f"{sorted(c[3] for c in candidates_c)}"
+                )
+    else:
+        _require_topic(path, topics, listing, color_topic, (IMAGE, COMPRESSED_IMAGE), "color")
+    if color_topic is not None and color_info is None:
+        if color_info_topic is not None:
+            _require_topic(path, topics, listing, color_info_topic, (CAMERA_INFO,),
+                           "color camera_info")
+            color_info = color_info_topic
+        else:
+            color_info = camera_info_topic_for(color_topic, topics)
+            if color_info is None:
+                raise BagTopicError(
+                    f"no {CAMERA_INFO} topic for color topic {color_topic} in bag "
+                    f"{path} (pass color_info_topic=...); {listing}"
+                )
+    return color_topic, color_info
+
+
 @dataclass
 class CameraInfoSample:
     """One ``CameraInfo``: ``K`` (3, 3) pixels, image ``width`` x ``height``, its frame."""
@@ -431,21 +527,8 @@ class RosbagSource:
         topics = self.all_topics
         listing = _topic_listing(reader)
 
-        def first_encoding(name: str) -> str | None:
-            info = reader.topics[name]
-            for conn, _, raw in reader.messages(connections=info.connections):
-                msg = _deserialize(reader, raw, conn.msgtype)
-                return str(msg.format if conn.msgtype == COMPRESSED_IMAGE else msg.encoding)
-            return None
-
         def require(name: str, allowed: tuple[str, ...], role: str) -> None:
-            if name not in topics:
-                raise BagTopicError(f"{role} topic {name} is not in bag {self.path}; {listing}")
-            if topics[name] not in allowed:
-                raise BagTopicError(
-                    f"{role} topic {name} has type {topics[name]}, expected "
-                    f"{' or '.join(allowed)}; {listing}"
-                )
+            _require_topic(self.path, topics, listing, name, allowed, role)
 
         # depth
         if depth_topic is None:
@@ -453,7 +536,7 @@ class RosbagSource:
             for name, typ in topics.items():
                 if typ != IMAGE:
                     continue
-                enc = first_encoding(name)
+                enc = _first_encoding(reader, name)
                 if enc in DEPTH_ENCODINGS:
                     has_info = camera_info_topic_for(name, topics) is not None
                     candidates.append(("depth" not in name.lower(), not has_info, name))
@@ -481,51 +564,9 @@ class RosbagSource:
         else:
             require(depth_info_topic, (CAMERA_INFO,), "depth camera_info")
 
-        # color
-        color_info: str | None = None
-        if color_topic == "":
-            color_topic = None
-        elif color_topic is None:
-            candidates_c = []
-            for name, typ in topics.items():
-                if name == depth_topic or typ not in (IMAGE, COMPRESSED_IMAGE):
-                    continue
-                low = name.lower()
-                enc = first_encoding(name)
-                if typ == IMAGE and enc not in COLOR_ENCODINGS:
-                    continue
-                if typ == COMPRESSED_IMAGE and ("depth" in low or "compressedDepth" in (enc or "")):
-                    continue
-                info = camera_info_topic_for(name, topics)
-                if info is None:
-                    self.notes.append(f"color candidate {name} ignored: no camera_info topic")
-                    continue
-                name_score = 2 if ("color" in low or "rgb" in low) else int("image" in low)
-                candidates_c.append(
-                    (-name_score, enc == "mono8", typ == COMPRESSED_IMAGE, name, info)
-                )
-            if candidates_c:
-                best = min(candidates_c)
-                color_topic, color_info = best[3], best[4]
-                if len(candidates_c) > 1:
-                    self.notes.append(
-                        f"color topic {color_topic} chosen among "
-                        f"{sorted(c[3] for c in candidates_c)}"
-                    )
-        else:
-            require(color_topic, (IMAGE, COMPRESSED_IMAGE), "color")
-        if color_topic is not None and color_info is None:
-            if color_info_topic is not None:
-                require(color_info_topic, (CAMERA_INFO,), "color camera_info")
-                color_info = color_info_topic
-            else:
-                color_info = camera_info_topic_for(color_topic, topics)
-                if color_info is None:
-                    raise BagTopicError(
-                        f"no {CAMERA_INFO} topic for color topic {color_topic} in bag "
-                        f"{self.path} (pass color_info_topic=...); {listing}"
-                    )
-
+        color_topic, color_info = _detect_color(reader, self.path, topics, color_topic,
+                                                color_info_topic, self.notes,
+                                                exclude=depth_topic)
         tf = tuple(n for n, t in sorted(topics.items()) if t == TF_MESSAGE and n == "/tf")
         tf_static = tuple(
             n for n, t in sorted(topics.items()) if t == TF_MESSAGE and n == "/tf_static"
@@ -774,3 +815,160 @@ class RosbagSource:
             self._drop_color(f"tf lookup failed: {err.reason}", str(err))
             return None
         return rgb, camera, T_cam_color
+
+
+# ------------------------------------------------------------------- color-only source
+
+
+@dataclass(frozen=True)
+class ColorFrame:
+    """A posed color image of a bag.
+
+    Attributes:
+        color: (H, W, 3) uint8 RGB.
+        camera: its intrinsics (from its camera_info).
+        T_world_cam: (4, 4) pose of its optical frame (``header.frame_id``) in the world
+            frame at its stamp, metres.
+        stamp_ns: header stamp, nanoseconds.
+        frame_id: its optical frame.
+    """
+
+    color: np.ndarray
+    camera: PinholeCamera
+    T_world_cam: np.ndarray
+    stamp_ns: int
+    frame_id: str
+
+
+class RosbagColorSource:
+    """Iterate the posed color images of a rosbag2 bag (sqlite3 or MCAP) without ROS, for
+    color-only mapping (``fusion.method: stereo``); depth topics, if any, are ignored.
+
+    Reading is two passes: TF and the color camera_info first (poses are interpolated at
+    every image stamp), then the images, yielded in bag order. Every image that does not
+    become a :class:`ColorFrame` is counted in :attr:`drops` with its reason.
+
+    Args:
+        path: bag directory, ``.db3`` or ``.mcap`` file (see :func:`resolve_bag_path`).
+        color_topic: color ``Image``/``CompressedImage`` topic; None = auto-detect as
+            :class:`RosbagSource` does.
+        world_frame: TF frame the poses are expressed in.
+        color_info_topic: override the sibling ``camera_info`` rule.
+        default_store: typestore used when the bag carries no message definitions.
+
+    Raises:
+        BagReadError: the bag cannot be opened.
+        BagTopicError: no color topic with a camera_info, or a named topic is missing or has
+            the wrong type (the message lists every topic in the bag).
+
+    Attributes:
+        color_topic, color_info_topic: the topics read.
+        drops, drop_examples, frames_yielded, notes: as in :class:`RosbagSource`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        color_topic: str | None = None,
+        world_frame: str = "map",
+        color_info_topic: str | None = None,
+        default_store: Stores = Stores.ROS2_HUMBLE,
+    ) -> None:
+        self.path = Path(path)
+        self.world_frame = _clean_frame(world_frame)
+        self._default_store = default_store
+        self.drops: Counter[str] = Counter()
+        self.drop_examples: dict[str, str] = {}
+        self.frames_yielded = 0
+        self.notes: list[str] = []
+        with _open_checked(self.path, default_store) as reader:
+            topics = {name: str(info.msgtype) for name, info in reader.topics.items()}
+            color, info = _detect_color(reader, self.path, topics, color_topic,
+                                        color_info_topic, self.notes)
+            if color is None or info is None:
+                raise BagTopicError(
+                    f"no color image topic in bag {self.path}: color-only mapping "
+                    f"(fusion.method: stereo) needs a {IMAGE} (rgb8, bgr8, rgba8, bgra8 or "
+                    f"mono8) or {COMPRESSED_IMAGE} topic with a sibling camera_info; "
+                    f"{_topic_listing(reader)}"
+                )
+            self._count = int(reader.topics[color].msgcount)
+        self.color_topic: str = color
+        self.color_info_topic: str = info
+        self._tf_topics = tuple(n for n in ("/tf",) if topics.get(n) == TF_MESSAGE)
+        self._tf_static_topics = tuple(n for n in ("/tf_static",) if topics.get(n) == TF_MESSAGE)
+        if not self._tf_topics and not self._tf_static_topics:
+            self.notes.append("the bag has no /tf or /tf_static: every frame will be dropped")
+
+    def __len__(self) -> int:
+        """Number of color messages in the bag (an upper bound of frames yielded)."""
+        return self._count
+
+    def summary(self) -> str:
+        """One line: frames yielded / color messages, and drop reasons with counts."""
+        parts = [f"{self.frames_yielded}/{len(self)} color frames yielded"]
+        if self.drops:
+            parts.append("dropped: " + ", ".join(f"{r} x{n}" for r, n in self.drops.most_common()))
+        return "; ".join(parts)
+
+    def __iter__(self) -> Iterator[ColorFrame]:
+        """Yield posed color images in bag order (resets :attr:`drops` and friends)."""
+        self.drops = Counter()
+        self.drop_examples = {}
+        self.frames_yielded = 0
+        with _open_checked(self.path, self._default_store) as reader:
+            tf = TfBuffer()
+            load_tf_from_bag(reader, tf, self._tf_topics, self._tf_static_topics)
+            infos: list[CameraInfoSample] = []
+            info_conns = [c for c in reader.connections if c.topic == self.color_info_topic]
+            for conn, _, raw in reader.messages(connections=info_conns):
+                msg = _deserialize(reader, raw, conn.msgtype)
+                infos.append(CameraInfoSample(
+                    stamp_to_ns(msg.header.stamp),
+                    np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy(),
+                    int(msg.width), int(msg.height), _clean_frame(str(msg.header.frame_id))))
+            infos.sort(key=lambda sample: sample.stamp_ns)
+            info_stamps = [sample.stamp_ns for sample in infos]
+            conns = [c for c in reader.connections if c.topic == self.color_topic]
+            for conn, _, raw in reader.messages(connections=conns):
+                frame = self._make_frame(_deserialize(reader, raw, conn.msgtype), conn.msgtype,
+                                         tf, infos, info_stamps)
+                if frame is not None:
+                    self.frames_yielded += 1
+                    yield frame
+
+    def _drop(self, reason: str, detail: str | None = None) -> None:
+        self.drops[reason] += 1
+        self.drop_examples.setdefault(reason, detail or reason)
+
+    def _make_frame(self, msg: Any, msgtype: str, tf: TfBuffer,
+                    infos: list[CameraInfoSample], info_stamps: list[int]) -> ColorFrame | None:
+        """One decoded, posed image, or None (the reason counted in :attr:`drops`)."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        frame_id = _clean_frame(str(msg.header.frame_id))
+        try:
+            rgb = decode_color(msg, msgtype)
+        except ImageDecodeError as err:
+            self._drop(err.reason, str(err))
+            return None
+        if not frame_id:
+            self._drop("color message has an empty frame_id")
+            return None
+        i = bisect.bisect_right(info_stamps, stamp) - 1
+        if i < 0:
+            self._drop("no camera_info before frame",
+                       f"no {self.color_info_topic} message with stamp <= {stamp} ns")
+            return None
+        info = infos[i]
+        try:
+            camera = camera_from_info(info.K, info.width, info.height, rgb.shape[1],
+                                      rgb.shape[0], "color")
+        except CameraInfoError as err:
+            self._drop(err.reason, str(err))
+            return None
+        try:
+            T_world_cam = tf.lookup(self.world_frame, frame_id, stamp)
+        except TfLookupError as err:
+            self._drop(f"tf lookup failed: {err.reason}", str(err))
+            return None
+        return ColorFrame(rgb, camera, T_world_cam, stamp, frame_id)

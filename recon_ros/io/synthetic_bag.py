@@ -3,8 +3,9 @@
 Topics (all images in the registered optical frame ``camera_depth_optical_frame``):
 
 - ``/camera/depth/image_raw`` (``sensor_msgs/msg/Image``, 16UC1 millimetres or 32FC1 metres)
-- ``/camera/depth/camera_info``, ``/camera/color/camera_info`` (``sensor_msgs/msg/CameraInfo``)
-- ``/camera/color/image_raw`` (``sensor_msgs/msg/Image``, rgb8), if ``color``
+  and ``/camera/depth/camera_info`` (``sensor_msgs/msg/CameraInfo``), if ``depth``
+- ``/camera/color/image_raw`` (``sensor_msgs/msg/Image``, rgb8) and
+  ``/camera/color/camera_info``, if ``color``
 - ``/tf`` (map -> odom, odom -> base_link [, base_link -> camera_link]) at every image stamp
 - ``/tf_static`` (base_link -> camera_link, camera_link -> camera_depth_optical_frame)
 
@@ -41,7 +42,7 @@ class SceneBagInfo:
     Attributes:
         path: bag directory.
         storage: ``sqlite3`` or ``mcap``.
-        n_frames: number of depth (and color) images.
+        n_frames: number of images per image topic.
         topics: topic name -> message type.
         depth_frame_id, color_frame_id: header frame ids of the images.
         world_frame: the TF root (map == the scene's world frame).
@@ -73,8 +74,8 @@ class SceneBagInfo:
 def write_scene_bag(path: str | Path, scene: Scene | DynamicScene, camera: PinholeCamera,
                     trajectory: Trajectory, storage: str = "sqlite3",
                     noise: NoiseConfig = NoiseConfig(), rate_hz: float | None = 10.0,
-                    depth_encoding: str = "16UC1", color: bool = True, seed: int = 0
-                    ) -> SceneBagInfo:
+                    depth_encoding: str = "16UC1", color: bool = True, seed: int = 0,
+                    depth: bool = True) -> SceneBagInfo:
     """Render ``scene`` along ``trajectory`` and write it as a rosbag2 bag.
 
     Args:
@@ -87,8 +88,10 @@ def write_scene_bag(path: str | Path, scene: Scene | DynamicScene, camera: Pinho
         noise: depth noise; frame ``i`` uses ``numpy.random.default_rng([seed, i])``.
         rate_hz: image rate (None keeps the trajectory's stamps).
         depth_encoding: ``16UC1`` (millimetres) or ``32FC1`` (metres).
-        color: also write the color image and its camera_info.
+        color: write the color image and its camera_info.
         seed: noise seed.
+        depth: write the depth image and its camera_info (False: a color-only bag, as from
+            a camera without a depth sensor).
 
     Returns:
         A :class:`SceneBagInfo`.
@@ -99,17 +102,17 @@ def write_scene_bag(path: str | Path, scene: Scene | DynamicScene, camera: Pinho
         raise ConfigError(f"depth_encoding must be '16UC1' or '32FC1', got {depth_encoding!r}")
     if storage not in ("sqlite3", "mcap"):
         raise ConfigError(f"storage must be 'sqlite3' or 'mcap', got {storage!r}")
+    if not (depth or color):
+        raise ConfigError("a bag needs depth or color images (depth=False, color=False)")
     if len(trajectory) == 0:
         raise ConfigError("trajectory has no poses")
     traj = trajectory.retimed(rate_hz) if rate_hz is not None else trajectory
     rig = traj.rig
     frame_id = rig.optical_frame
-    topics = {
-        DEPTH_TOPIC: "sensor_msgs/msg/Image",
-        DEPTH_INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
-        "/tf": "tf2_msgs/msg/TFMessage",
-        "/tf_static": "tf2_msgs/msg/TFMessage",
-    }
+    topics = {"/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage"}
+    if depth:
+        topics[DEPTH_TOPIC] = "sensor_msgs/msg/Image"
+        topics[DEPTH_INFO_TOPIC] = "sensor_msgs/msg/CameraInfo"
     if color:
         topics[COLOR_TOPIC] = "sensor_msgs/msg/Image"
         topics[COLOR_INFO_TOPIC] = "sensor_msgs/msg/CameraInfo"
@@ -121,8 +124,10 @@ def write_scene_bag(path: str | Path, scene: Scene | DynamicScene, camera: Pinho
                                               color=color)):
             stamp = int(traj.stamps_ns[i])
             bag.write_tf(traj.tf_dynamic(i), static=False)
-            bag.write_camera_info(DEPTH_INFO_TOPIC, stamp, K, w, h, frame_id)
-            bag.write_depth(DEPTH_TOPIC, stamp, frame.depth, frame_id, encoding=depth_encoding)
+            if depth:
+                bag.write_camera_info(DEPTH_INFO_TOPIC, stamp, K, w, h, frame_id)
+                bag.write_depth(DEPTH_TOPIC, stamp, frame.depth, frame_id,
+                                encoding=depth_encoding)
             if color and frame.color is not None:
                 bag.write_camera_info(COLOR_INFO_TOPIC, stamp, K, w, h, frame_id)
                 bag.write_color(COLOR_TOPIC, stamp, frame.color, frame_id, encoding="rgb8")

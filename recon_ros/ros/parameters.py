@@ -207,11 +207,44 @@ _CORE_PARAMS: tuple[Param, ...] = (
     _core("occupancy", "free_space_stride_px",
           "Pixel stride of the rays that carve free space into the 2D grid.", "px"),
     _core("fusion", "method",
-          "tsdf (classical fusion, with color) or latent (learned latent fusion, geometry only)."),
+          "tsdf (classical fusion, with color) or latent (learned latent fusion, geometry "
+          "only); stereo (color-only mapping) is refused by the node, it runs in "
+          "`recon-ros replay` only."),
     _core("fusion", "weights",
           "Weight file of the latent model (\"\" = the shipped default)."),
     _core("fusion", "max_count",
           "Cap of the per-voxel update count of the latent running average."),
+    _core("stereo", "min_depth_m", "fusion.method stereo (replay only): nearest depth "
+          "hypothesis of the plane sweep.", "m"),
+    _core("stereo", "max_depth_m", "Farthest depth hypothesis of the plane sweep.", "m"),
+    _core("stereo", "num_depths", "Depth hypotheses, uniform in inverse depth."),
+    _core("stereo", "window_radius_px", "Half size of the ZNCC matching window, at the "
+          "compute scale.", "px"),
+    _core("stereo", "image_scale", "Images are resampled by this factor in (0, 1] before "
+          "matching."),
+    _core("stereo", "num_sources", "Most source keyframes matched against a reference."),
+    _core("stereo", "best_k", "A hypothesis costs the mean of its best_k lowest per-view "
+          "costs (tolerates occlusion)."),
+    _core("stereo", "min_score", "Smallest aggregated ZNCC of an accepted depth."),
+    _core("stereo", "uniqueness_ratio", "An accepted depth's cost is at most this times the "
+          "best other local minimum's."),
+    _core("stereo", "min_texture_std", "Smallest grey-value standard deviation of a "
+          "matching window (flatter windows get no depth)."),
+    _core("stereo", "consistency_steps", "A source view confirms a depth when its own best "
+          "hypothesis lies within this many hypotheses."),
+    _core("stereo", "min_consistent_views", "Source views that must confirm a depth; "
+          "keyframes with fewer source views get no depth map."),
+    _core("stereo", "keyframe_translation_m", "A frame becomes a keyframe when the camera "
+          "moved this far since the last keyframe.", "m"),
+    _core("stereo", "keyframe_rotation_deg", "... or turned this much.", "deg"),
+    _core("stereo", "window", "Most recent keyframes kept as candidate source views.",
+          "keyframes"),
+    _core("stereo", "min_baseline_m", "Smallest distance of a source keyframe from the "
+          "reference.", "m"),
+    _core("stereo", "max_source_rotation_deg", "Largest rotation of a source keyframe from "
+          "the reference.", "deg"),
+    _core("stereo", "reference_delay", "A keyframe's depth is computed once this many newer "
+          "keyframes exist (source views on both sides; 0 = at once).", "keyframes"),
     _core("map", "clearing_radius_m",
           "Blocks whose centre is farther than this from the robot (robot_frame, else the "
           "camera) are dropped after every frame, and so are 2D free-space tiles farther "
@@ -337,6 +370,10 @@ def validate(values: dict[str, Any]) -> MapperConfig:
         _check_topic(name, values[name])
     if not str(values["map_dir"]):
         raise ConfigError("map_dir='' is invalid: must be a directory")
+    if values["fusion.method"] == "stereo":
+        raise ConfigError("fusion.method='stereo' is invalid for the node: color-only mapping "
+                          "runs offline only (recon-ros replay BAG --config ...); the node "
+                          "needs a depth camera (fusion.method tsdf or latent)")
     return core_config(values)
 
 
