@@ -344,3 +344,12 @@ def test_stereo_mapping_benchmark_smoke(device: str, capsys: pytest.CaptureFixtu
         assert 0.0 <= r["f2"] <= r["f5"] <= 1.0 and r["accuracy_cm"] > 0
     assert rows[1]["f5"] > rows[0]["f5"]  # the exact depth is the ceiling
     assert "96x72" in capsys.readouterr().out
+
+
+def test_meshers_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = load_script("meshers").main(["--frames", "4", "--width", "64", "--height", "48",
+                                        "--conditions", "clean"])
+    assert sorted(r.method for r in rows) == ["marching cubes", "poisson"]
+    for r in rows:
+        assert 0.0 <= r.fscore[0.02] <= r.fscore[0.05] <= 1.0 and r.triangles > 0
+    assert "Meshers vs ground truth" in capsys.readouterr().out
