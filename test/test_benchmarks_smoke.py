@@ -353,3 +353,12 @@ def test_meshers_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     for r in rows:
         assert 0.0 <= r.fscore[0.02] <= r.fscore[0.05] <= 1.0 and r.triangles > 0
     assert "Meshers vs ground truth" in capsys.readouterr().out
+
+
+def test_render_benchmark_smoke() -> None:
+    rows = load_script("render").main(["--frames", "6", "--every", "3", "--map-width", "80",
+                                       "--map-height", "60", "--sizes", "64x48"])
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["ms"] > 0 and 0.0 < r["coverage"] <= 1.0 and 0.0 <= r["inliers"] <= 1.0
+    assert 0.0 <= r["false_hits"] < 0.05 and r["median_err_m"] < 0.05
