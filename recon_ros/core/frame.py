@@ -76,6 +76,16 @@ class PinholeCamera:
     def cy(self) -> float:
         return float(self.K[1, 2])
 
+    def strided(self, stride: int) -> "PinholeCamera":
+        """Intrinsics of ``image[::stride, ::stride]`` (pixel ``(u, v)`` of the result is pixel
+        ``(stride u, stride v)`` of this image)."""
+        s = int(stride)
+        if s < 1:
+            raise FrameError(f"stride must be >= 1, got {stride}")
+        K = np.array([[self.fx / s, 0.0, self.cx / s], [0.0, self.fy / s, self.cy / s],
+                      [0.0, 0.0, 1.0]])
+        return PinholeCamera(K, -(-self.width // s), -(-self.height // s))
+
     def project(self, points_cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Project camera-frame points to continuous pixel coordinates.
 
