@@ -3,7 +3,8 @@
 Used by ``recon-ros replay`` and ``recon-ros demo``; :func:`write_map_outputs` is also what the
 live node's save service writes, so every map directory has the same layout:
 
-    mesh.ply      binary PLY, vertex colors when the map has color
+    mesh.ply      binary PLY, vertex colors when the map has color; made by ``mesh.method``
+                  (marching cubes, or screened Poisson: ``Mapper.export_mesh``)
     map.yaml      Nav2 map_server description (+ map.pgm)
     map.pt        full map checkpoint (``Mapper.load``)
     config.yaml   the mapping configuration used
@@ -71,13 +72,29 @@ MAP_DIR_FILES = frozenset({*OUTPUT_FILES.values(), GRID_IMAGE_FILE})
 OCCUPANCY_REFRESH_FRAMES = 10
 
 
+@dataclass(frozen=True)
+class MeshExport:
+    """The mesh written into a map directory and how it was made.
+
+    Attributes:
+        mesh: the mesh (:meth:`Mapper.export_mesh`).
+        method: the mesher, the map's ``mesh.method``.
+        seconds: wall-clock time of the meshing.
+    """
+
+    mesh: TriangleMesh
+    method: str
+    seconds: float
+
+
 def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True,
                       checkpoint_first: bool = False,
                       on_checkpoint: Callable[[Path], None] | None = None
-                      ) -> tuple[dict[str, Path], TriangleMesh]:
+                      ) -> tuple[dict[str, Path], MeshExport]:
     """Replace the map directory ``out_dir`` with ``mapper``'s map: checkpoint, config, Nav2
-    map, the distance field (brought up to date first) when the mapper has one, mesh and
-    (optionally) a preview, crash-safely (see the module docstring).
+    map, the distance field (brought up to date first) when the mapper has one, mesh (by
+    ``mesh.method``: :meth:`Mapper.export_mesh`) and (optionally) a preview, crash-safely
+    (see the module docstring).
 
     Args:
         mapper: the map.
@@ -89,7 +106,8 @@ def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True,
         on_checkpoint: called with the checkpoint's path as soon as it is in ``out_dir``.
 
     Returns:
-        ``(paths, mesh)``: name -> written file (in ``out_dir``), and the mesh that was written.
+        ``(paths, mesh)``: name -> written file (in ``out_dir``), and the mesh that was written
+        with its mesher and meshing time.
 
     Raises:
         MapDirectoryError: ``out_dir`` holds files that are not map files; nothing is written.
@@ -112,7 +130,7 @@ def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True,
 
 
 def _write_derived_files(mapper: Mapper, directory: Path, preview: bool
-                         ) -> tuple[list[str], TriangleMesh]:
+                         ) -> tuple[list[str], MeshExport]:
     """Write the files computed from the map into ``directory``, each atomically, the Nav2 map
     first (what a robot needs next); returns the names written and the mesh."""
     grid = mapper.occupancy_grid()
@@ -123,14 +141,16 @@ def _write_derived_files(mapper: Mapper, directory: Path, preview: bool
         write_esdf(directory / ESDF_FILE,
                    EsdfMap(**mapper.esdf.export(), slice=mapper.esdf_slice()))
         written.append("esdf")
-    mesh = mapper.mesh()
+    start = time.perf_counter()
+    mesh = mapper.export_mesh()
+    export = MeshExport(mesh, mapper.config.mesh.method, time.perf_counter() - start)
     write_ply(directory / MESH_FILE, mesh)
     written.append("mesh")
     if preview:
         write_preview(directory / PREVIEW_FILE, mesh, grid,
                       ceiling_cut_m=mapper.config.occupancy.max_height_m)
         written.append("preview")
-    return written, mesh
+    return written, export
 
 
 @dataclass
@@ -146,7 +166,9 @@ class ReplayResult:
         timings: per-stage timing summary (see ``StageTimer.summary``) of the stages the
             config's ``timing`` section has timed (none with ``off``).
         stats: map size and memory (see ``Mapper.stats``).
-        mesh_vertices, mesh_faces: size of the final mesh.
+        mesh_vertices, mesh_faces: size of the final (exported) mesh.
+        mesh_method: its mesher (``mesh.method``).
+        mesh_s: wall-clock time of its meshing.
         outputs: name -> written file.
         wall_s: wall-clock duration of the whole replay.
         bag_duration_s: time spanned by the integrated frames' stamps.
@@ -164,6 +186,8 @@ class ReplayResult:
     stats: dict[str, float | int]
     mesh_vertices: int
     mesh_faces: int
+    mesh_method: str
+    mesh_s: float
     outputs: dict[str, Path] = field(default_factory=dict)
     wall_s: float = 0.0
     bag_duration_s: float = 0.0
@@ -215,7 +239,7 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
             progress(source.frames_yielded + sum(source.drops.values()), total)
         if max_frames is not None and mapper.frames_integrated >= max_frames:
             break
-    outputs, mesh = write_map_outputs(mapper, out_dir)
+    outputs, export = write_map_outputs(mapper, out_dir)
     stereo = mapper.stereo
     return ReplayResult(
         frames_used=mapper.frames_integrated, depth_messages=0 if stereo else total,
@@ -223,7 +247,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
         color_drops=(Counter(source.color_drops) if isinstance(source, RosbagSource)
                      else Counter()),
         timings=mapper.timer.summary(),
-        stats=mapper.stats(), mesh_vertices=mesh.num_vertices, mesh_faces=mesh.num_faces,
+        stats=mapper.stats(), mesh_vertices=export.mesh.num_vertices,
+        mesh_faces=export.mesh.num_faces, mesh_method=export.method, mesh_s=export.seconds,
         outputs=outputs,
         wall_s=time.perf_counter() - start,
         bag_duration_s=((last_ns - first_ns) * 1e-9) if first_ns is not None else 0.0,

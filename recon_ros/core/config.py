@@ -20,6 +20,7 @@ import yaml
 
 from .errors import ConfigError
 from .plane_sweep import PlaneSweepConfig
+from .poisson import PoissonConfig
 from .timing import TIMING_MODES
 
 WEIGHTING_MODES = ("constant", "inverse_square")
@@ -152,18 +153,59 @@ class IntegrationConfig:
                  self.decay_per_s)
 
 
+#: Values of ``mesh.method``.
+MESH_METHODS = ("marching_cubes", "poisson")
+#: Fields of :class:`PoissonConfig`; :class:`MeshConfig` holds each as ``poisson_<field>``.
+POISSON_FIELDS = tuple(f.name for f in dataclasses.fields(PoissonConfig))
+_POISSON_PREFIX = "poisson_"
+
+
 @dataclass
 class MeshConfig:
-    """Marching-cubes extraction.
+    """Mesh extraction: the live mesh (always incremental marching cubes) and the exported one
+    (``mesh.ply`` of replay and of the map directories saved by the node).
+
+    The fields ``poisson_depth`` ... ``poisson_batch_blocks`` are those of
+    :class:`~recon_ros.core.poisson.PoissonConfig` with the prefix ``poisson_`` (octree depth,
+    screening, density trimming, crop to observed space, ...), documented there, with its
+    defaults; they only matter with ``method: poisson``.
 
     Attributes:
-        min_weight: a cube is meshed only when all 8 corner voxels have at least this weight.
+        min_weight: a cube is meshed only when all 8 corner voxels have at least this weight
+            (Poisson: voxels with less weight count as unobserved).
+        method: mesher of exported meshes (:meth:`~recon_ros.core.mapper.Mapper.export_mesh`):
+            ``marching_cubes`` (the live mesh, open where the map is unobserved) or
+            ``poisson`` (screened Poisson of oriented TSDF surface points, trimmed to observed
+            space: smoother, more triangles, much slower).
     """
 
     min_weight: float = 1e-3
+    method: str = "marching_cubes"
+    poisson_depth: int = PoissonConfig.depth
+    poisson_max_depth: int = PoissonConfig.max_depth
+    poisson_scale: float = PoissonConfig.scale
+    poisson_point_weight: float = PoissonConfig.point_weight
+    poisson_samples_per_node: float = PoissonConfig.samples_per_node
+    poisson_linear_fit: bool = PoissonConfig.linear_fit
+    poisson_density_quantile: float = PoissonConfig.density_quantile
+    poisson_crop_distance_voxels: float = PoissonConfig.crop_distance_voxels
+    poisson_n_threads: int = PoissonConfig.n_threads
+    poisson_batch_blocks: int = PoissonConfig.batch_blocks
 
     def __post_init__(self) -> None:
-        _require(self.min_weight > 0.0, "mesh", "min_weight", "must be > 0", self.min_weight)
+        s = "mesh"
+        _require(self.min_weight > 0.0, s, "min_weight", "must be > 0", self.min_weight)
+        _require(self.method in MESH_METHODS, s, "method",
+                 f"must be one of {list(MESH_METHODS)}", self.method)
+        try:
+            self.poisson()
+        except ConfigError as exc:  # name the field of this section
+            raise ConfigError(str(exc).replace("poisson.", f"{s}.{_POISSON_PREFIX}", 1)) from exc
+
+    def poisson(self) -> PoissonConfig:
+        """The Poisson mesher's settings of this section."""
+        return PoissonConfig(**{name: getattr(self, _POISSON_PREFIX + name)
+                                for name in POISSON_FIELDS})
 
 
 @dataclass

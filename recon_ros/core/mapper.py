@@ -5,6 +5,7 @@
     >>> mapper.integrate(frame)          # a recon_ros.core.Frame
     >>> mapper.integrate_color(rgb, camera, T_world_cam, stamp_ns)  # fusion.method: stereo
     >>> mesh = mapper.mesh()             # TriangleMesh, map frame
+    >>> export = mapper.export_mesh()    # per mesh.method (marching_cubes | poisson)
     >>> grid = mapper.occupancy_grid()   # OccupancyGrid2D for Nav2
     >>> q = mapper.distance(points)      # ESDF distance + gradient for planners
     >>> cost = mapper.costmap()          # Nav2-style inflated costmap
@@ -36,6 +37,7 @@ from .marching_cubes import IncrementalMesher
 from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
 from .occupancy_grid import OccupancyGrid2D
+from .poisson import poisson_mesh
 from .stereo_mapping import StereoDepthFrames
 from .timing import StageTimer
 from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator
@@ -288,6 +290,20 @@ class Mapper:
         self.update_mesh()
         with self.timer("mesh_assemble"):
             return self.mesher.mesh(with_colors=self.has_color)
+
+    def export_mesh(self) -> TriangleMesh:
+        """The mesh of exports (``mesh.ply`` of replay and of every saved map directory), by
+        ``mesh.method``: ``marching_cubes`` is :meth:`mesh`; ``poisson`` is the screened
+        Poisson mesh of the map (:func:`~recon_ros.core.poisson.poisson_mesh` with
+        ``mesh.min_weight`` and the ``mesh.poisson_*`` options), computed from scratch. The
+        live mesh (:meth:`update_mesh`, :meth:`mesh`) is marching cubes either way."""
+        mc = self.config.mesh
+        if mc.method == "marching_cubes":
+            return self.mesh()
+        self.decode()
+        with self.timer("mesh_poisson"):
+            return poisson_mesh(self.volume, mc.min_weight, mc.poisson(),
+                                with_colors=self.has_color)
 
     def occupied_voxels(self) -> np.ndarray:
         """(N, 3) float32 centres of occupied voxels, map frame, metres."""

@@ -90,12 +90,26 @@ class EvalConfig:
 
     def mapper_config(self, method: str, voxel_size_m: float | None = None,
                       max_depth_m: float | None = None) -> MapperConfig:
-        return MapperConfig.from_dict({
-            "volume": {"voxel_size_m": voxel_size_m or self.voxel_size_m},
-            "integration": {"truncation_voxels": self.truncation_voxels,
-                            "max_depth_m": max_depth_m or self.max_depth_m},
-            "fusion": {"method": method, "weights": self.weights},
-            "timing": {"mode": "every_stage"}})  # integrate_ms over every frame
+        return fusion_mapper_config(method, voxel_size_m or self.voxel_size_m,
+                                    self.truncation_voxels, max_depth_m or self.max_depth_m,
+                                    self.weights)
+
+
+def fusion_mapper_config(method: str, voxel_size_m: float, truncation_voxels: float,
+                         max_depth_m: float, weights: str = "", min_weight: float | None = None
+                         ) -> MapperConfig:
+    """The mapper of a fusion evaluation: ``fusion.method`` = ``method``, stage timing on every
+    frame (for integrate_ms); ``min_weight`` (None = the defaults) is the weight below which
+    voxels count as unobserved for the mesh and the occupancy layers."""
+    d: dict[str, Any] = {
+        "volume": {"voxel_size_m": voxel_size_m},
+        "integration": {"truncation_voxels": truncation_voxels, "max_depth_m": max_depth_m},
+        "fusion": {"method": method, "weights": weights},
+        "timing": {"mode": "every_stage"}}
+    if min_weight is not None:
+        d["mesh"] = {"min_weight": min_weight}
+        d["occupancy"] = {"min_weight": min_weight}
+    return MapperConfig.from_dict(d)
 
 
 @dataclass
@@ -131,20 +145,22 @@ class RealResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def observed_voxels(volume: BlockVolume) -> torch.Tensor:
-    """(M, 3) int64 global indices of the voxels with weight > 0."""
+def observed_voxels(volume: BlockVolume, min_weight: float = 0.0) -> torch.Tensor:
+    """(M, 3) int64 global indices of the voxels with weight > 0 and >= ``min_weight``."""
     n = volume.num_blocks
-    slot, local = torch.nonzero(volume.weight[:n] > 0, as_tuple=True)
+    w = volume.weight[:n]
+    slot, local = torch.nonzero((w > 0) & (w >= min_weight), as_tuple=True)
     return volume.slot_coords(slot) * volume.block_size + volume.local_offsets[local]
 
 
-def read_voxels(volume: BlockVolume, voxels: torch.Tensor
+def read_voxels(volume: BlockVolume, voxels: torch.Tensor, min_weight: float = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """TSDF (metres; ``+truncation`` where unobserved), observed mask and flat index (-1 if
-    the block is absent) of (M, 3) voxels."""
+    """TSDF (metres; ``+truncation`` where unobserved, i.e. weight 0 or below ``min_weight``),
+    observed mask and flat index (-1 if the block is absent) of (M, 3) voxels."""
     flat = voxel_flat_index(volume, voxels, allocate=False)
     idx = flat.clamp(min=0)
-    seen = (flat >= 0) & (volume.weight.reshape(-1)[idx] > 0)
+    w = volume.weight.reshape(-1)[idx]
+    seen = (flat >= 0) & (w > 0) & (w >= min_weight)
     tsdf = torch.where(seen, volume.tsdf.reshape(-1)[idx].to(torch.float32),
                        volume.truncation_m)
     return tsdf, seen, flat

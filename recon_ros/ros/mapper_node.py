@@ -89,7 +89,7 @@ from recon_ros.core.mapper import Mapper
 from recon_ros.core.occupancy_grid import OccupancyGrid2D
 from recon_ros.io.image_codec import COMPRESSED_IMAGE
 from recon_ros.io.tf_buffer import TfBuffer
-from recon_ros.offline import CHECKPOINT_FILE, write_map_outputs
+from recon_ros.offline import CHECKPOINT_FILE, MeshExport, write_map_outputs
 
 from . import parameters as P
 from .camera_stream import IMAGE, AssembledFrame, AssemblySettings, CameraStream
@@ -702,11 +702,12 @@ class MapperNode(Node):
 
     # ------------------------------------------------------------------ services
 
-    def save_map(self, directory: Path) -> tuple[dict[str, Path], int]:
-        """Replace the map directory (checkpoint, config, Nav2 map, distance field, mesh PLY,
-        preview) exactly as ``recon-ros replay`` does, all files in one step, so a save cut
-        short keeps the previous map (:func:`~recon_ros.offline.write_map_outputs`); returns
-        (name -> path, frames integrated into the saved map).
+    def save_map(self, directory: Path) -> tuple[dict[str, Path], int, MeshExport]:
+        """Replace the map directory (checkpoint, config, Nav2 map, distance field, mesh PLY
+        by ``mesh.method``, preview) exactly as ``recon-ros replay`` does, all files in one
+        step, so a save cut short keeps the previous map
+        (:func:`~recon_ros.offline.write_map_outputs`); returns (name -> path, frames
+        integrated into the saved map, the mesh written with its mesher and time).
 
         The map is copied under the map lock (a deep copy of its tensors: the map's memory
         once more on its device while the files are written) and the files are written from the copy, so integration
@@ -714,8 +715,9 @@ class MapperNode(Node):
         +:data:`SAVE_NICENESS`) so that integration keeps the cores it needs."""
         with self._map_lock:
             snapshot = copy.deepcopy(self.mapper)
-        paths = run_niced(lambda: write_map_outputs(snapshot, directory)[0], SAVE_NICENESS)
-        return paths, snapshot.frames_integrated
+        paths, export = run_niced(lambda: write_map_outputs(snapshot, directory),
+                                  SAVE_NICENESS)
+        return paths, snapshot.frames_integrated, export
 
     def _directory(self, path: str) -> Path:
         """A request's path, or the ``map_dir`` parameter if it is empty."""
@@ -726,14 +728,15 @@ class MapperNode(Node):
         directory = self._directory(path)
         start = time.perf_counter()
         try:
-            paths, frames = self.save_map(directory)
+            paths, frames, export = self.save_map(directory)
         except (OSError, ReconError) as err:
             message = f"cannot save map to {directory}: {err}"
             self.get_logger().error(message)
             return False, message, None
         directory = directory.resolve()
         message = (f"saved {frames} frames' map to {directory} in "
-                   f"{time.perf_counter() - start:.2f} s: "
+                   f"{time.perf_counter() - start:.2f} s (mesh: {export.method}, "
+                   f"{export.mesh.num_faces} triangles in {export.seconds:.2f} s): "
                    + ", ".join(p.name for p in paths.values()))
         self.get_logger().info(message)
         return True, message, directory

@@ -193,6 +193,30 @@ _CORE_PARAMS: tuple[Param, ...] = (
           "pass over the whole map per frame).", "1/s"),
     _core("mesh", "min_weight", "Marching cubes only meshes cubes whose corners have at "
           "least this weight."),
+    _core("mesh", "method",
+          "Mesher of the saved mesh.ply (~/save_map, ~/save_map_as, autosave): marching_cubes "
+          "or poisson (screened Poisson, trimmed to observed space: smoother, more triangles, "
+          "about 20x slower to mesh). ~/mesh and ~/mesh_blocks stay marching cubes."),
+    _core("mesh", "poisson_depth", "mesh.method poisson: octree depth of the solve (0 = "
+          "automatic: finest cell at most one voxel, up to mesh.poisson_max_depth)."),
+    _core("mesh", "poisson_max_depth", "Upper bound of the automatic octree depth (time and "
+          "memory grow about 4x per level)."),
+    _core("mesh", "poisson_scale", "Ratio of the solve cube's edge to the surface points' "
+          "bounding cube edge."),
+    _core("mesh", "poisson_point_weight", "Screening weight: interpolation of the points "
+          "against smoothness (0 = unscreened Poisson)."),
+    _core("mesh", "poisson_samples_per_node", "Minimum surface points per octree node (more "
+          "smooths noisy points)."),
+    _core("mesh", "poisson_linear_fit", "Place iso-vertices by linear interpolation instead "
+          "of the solver's fit."),
+    _core("mesh", "poisson_density_quantile", "Fraction of vertices with the lowest Poisson "
+          "density removed, in [0, 1) (0 = none)."),
+    _core("mesh", "poisson_crop_distance_voxels", "Vertices farther than this from the "
+          "TSDF's zero level, or outside observed space, are removed.", "voxels"),
+    _core("mesh", "poisson_n_threads", "Threads of the Poisson solve (0 = as many as torch "
+          "uses: cpu_threads).", "threads"),
+    _core("mesh", "poisson_batch_blocks", "Blocks read per batch when collecting the "
+          "surface points (bounds memory).", "blocks"),
     _core("occupancy", "min_height_m", "Lower edge of the height band of the 2D grid "
           "(map z).", "m"),
     _core("occupancy", "max_height_m", "Upper edge of the height band of the 2D grid "

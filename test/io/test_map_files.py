@@ -37,7 +37,7 @@ from recon_ros.io.synthetic import (
     make_demo_scene,
     room_scan_trajectory,
 )
-from recon_ros.offline import ESDF_FILE, write_map_outputs
+from recon_ros.offline import ESDF_FILE, MESH_FILE, write_map_outputs
 
 U, F, O = UNKNOWN, FREE, OCCUPIED
 
@@ -287,11 +287,12 @@ def test_esdf_rejects_bad_shapes_and_foreign_files(tmp_path: Path) -> None:
         read_esdf(tmp_path / "missing.npz")
 
 
-def _demo_mapper(esdf: bool) -> Mapper:
+def _demo_mapper(esdf: bool, mesh_method: str = "marching_cubes") -> Mapper:
     """The demo room seen by 6 small frames at 10 cm; the ESDF is never updated here."""
     scene = make_demo_scene()
     mapper = Mapper(MapperConfig.from_dict({"volume": {"voxel_size_m": 0.1},
-                                            "esdf": {"enabled": esdf}}))
+                                            "esdf": {"enabled": esdf},
+                                            "mesh": {"method": mesh_method}}))
     for frame in iter_frames(scene, default_camera(80, 60), room_scan_trajectory(scene, 6)):
         mapper.integrate(frame)
     return mapper
@@ -330,3 +331,29 @@ def test_map_directory_without_esdf(tmp_path: Path) -> None:
     paths, _ = write_map_outputs(_demo_mapper(esdf=False), tmp_path, preview=False)
     assert "esdf" not in paths and not (tmp_path / ESDF_FILE).exists()
     assert paths["mesh"].is_file() and paths["grid"].is_file()
+
+
+@pytest.mark.parametrize("checkpoint_first", [False, True])
+def test_map_directory_mesh_follows_mesh_method(tmp_path: Path, checkpoint_first: bool) -> None:
+    """The directory's mesh.ply (replay, the node's save services and autosave) is made by
+    ``mesh.method``: the Poisson mesh differs from the marching-cubes one, lies on the room's
+    surface and is reported with its mesher."""
+    scene = make_demo_scene()
+    mapper = _demo_mapper(esdf=False, mesh_method="poisson")
+    paths, export = write_map_outputs(mapper, tmp_path / "poisson", preview=False,
+                                      checkpoint_first=checkpoint_first)
+    assert paths["mesh"] == tmp_path / "poisson" / MESH_FILE
+    poisson = read_ply(paths["mesh"])
+    assert export.method == "poisson" and export.seconds > 0
+    assert (poisson.num_vertices, poisson.num_faces) == (export.mesh.num_vertices,
+                                                         export.mesh.num_faces)
+    np.testing.assert_allclose(poisson.vertices, export.mesh.vertices, atol=1e-6)
+    assert poisson.colors is not None
+    assert np.abs(scene.sdf_np(poisson.vertices.astype(np.float64))).mean() < 0.05
+    marching = mapper.mesh()  # the live mesh is still marching cubes
+    assert poisson.num_faces > 1000 and poisson.num_faces != marching.num_faces
+
+    _, default = write_map_outputs(_demo_mapper(esdf=False), tmp_path / "mc", preview=False,
+                                   checkpoint_first=checkpoint_first)
+    assert default.method == "marching_cubes"
+    assert read_ply(tmp_path / "mc" / MESH_FILE).num_faces == marching.num_faces

@@ -64,6 +64,17 @@ NON_DEFAULT: dict[str, Any] = {
     "integration.clearing_weight_factor": 0.25,
     "integration.decay_per_s": 0.1,
     "mesh.min_weight": 0.01,
+    "mesh.method": "poisson",
+    "mesh.poisson_depth": 7,
+    "mesh.poisson_max_depth": 9,
+    "mesh.poisson_scale": 1.2,
+    "mesh.poisson_point_weight": 2.0,
+    "mesh.poisson_samples_per_node": 2.0,
+    "mesh.poisson_linear_fit": True,
+    "mesh.poisson_density_quantile": 0.05,
+    "mesh.poisson_crop_distance_voxels": 2.0,
+    "mesh.poisson_n_threads": 1,
+    "mesh.poisson_batch_blocks": 256,
     "occupancy.min_height_m": 0.1,
     "occupancy.max_height_m": 1.2,
     "occupancy.resolution_m": 0.1,
@@ -192,6 +203,14 @@ def test_docs_carry_the_generated_table() -> None:
     ("stereo.num_depths", 2, "stereo.num_depths=2 is invalid: must be an integer >= 3"),
     ("fusion.method", "stereo", "fusion.method='stereo' is invalid for the node: color-only "
      "mapping runs offline only"),
+    ("mesh.method", "tetrahedra", "mesh.method='tetrahedra' is invalid: must be one of "
+     "['marching_cubes', 'poisson']"),
+    ("mesh.poisson_depth", 1, "mesh.poisson_depth=1 is invalid: must be 0 (automatic) or an "
+     "integer in [2, 16]"),
+    ("mesh.poisson_density_quantile", 1.0,
+     "mesh.poisson_density_quantile=1.0 is invalid: must be in [0, 1)"),
+    ("mesh.poisson_crop_distance_voxels", 0.0,
+     "mesh.poisson_crop_distance_voxels=0.0 is invalid: must be a finite number > 0"),
 ])
 def test_validate_rejects_with_a_reason(name: str, value: Any, reason: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(reason)):

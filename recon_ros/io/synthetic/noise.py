@@ -2,8 +2,11 @@
 
 Applied in this order by :func:`apply_noise`: Gaussian noise (multiplicative
 ``d * (1 + sigma N(0, 1))`` and/or Kinect axial ``sigma(z) = 0.0012 + 0.0019 (z - 0.4)^2``),
-outlier blobs (random seed pixels dilated into discs, each blob shifted by one large random
-depth offset), holes (discs set to 0), range cap (depths outside ``[min, max]`` set to 0).
+flying pixels (pixels at depth discontinuities replaced by a random mix of the two sides),
+outlier blobs (random seed pixels dilated into discs, or random axis-aligned rectangles and
+stripes, each blob shifted by one large random depth offset), holes (discs set to 0), range cap
+(depths outside ``[min, max]`` set to 0). Disabled stages draw no random numbers, so adding a
+stage never changes what the others produce.
 Pixels without a measurement (0) stay 0 throughout.
 """
 
@@ -19,6 +22,9 @@ from ...core.config import check_known_keys
 from ...core.errors import ConfigError
 
 SeedLike = int | np.random.Generator | None
+
+#: Shapes of outlier blobs (:attr:`NoiseConfig.outlier_shape`).
+OUTLIER_SHAPES = ("disc", "rect")
 
 
 def as_generator(rng: SeedLike) -> np.random.Generator:
@@ -37,8 +43,14 @@ class NoiseConfig:
         kinect_axial: add ``N(0, sigma(z)^2)`` with ``sigma(z) = 0.0012 + 0.0019 (z - 0.4)^2`` m.
         outlier_fraction: fraction of image pixels covered by outlier blobs (0 = off).
         outlier_blob_radius_px: disc radius of one outlier blob, pixels (0 = single pixels).
+        outlier_shape: ``disc`` (discs of ``outlier_blob_radius_px``) or ``rect`` (axis-aligned
+            rectangles with sides uniform in ``1..6 * radius + 1`` pixels: blocks and stripes).
         outlier_offset_range_m: (min, max) magnitude of a blob's depth offset; the sign is random.
         min_outlier_depth_m: outlier depths are clamped to at least this.
+        flying_pixel_fraction: probability that a pixel at a depth discontinuity becomes a
+            flying pixel (0 = off).
+        flying_pixel_jump_m: a pixel is at a discontinuity when a 4-neighbour's depth differs
+            by more than this.
         hole_fraction: fraction of image pixels set to 0 by hole blobs (0 = off).
         hole_blob_radius_px: disc radius of one hole blob, pixels.
         min_range_m: measured depths below are set to 0.
@@ -49,8 +61,11 @@ class NoiseConfig:
     kinect_axial: bool = False
     outlier_fraction: float = 0.0
     outlier_blob_radius_px: int = 2
+    outlier_shape: str = "disc"
     outlier_offset_range_m: tuple[float, float] = (0.3, 1.5)
     min_outlier_depth_m: float = 0.1
+    flying_pixel_fraction: float = 0.0
+    flying_pixel_jump_m: float = 0.1
     hole_fraction: float = 0.0
     hole_blob_radius_px: int = 4
     min_range_m: float = 0.0
@@ -68,6 +83,13 @@ class NoiseConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 <= v < 1):
                 raise bad(name, "must be in [0, 1)")
+        if self.outlier_shape not in OUTLIER_SHAPES:
+            raise bad("outlier_shape", f"must be one of {list(OUTLIER_SHAPES)}")
+        flying = self.flying_pixel_fraction
+        if not (math.isfinite(flying) and 0 <= flying <= 1):
+            raise bad("flying_pixel_fraction", "must be in [0, 1]")
+        if not (math.isfinite(self.flying_pixel_jump_m) and self.flying_pixel_jump_m > 0):
+            raise bad("flying_pixel_jump_m", "must be > 0")
         for name in ("outlier_blob_radius_px", "hole_blob_radius_px"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 64:
@@ -213,17 +235,81 @@ def blob_labels(shape: tuple[int, int], fraction: float, radius_px: int,
     return labels
 
 
+def rect_labels(shape: tuple[int, int], fraction: float, max_side_px: int,
+                rng: SeedLike = None) -> np.ndarray:
+    """Random axis-aligned rectangles (sides uniform in ``1..max_side_px``: blocks and thin
+    stripes) added one at a time until they cover at least ``fraction`` of the image; a later
+    rectangle overwrites the overlap of earlier ones.
+
+    Returns:
+        (H, W) int32 blob id per pixel (0 = not in a blob; ids 1..K).
+    """
+    g = as_generator(rng)
+    h, w = int(shape[0]), int(shape[1])
+    labels = np.zeros((h, w), dtype=np.int32)
+    if fraction <= 0 or h * w == 0:
+        return labels
+    target = int(round(fraction * h * w))
+    covered, next_id = 0, 1
+    while covered < target:
+        rh, rw = (int(x) for x in g.integers(1, max(1, max_side_px) + 1, size=2))
+        y, x = int(g.integers(0, max(1, h - rh + 1))), int(g.integers(0, max(1, w - rw + 1)))
+        covered += int((labels[y:y + rh, x:x + rw] == 0).sum())
+        labels[y:y + rh, x:x + rw] = next_id
+        next_id += 1
+    return labels
+
+
+def add_flying_pixels(depth: np.ndarray, fraction: float, jump_m: float, rng: SeedLike = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Flying (mixed) pixels: each valid pixel with a valid 4-neighbour whose depth differs by
+    more than ``jump_m`` becomes, with probability ``fraction``, ``d + t (d_n - d)`` with
+    ``t ~ U(0, 1)`` and ``d_n`` one such neighbour (the first of up, down, left, right) - a
+    point floating between the two surfaces, as time-of-flight and structured-light sensors
+    produce at depth edges.
+
+    Returns:
+        ``(depth_out float32, mask bool)``: the mask marks the changed pixels.
+    """
+    depth = _check_depth(depth)
+    g = as_generator(rng)
+    d = depth.astype(np.float32)
+    valid = _valid(d)
+    other = np.zeros_like(d)
+    found = np.zeros(d.shape, dtype=bool)
+    for axis, step in ((0, -1), (0, 1), (1, -1), (1, 1)):
+        n = np.roll(d, step, axis=axis)
+        nv = np.roll(valid, step, axis=axis)
+        edge = (slice(0, 1) if step == 1 else slice(-1, None))
+        nv[(edge, slice(None)) if axis == 0 else (slice(None), edge)] = False  # no wrap-around
+        jump = valid & nv & ~found & (np.abs(n - d) > jump_m)
+        other[jump] = n[jump]
+        found |= jump
+    mask = found & (g.uniform(size=d.shape) < fraction)
+    t = g.uniform(size=d.shape)
+    out = d.copy()
+    out[mask] = (d[mask] + t[mask] * (other[mask] - d[mask])).astype(np.float32)
+    return out, mask
+
+
 def add_outlier_blobs(depth: np.ndarray, fraction: float, radius_px: int,
                       offset_range_m: tuple[float, float], rng: SeedLike = None,
-                      min_depth_m: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+                      min_depth_m: float = 0.1, shape: str = "disc"
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Shift blobs of valid pixels by one random offset each (``+-U(lo, hi)`` metres).
+
+    ``shape``: ``disc`` (:func:`blob_labels` with ``radius_px``) or ``rect``
+    (:func:`rect_labels` with sides up to ``6 * radius_px + 1``).
 
     Returns:
         ``(depth_out float32, mask bool)``: the mask marks the valid pixels that were changed.
     """
     depth = _check_depth(depth)
     g = as_generator(rng)
-    labels = blob_labels(depth.shape, fraction, radius_px, g)
+    if shape == "rect":
+        labels = rect_labels(depth.shape, fraction, 6 * radius_px + 1, g)
+    else:
+        labels = blob_labels(depth.shape, fraction, radius_px, g)
     n = int(labels.max())
     lo, hi = offset_range_m
     offsets = g.uniform(lo, hi, size=n + 1) * np.where(g.uniform(size=n + 1) < 0.5, -1.0, 1.0)
@@ -260,7 +346,7 @@ def apply_range(depth: np.ndarray, min_range_m: float = 0.0, max_range_m: float 
 class NoiseMasks:
     """Which pixels each stage changed (all (H, W) bool)."""
 
-    outliers: np.ndarray
+    outliers: np.ndarray  # outlier blobs and flying pixels
     holes: np.ndarray
     out_of_range: np.ndarray
 
@@ -289,11 +375,16 @@ def apply_noise(depth: np.ndarray, config: NoiseConfig = NoiseConfig(), rng: See
         out = multiplicative_noise(out, config.multiplicative_sigma, g)
     if config.kinect_axial:
         out = kinect_axial_noise(out, g)
+    if config.flying_pixel_fraction > 0:
+        out, flying = add_flying_pixels(out, config.flying_pixel_fraction,
+                                        config.flying_pixel_jump_m, g)
+        outliers = outliers | flying
     if config.outlier_fraction > 0:
-        out, outliers = add_outlier_blobs(out, config.outlier_fraction,
-                                          config.outlier_blob_radius_px,
-                                          config.outlier_offset_range_m, g,
-                                          config.min_outlier_depth_m)
+        out, blobs = add_outlier_blobs(out, config.outlier_fraction,
+                                       config.outlier_blob_radius_px,
+                                       config.outlier_offset_range_m, g,
+                                       config.min_outlier_depth_m, config.outlier_shape)
+        outliers = outliers | blobs
     if config.hole_fraction > 0:
         out, holes = add_holes(out, config.hole_fraction, config.hole_blob_radius_px, g)
     before = out > 0
