@@ -1,4 +1,5 @@
-"""The ``recon-ros`` command line: synth, replay, eval, demo, bench, play, train, eval-fusion.
+"""The ``recon-ros`` command line: synth, replay, eval, demo, bench, play, train, eval-fusion,
+eval-fusion-unbiased.
 
 Library errors (bad config, unreadable bag, missing topic) end in one clear line on stderr and
 exit code 2; nothing here calls ``sys.exit`` from library code.
@@ -12,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -127,6 +129,13 @@ def _replay_table(result) -> Table:
     table.add_row("2D cells cleared (occupied -> not)", str(st["grid_cells_cleared"]))
     table.add_row("ESDF memory MiB / distance assignments",
                   f"{st['esdf_memory_mb']:.1f} / {st['esdf_voxels_updated']}")
+    if result.quality:
+        q = np.array([(s.agreement.explained, s.agreement.inlier_ratio,
+                       s.agreement.mean_abs_error_m * 100) for s in result.quality])
+        med = np.nanmedian(q, axis=0)
+        table.add_row(f"map quality, {len(q)} frames: explained median (min) / inliers / "
+                      "MAE cm", f"{med[0]:.2f} ({np.nanmin(q[:, 0]):.2f}) / {med[1]:.2f} / "
+                      f"{med[2]:.2f}")
     table.add_row(f"mesh ({result.mesh_method}) vertices / triangles / s",
                   f"{result.mesh_vertices} / {result.mesh_faces} / {result.mesh_s:.2f}")
     speed = result.bag_duration_s / result.wall_s if result.wall_s else 0.0
@@ -148,8 +157,12 @@ def replay(
     mesh_method: Annotated[Optional[str], typer.Option(
         help=f"Mesher of mesh.ply, overrides mesh.method: {' | '.join(MESH_METHODS)}.")]
     = None,
+    quality_every: Annotated[int, typer.Option(
+        min=0, help="Score the map against every n-th depth frame before fusing it "
+        "(quality.csv, quality.png); 0 = off.")] = 10,
 ) -> None:
-    """Map a rosbag2 offline: mesh.ply, map.yaml/pgm, map.pt, config.yaml, preview.png.
+    """Map a rosbag2 offline: mesh.ply, map.yaml/pgm, map.pt, config.yaml, preview.png,
+    quality.csv/png (how much of each n-th frame the map already explained).
 
     With fusion.method: stereo in the config the bag needs only color images,
     their camera_info and TF (depth topics are ignored): keyframe depth comes
@@ -167,7 +180,8 @@ def replay(
             result = replay_bag(bag, out, cfg, depth_topic=depth_topic, color_topic=color_topic,
                                 world_frame=world_frame, max_frames=max_frames,
                                 progress=lambda done, total: bar.update(task, completed=done,
-                                                                        total=total))
+                                                                        total=total),
+                                quality_every=quality_every)
     except ReconError as exc:
         raise _fail(str(exc)) from exc
     console.print(_replay_table(result))

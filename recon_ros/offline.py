@@ -53,6 +53,7 @@ from .core.mesh import TriangleMesh
 from .core.atomic_file import atomic_path
 from .io.map_files import EsdfMap, replace_directory, write_esdf, write_nav2_map, write_ply
 from .io.preview import write_preview
+from .io.quality_report import QualitySample, write_quality_csv, write_quality_plot
 from .io.rosbag_source import RosbagColorSource, RosbagSource
 
 MESH_FILE = "mesh.ply"
@@ -65,11 +66,17 @@ ESDF_FILE = "esdf.npz"
 #: Output name (keys of :func:`write_map_outputs`' paths) -> file.
 OUTPUT_FILES = {"checkpoint": CHECKPOINT_FILE, "config": CONFIG_FILE, "grid": GRID_FILE,
                 "esdf": ESDF_FILE, "mesh": MESH_FILE, "preview": PREVIEW_FILE}
+#: Replay's map-quality report (written after the map, into its directory).
+QUALITY_CSV_FILE = "quality.csv"
+QUALITY_PLOT_FILE = "quality.png"
 #: Every file a map directory may hold.
-MAP_DIR_FILES = frozenset({*OUTPUT_FILES.values(), GRID_IMAGE_FILE})
+MAP_DIR_FILES = frozenset({*OUTPUT_FILES.values(), GRID_IMAGE_FILE, QUALITY_CSV_FILE,
+                           QUALITY_PLOT_FILE})
 #: Replay refreshes the (incremental) occupancy layers every this many frames, so the summary's
 #: "2D cells cleared" counts cells that turned free along the way, as the live node does.
 OCCUPANCY_REFRESH_FRAMES = 10
+#: Replay scores the map against every this-many-th depth frame by default (0 = off).
+QUALITY_EVERY_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,8 @@ class ReplayResult:
         stereo: ``fusion.method: stereo`` only: ``frames_seen`` (posed color images),
             ``keyframes``, ``depth_frames`` (keyframes given a stereo depth map) and
             ``without_sources`` (keyframes with too few source views).
+        quality: the map's agreement with every ``quality_every``-th frame before it was
+            fused (:meth:`Mapper.frame_agreement`; none for stereo or when off).
     """
 
     frames_used: int
@@ -193,12 +202,14 @@ class ReplayResult:
     bag_duration_s: float = 0.0
     color_messages: int = 0
     stereo: dict[str, int] = field(default_factory=dict)
+    quality: list[QualitySample] = field(default_factory=list)
 
 
 def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
                depth_topic: str | None = None, color_topic: str | None = None,
                world_frame: str = "map", max_frames: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+               progress: Callable[[int, int], None] | None = None,
+               quality_every: int = QUALITY_EVERY_FRAMES) -> ReplayResult:
     """Map a rosbag2 (sqlite3 or MCAP) deterministically and write the map files.
 
     With ``fusion.method: stereo`` the bag needs color images, their camera_info and TF only:
@@ -216,6 +227,10 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
             ``stereo.reference_delay`` more).
         progress: called after each integrated frame as ``progress(image_messages_seen,
             image_messages_total)`` (depth images; stereo: color images).
+        quality_every: before fusing every this-many-th depth frame (the first included
+            once the map holds a block), score how well the map explains it
+            (:meth:`Mapper.frame_agreement`) and write ``quality.csv`` and ``quality.png``;
+            0 = off. Not for stereo (its depth maps are fused as they are made).
 
     Raises:
         BagTopicError: no depth topic (stereo: no color topic) or camera_info for it.
@@ -230,7 +245,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
                               world_frame=world_frame)
     total = len(source)
     first_ns = last_ns = None
-    for frame in _integrate_all(mapper, source):
+    quality: list[QualitySample] = []
+    for frame in _integrate_all(mapper, source, quality, quality_every):
         if mapper.frames_integrated % OCCUPANCY_REFRESH_FRAMES == 0:
             mapper.refresh_occupancy()
         first_ns = frame.stamp_ns if first_ns is None else first_ns
@@ -240,6 +256,11 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
         if max_frames is not None and mapper.frames_integrated >= max_frames:
             break
     outputs, export = write_map_outputs(mapper, out_dir)
+    if quality:
+        outputs["quality"] = Path(out_dir) / QUALITY_CSV_FILE
+        outputs["quality_plot"] = Path(out_dir) / QUALITY_PLOT_FILE
+        write_quality_csv(outputs["quality"], quality)
+        write_quality_plot(outputs["quality_plot"], quality)
     stereo = mapper.stereo
     return ReplayResult(
         frames_used=mapper.frames_integrated, depth_messages=0 if stereo else total,
@@ -255,15 +276,20 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
         color_messages=total if stereo else 0,
         stereo={} if stereo is None else {
             "frames_seen": stereo.frames_seen, "keyframes": stereo.keyframes,
-            "depth_frames": stereo.depth_frames, "without_sources": stereo.without_sources})
+            "depth_frames": stereo.depth_frames, "without_sources": stereo.without_sources},
+        quality=quality)
 
 
-def _integrate_all(mapper: Mapper, source: RosbagSource | RosbagColorSource
-                   ) -> Iterator[Frame]:
+def _integrate_all(mapper: Mapper, source: RosbagSource | RosbagColorSource,
+                   quality: list[QualitySample], quality_every: int) -> Iterator[Frame]:
     """Feed every frame of ``source`` to ``mapper``; yields each depth frame once it is
-    integrated (stereo: the keyframe depth maps, then those completed at the end)."""
+    integrated (stereo: the keyframe depth maps, then those completed at the end). Depth
+    frames number ``0, quality_every, ...`` are scored first into ``quality`` while the map
+    holds anything."""
     if isinstance(source, RosbagSource):
-        for frame in source:
+        for i, frame in enumerate(source):
+            if quality_every and i % quality_every == 0 and mapper.volume.num_blocks:
+                quality.append(QualitySample(i, frame.stamp_ns, mapper.frame_agreement(frame)))
             mapper.integrate(frame)
             yield frame
         return

@@ -33,6 +33,7 @@ from .esdf import DistanceQuery, EsdfLayer
 from .frame import Frame, PinholeCamera
 from .latent_integrator import LatentIntegrator
 from .latent_volume import LatentVolume
+from .map_quality import FrameAgreement, frame_agreement
 from .marching_cubes import IncrementalMesher
 from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
@@ -264,6 +265,18 @@ class Mapper:
 
     def _release(self, slots: torch.Tensor) -> int:
         return int(self.volume.release(slots).numel())
+
+    def frame_agreement(self, frame: Frame, render_width_px: int = 80) -> FrameAgreement:
+        """How well the map explains ``frame`` before it is fused: the map rendered at the
+        frame's pose against its depth (``core.map_quality``), on every ``stride``-th pixel
+        with the stride that brings the render to about ``render_width_px`` pixels wide."""
+        self.decode()
+        ic = self.config.integration
+        stride = max(1, frame.camera.width // render_width_px)
+        with self.timer("quality"):
+            return frame_agreement(self.volume, _as_tensor(frame.depth), frame.camera,
+                                   frame.T_world_cam, min_depth_m=ic.min_depth_m,
+                                   max_depth_m=ic.max_depth_m, stride=stride)
 
     def decode(self) -> None:
         """Latent fusion only: decode the blocks changed since the last call into the volume's
