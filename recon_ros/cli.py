@@ -160,9 +160,12 @@ def replay(
     quality_every: Annotated[int, typer.Option(
         min=0, help="Score the map against every n-th depth frame before fusing it "
         "(quality.csv, quality.png); 0 = off.")] = 10,
+    render_views: Annotated[int, typer.Option(
+        min=0, help="renders.png: the map rendered from this many recorded and as many "
+        "orbit poses; 0 = off.")] = 4,
 ) -> None:
     """Map a rosbag2 offline: mesh.ply, map.yaml/pgm, map.pt, config.yaml, preview.png,
-    quality.csv/png (how much of each n-th frame the map already explained).
+    quality.csv/png (how much of each n-th frame the map already explained), renders.png.
 
     With fusion.method: stereo in the config the bag needs only color images,
     their camera_info and TF (depth topics are ignored): keyframe depth comes
@@ -181,7 +184,7 @@ def replay(
                                 world_frame=world_frame, max_frames=max_frames,
                                 progress=lambda done, total: bar.update(task, completed=done,
                                                                         total=total),
-                                quality_every=quality_every)
+                                quality_every=quality_every, render_views=render_views)
     except ReconError as exc:
         raise _fail(str(exc)) from exc
     console.print(_replay_table(result))

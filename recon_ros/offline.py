@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .core.config import MapperConfig
 from .core.frame import Frame
 from .core.mapper import Mapper
@@ -54,6 +56,7 @@ from .core.atomic_file import atomic_path
 from .io.map_files import EsdfMap, replace_directory, write_esdf, write_nav2_map, write_ply
 from .io.preview import write_preview
 from .io.quality_report import QualitySample, write_quality_csv, write_quality_plot
+from .io.render_strip import write_render_strip
 from .io.rosbag_source import RosbagColorSource, RosbagSource
 
 MESH_FILE = "mesh.ply"
@@ -69,14 +72,18 @@ OUTPUT_FILES = {"checkpoint": CHECKPOINT_FILE, "config": CONFIG_FILE, "grid": GR
 #: Replay's map-quality report (written after the map, into its directory).
 QUALITY_CSV_FILE = "quality.csv"
 QUALITY_PLOT_FILE = "quality.png"
+#: Replay's renders of the map from recorded poses and an orbit.
+RENDERS_FILE = "renders.png"
 #: Every file a map directory may hold.
 MAP_DIR_FILES = frozenset({*OUTPUT_FILES.values(), GRID_IMAGE_FILE, QUALITY_CSV_FILE,
-                           QUALITY_PLOT_FILE})
+                           QUALITY_PLOT_FILE, RENDERS_FILE})
 #: Replay refreshes the (incremental) occupancy layers every this many frames, so the summary's
 #: "2D cells cleared" counts cells that turned free along the way, as the live node does.
 OCCUPANCY_REFRESH_FRAMES = 10
 #: Replay scores the map against every this-many-th depth frame by default (0 = off).
 QUALITY_EVERY_FRAMES = 10
+#: Replay renders the map from this many recorded and as many orbit poses by default.
+RENDER_VIEWS = 4
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
                depth_topic: str | None = None, color_topic: str | None = None,
                world_frame: str = "map", max_frames: int | None = None,
                progress: Callable[[int, int], None] | None = None,
-               quality_every: int = QUALITY_EVERY_FRAMES) -> ReplayResult:
+               quality_every: int = QUALITY_EVERY_FRAMES,
+               render_views: int = RENDER_VIEWS) -> ReplayResult:
     """Map a rosbag2 (sqlite3 or MCAP) deterministically and write the map files.
 
     With ``fusion.method: stereo`` the bag needs color images, their camera_info and TF only:
@@ -231,6 +239,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
             once the map holds a block), score how well the map explains it
             (:meth:`Mapper.frame_agreement`) and write ``quality.csv`` and ``quality.png``;
             0 = off. Not for stereo (its depth maps are fused as they are made).
+        render_views: write ``renders.png``: the map rendered at this many of the recorded
+            camera poses and from as many orbit poses (``io.render_strip``); 0 = off.
 
     Raises:
         BagTopicError: no depth topic (stereo: no color topic) or camera_info for it.
@@ -246,7 +256,10 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
     total = len(source)
     first_ns = last_ns = None
     quality: list[QualitySample] = []
+    poses, camera = [], None
     for frame in _integrate_all(mapper, source, quality, quality_every):
+        poses.append(frame.T_world_cam)
+        camera = frame.camera
         if mapper.frames_integrated % OCCUPANCY_REFRESH_FRAMES == 0:
             mapper.refresh_occupancy()
         first_ns = frame.stamp_ns if first_ns is None else first_ns
@@ -261,6 +274,9 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
         outputs["quality_plot"] = Path(out_dir) / QUALITY_PLOT_FILE
         write_quality_csv(outputs["quality"], quality)
         write_quality_plot(outputs["quality_plot"], quality)
+    if render_views and camera is not None:
+        outputs["renders"] = Path(out_dir) / RENDERS_FILE
+        write_render_strip(outputs["renders"], mapper, camera, np.stack(poses), render_views)
     stereo = mapper.stereo
     return ReplayResult(
         frames_used=mapper.frames_integrated, depth_messages=0 if stereo else total,

@@ -49,7 +49,12 @@ def test_replay_writes_the_map_quality_of_every_nth_frame(bag: Path, tmp_path: P
     assert min(inliers) > 0.85  # (the rest: depth edges, where the first hit differs)
     plot = cv2.imread(str(tmp_path / "quality.png"))
     assert plot is not None and plot.shape == (240, 640, 3)
-
+    # renders.png: 4 recorded poses (color) above 4 orbit views (shaded), 160x120 tiles
+    renders = cv2.imread(str(tmp_path / "renders.png"))
+    assert renders is not None and renders.shape == (240, 640, 3)
+    surface = renders.any(axis=2)
+    assert surface[:120].mean() > 0.6  # the map explains the recorded views
+    assert surface[120:].mean() > 0.2  # and shows surfaces from the orbit
 
 def test_quality_can_be_switched_off_and_a_stale_report_goes(bag: Path, tmp_path: Path
                                                              ) -> None:
@@ -60,3 +65,6 @@ def test_quality_can_be_switched_off_and_a_stale_report_goes(bag: Path, tmp_path
                   "--quality-every", "0", "--max-frames", "4").stdout  # the same map dir
     assert "map quality" not in summary
     assert not (tmp_path / "quality.csv").exists() and not (tmp_path / "quality.png").exists()
+    summary = run("replay", str(bag), "--out", str(tmp_path), "--voxel-size-m", "0.08",
+                  "--render-views", "0", "--max-frames", "4").stdout
+    assert not (tmp_path / "renders.png").exists()
