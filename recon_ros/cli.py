@@ -1,5 +1,5 @@
-"""The ``recon-ros`` command line: synth, replay, eval, demo, bench, play, train, eval-fusion,
-eval-fusion-unbiased.
+"""The ``recon-ros`` command line: synth, replay, merge, eval, demo, bench, play, train,
+eval-fusion, eval-fusion-unbiased.
 
 Library errors (bad config, unreadable bag, missing topic) end in one clear line on stderr and
 exit code 2; nothing here calls ``sys.exit`` from library code.
@@ -195,6 +195,38 @@ def replay(
 
 
 # ----------------------------------------------------------------------------------- eval
+@app.command()
+def merge(
+    maps: Annotated[list[Path], typer.Argument(
+        help="Map directories (or map.pt checkpoints) of one place in one map frame.")],
+    out: Annotated[Path, typer.Option("--out", help="Map directory of the merged map.")],
+    device: Annotated[Optional[str], typer.Option(help="torch device (cpu, cuda:0).")] = None,
+) -> None:
+    """Merge maps of the same place made in the same map frame (sessions, robots): TSDF,
+    weights and colors block by block (weights add), 2D free space, then the usual map files.
+    The first map's configuration is kept; maps of other voxel size, block size, truncation or
+    2D layer, and latent-fusion maps, are refused."""
+    from .core.mapper import Mapper
+    from .offline import CHECKPOINT_FILE, write_map_outputs
+
+    if len(maps) < 2:
+        raise _fail("merge needs at least two maps")
+    try:
+        paths = [m / CHECKPOINT_FILE if m.is_dir() else m for m in maps]
+        merged = Mapper.load(paths[0], device)
+        for path in paths[1:]:
+            added = merged.merge(Mapper.load(path, device))
+            console.print(f"{path}: {added} new blocks")
+        outputs, export = write_map_outputs(merged, out)
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"merged {len(maps)} maps: {merged.volume.num_blocks} blocks, "
+                  f"{merged.frames_integrated} frames, mesh ({export.method}) "
+                  f"{export.mesh.num_faces} triangles")
+    for name, path in outputs.items():
+        console.print(f"  {name:10s} {path}")
+
+
 @app.command(name="eval")
 def evaluate(
     mesh: Annotated[Path, typer.Argument(help="Predicted mesh (PLY).")],

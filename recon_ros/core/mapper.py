@@ -34,6 +34,7 @@ from .frame import Frame, PinholeCamera
 from .latent_integrator import LatentIntegrator
 from .latent_volume import LatentVolume
 from .map_quality import FrameAgreement, frame_agreement
+from .merge import check_mergeable, merge_volume
 from .marching_cubes import IncrementalMesher
 from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
@@ -265,6 +266,31 @@ class Mapper:
 
     def _release(self, slots: torch.Tensor) -> int:
         return int(self.volume.release(slots).numel())
+
+    def merge(self, other: "Mapper") -> int:
+        """Fuse ``other``, a map of the same place in the same map frame (another session or
+        robot), into this one: TSDF, weights and colors block by block (``core.merge``:
+        exact for the TSDF up to the weight cap and change detection) and the 2D layer's
+        carved free space. The mesh, the grid and the distance field follow from the change
+        log; the free space only the distance field's own carving saw in ``other`` (outside
+        its TSDF blocks) is not carried over. ``other`` is not changed.
+
+        Returns:
+            how many blocks ``other`` added.
+
+        Raises:
+            ConfigError: either map is latent fusion (its feature volume has no merge), or
+                their voxel size, block size, truncation or 2D layer differ.
+        """
+        if self.latent is not None or other.latent is not None:
+            raise ConfigError("cannot merge latent-fusion maps (fusion.method: latent): "
+                              "their feature volumes have no defined merge")
+        check_mergeable(self.volume, other.volume)  # (before anything changes)
+        self.occupancy.merge_free_space(other.occupancy)
+        added = merge_volume(self.volume, other.volume, self.config.integration.max_weight)
+        self.frames_integrated += other.frames_integrated
+        self.has_color |= other.has_color
+        return added
 
     def frame_agreement(self, frame: Frame, render_width_px: int = 80) -> FrameAgreement:
         """How well the map explains ``frame`` before it is fused: the map rendered at the

@@ -33,7 +33,7 @@ import torch
 
 from .block_hash import COORD_OFFSET, BlockHashMap, pack_coords, unpack_keys
 from .compaction import compact
-from .errors import VolumeError
+from .errors import ConfigError, VolumeError
 from .occupancy_grid import FREE, OCCUPIED, UNKNOWN, OccupancyGrid2D
 from .tsdf_integrator import FrameTensors
 from .volume import BlockVolume
@@ -419,6 +419,26 @@ class OccupancyMapper:
                   (float(lo[1]) - 0.5) * self.resolution_m)
         return OccupancyGrid2D(out.cpu().numpy(), self.resolution_m, origin, self.min_height_m,
                                self.max_height_m)
+
+    def merge_free_space(self, other: "OccupancyMapper") -> None:
+        """Add ``other``'s carved free space to this layer (per cell, the lowest height seen
+        free); the grid reads it at once.
+
+        Raises:
+            ConfigError: the layers' cell size or height band differ.
+        """
+        for name in ("resolution_m", "min_height_m", "max_height_m", "free_below_m"):
+            a, b = getattr(self, name), getattr(other, name)
+            if abs(a - b) > 1e-9:
+                raise ConfigError(f"cannot merge 2D layers with different {name}: {a:g} and "
+                                  f"{b:g}")
+        n = len(other._tiles)
+        if n == 0:
+            return
+        slots = self._tiles.insert_or_find(other._tiles.slot_keys.to(self.device))[0]
+        self._grow_tiles()
+        self._free_z[slots] = torch.minimum(self._free_z[slots],
+                                            other._free_z[:n].to(self.device))
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, torch.Tensor]:
