@@ -1,0 +1,571 @@
+"""Atlas-style TSDF regression from posed RGB images (Murez et al. 2020), with the
+context-aware view fusion of Pix2Vox (Xie et al. 2019) as an option.
+
+Pipeline for one *fragment* (an axis-aligned box of voxels around the current keyframes,
+:class:`Fragment`):
+
+1. :class:`FeatureNet2D`: a small 2D CNN (trained from scratch) maps each ``(H, W)`` RGB view to
+   ``C`` features per pixel at 1/4 resolution, ``(C, H / 4, W / 4)``.
+2. :func:`backproject`: every voxel centre is projected into each view; the feature map is
+   sampled bilinearly there, so one view's features are copied along the pixel rays through
+   the whole box (voxels in front of the camera and inside the image only).
+3. :class:`ViewFusion`: the per-view volumes are fused online, view by view (keyframes stream
+   in): ``average`` keeps the running mean over the views that saw a voxel (Atlas);
+   ``context`` weights the views by a softmax across views of a per-view, per-voxel score
+   from a small 3D score head (Pix2Vox), kept online with a running log-sum-exp. Both keep the
+   weighted first and second moments of the features, so the 3D network sees their (weighted)
+   variance across views, a photo-consistency cue, besides their mean.
+4. :class:`EncoderDecoder3D`: a 3D encoder-decoder over the fused volume with three heads at
+   4x, 2x and 1x the voxel size, each predicting a TSDF (``tanh``; 1 = the level's truncation,
+   ``truncation_voxels`` voxels *of that level*) and an occupancy logit. Coarse to fine: a
+   voxel whose coarser level predicts ``|tsdf| >= mask_threshold`` is far from any surface and
+   is not refined (it takes the coarse sign, saturated); see :func:`coarse_to_fine`.
+
+Frames and units: world == map frame (z up), metres; camera poses ``T_world_cam`` (4, 4) of the
+optical frame (x right, y down, z forward); pixel ``(u, v)`` centres at integers. A voxel
+``(i, j, k)`` of a fragment has the global index ``origin_index + (i, j, k)`` and its centre at
+``global index * voxel_size_m`` (the convention of :class:`~recon_ros.core.volume.BlockVolume`).
+Dense volumes are ``(..., X, Y, Z)`` tensors indexed ``[i, j, k]``. Everything runs on the
+device of the model's parameters (no device is hard-coded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as nnf
+
+from ..core.config import check_known_keys
+from ..core.errors import ConfigError, ReconError
+from ..core.frame import PinholeCamera
+from .checkpoint import _read
+
+#: Coarsening factors of the three output levels, coarsest first.
+LEVEL_SCALES = (4, 2, 1)
+#: Feature-map stride of :class:`FeatureNet2D` (image pixels per feature pixel).
+FEATURE_STRIDE = 4
+VIEW_FUSIONS = ("average", "context")
+WEIGHTS_FORMAT = "recon_ros.atlas.weights.v1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Log-sum-exp of a voxel no view has seen yet (finite, so gradients never meet ``-inf - -inf``).
+_EMPTY_LSE = -1.0e4
+
+
+@dataclass(frozen=True)
+class AtlasConfig:
+    """Architecture of an Atlas model (stored with its weights).
+
+    Attributes:
+        feature_channels: ``C``, 2D features per pixel (and per back-projected voxel).
+        image_hidden: hidden channels of the 2D CNN (doubled after its second stride).
+        volume_channels: channels of the 3D encoder-decoder at 1x, 2x and 4x the voxel size.
+        score_hidden: hidden channels of the context-fusion score head.
+        view_fusion: ``average`` (running mean) or ``context`` (softmax-weighted, Pix2Vox).
+        truncation_voxels: TSDF scale at every level, in voxels of that level.
+        mask_threshold: a coarse ``|tsdf|`` at or above this masks the finer levels below it.
+    """
+
+    feature_channels: int = 12
+    image_hidden: int = 16
+    volume_channels: tuple[int, int, int] = (16, 24, 32)
+    score_hidden: int = 8
+    view_fusion: str = "average"
+    truncation_voxels: float = 3.0
+    mask_threshold: float = 0.99
+
+    def __post_init__(self) -> None:
+        for name in ("feature_channels", "image_hidden", "score_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"atlas.{name}={value!r} is invalid: must be an int >= 1")
+        vc = tuple(self.volume_channels)
+        if len(vc) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
+                                for c in vc):
+            raise ConfigError(f"atlas.volume_channels={self.volume_channels!r} is invalid: "
+                              "must be three ints >= 1")
+        object.__setattr__(self, "volume_channels", vc)
+        if self.view_fusion not in VIEW_FUSIONS:
+            raise ConfigError(f"atlas.view_fusion={self.view_fusion!r} is invalid: expected "
+                              f"one of {VIEW_FUSIONS}")
+        if not 1.0 <= self.truncation_voxels <= 16.0:
+            raise ConfigError(f"atlas.truncation_voxels={self.truncation_voxels!r} is invalid: "
+                              "must be in [1, 16]")
+        if not 0.0 < self.mask_threshold <= 1.0:
+            raise ConfigError(f"atlas.mask_threshold={self.mask_threshold!r} is invalid: must "
+                              "be in (0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["volume_channels"] = list(self.volume_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AtlasConfig":
+        check_known_keys(cls, data, "atlas")
+        d = dict(data)
+        if "volume_channels" in d:
+            d["volume_channels"] = tuple(d["volume_channels"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """An axis-aligned box of voxels.
+
+    Attributes:
+        origin_index: global voxel index (3 ints) of voxel ``(0, 0, 0)``.
+        dims: ``(X, Y, Z)`` voxels, each a multiple of 4 (the coarsest level's factor).
+        voxel_size_m: voxel edge, metres.
+    """
+
+    origin_index: tuple[int, int, int]
+    dims: tuple[int, int, int]
+    voxel_size_m: float
+
+    def __post_init__(self) -> None:
+        if len(self.dims) != 3 or any(d < 4 or d % LEVEL_SCALES[0] for d in self.dims):
+            raise ConfigError(f"fragment dims {self.dims} must be three multiples of "
+                              f"{LEVEL_SCALES[0]}")
+        if not self.voxel_size_m > 0:
+            raise ConfigError(f"fragment voxel size must be > 0, got {self.voxel_size_m}")
+        object.__setattr__(self, "origin_index", tuple(int(i) for i in self.origin_index))
+        object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+
+    @property
+    def num_voxels(self) -> int:
+        return self.dims[0] * self.dims[1] * self.dims[2]
+
+    def voxel_indices(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(X, Y, Z, 3) int64 global voxel indices."""
+        axes = [torch.arange(d, device=device) + o for d, o in zip(self.dims, self.origin_index)]
+        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+    def centres(self, scale: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(X / s, Y / s, Z / s, 3) float32 world centres of the voxels of the level
+        coarsened ``s = scale`` times (a coarse voxel is an ``s**3`` block of voxels; its
+        centre is the block's centre), metres."""
+        axes = [(torch.arange(d // scale, device=device, dtype=torch.float64) * scale
+                 + (scale - 1) / 2.0 + o) * self.voxel_size_m
+                for d, o in zip(self.dims, self.origin_index)]
+        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).to(torch.float32)
+
+    def bounds_m(self) -> tuple[np.ndarray, np.ndarray]:
+        """World ``(lo, hi)`` corners (3,) of the box spanned by the voxel centres, metres."""
+        lo = np.asarray(self.origin_index, np.float64) * self.voxel_size_m
+        return lo, lo + (np.asarray(self.dims) - 1) * self.voxel_size_m
+
+    @classmethod
+    def in_front_of(cls, poses: list[np.ndarray], dims: tuple[int, int, int],
+                    voxel_size_m: float, ahead_m: float, floor_index: int,
+                    offset_m: tuple[float, float] = (0.0, 0.0)) -> "Fragment":
+        """The box centred (in x, y) on the mean of the points ``ahead_m`` in front of each
+        camera along its horizontal viewing direction (plus ``offset_m``), with its lowest
+        voxel layer at global z index ``floor_index``; aligned to the global voxel grid."""
+        pts = []
+        for T in poses:
+            fwd = np.asarray(T, np.float64)[:3, 2].copy()
+            fwd[2] = 0.0
+            norm = np.linalg.norm(fwd)
+            fwd = fwd / norm if norm > 1e-9 else fwd
+            pts.append(np.asarray(T, np.float64)[:3, 3] + ahead_m * fwd)
+        centre = np.mean(pts, axis=0)[:2] + np.asarray(offset_m, np.float64)
+        lo = np.round(centre / voxel_size_m - (np.asarray(dims[:2]) - 1) / 2.0).astype(int)
+        return cls((int(lo[0]), int(lo[1]), int(floor_index)), dims, voxel_size_m)
+
+
+def _conv2d(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation)
+
+
+def _conv3d(c_in: int, c_out: int, stride: int = 1) -> nn.Module:
+    return nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1)
+
+
+class FeatureNet2D(nn.Module):
+    """``(V, 3, H, W)`` RGB in [0, 1] -> ``(V, C, H / 4, W / 4)`` features (H, W multiples of
+    4). Feature pixel ``(x, y)`` is centred on image pixel ``(4 x, 4 y)`` (two stride-2
+    convolutions with 3x3 kernels and padding 1).
+
+    Args:
+        feature_channels: ``C``.
+        hidden: channels after the first stride (doubled after the second).
+    """
+
+    def __init__(self, feature_channels: int, hidden: int) -> None:
+        super().__init__()
+        h2 = 2 * hidden
+        self.net = nn.Sequential(
+            _conv2d(3, hidden, stride=2), nn.ReLU(), _conv2d(hidden, hidden), nn.ReLU(),
+            _conv2d(hidden, h2, stride=2), nn.ReLU(), _conv2d(h2, h2), nn.ReLU(),
+            _conv2d(h2, h2, dilation=2), nn.ReLU(), nn.Conv2d(h2, feature_channels, 1))
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.net(rgb - 0.5)
+
+
+def backproject(features: torch.Tensor, centres: torch.Tensor, camera: PinholeCamera,
+                T_world_cam: torch.Tensor, min_depth_m: float = 0.05
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample one view's feature map at the projections of voxel centres.
+
+    Args:
+        features: (C, Hf, Wf) feature map with stride :data:`FEATURE_STRIDE` of an image of
+            ``camera``'s size.
+        centres: (..., 3) world points, metres.
+        camera: intrinsics of the full-resolution image.
+        T_world_cam: (4, 4) pose of the optical frame in the world.
+        min_depth_m: points closer than this (or behind the camera) are invalid.
+
+    Returns:
+        ``(values, valid, depth)``: (..., C) bilinearly sampled features (0 where invalid),
+        (...) bool valid (in front of the camera and projecting within half a feature pixel
+        of the feature map), (...) z-depth in the view, metres.
+    """
+    c, hf, wf = features.shape
+    shape = centres.shape[:-1]
+    T = T_world_cam.to(centres.device, torch.float32)
+    p_cam = (centres.reshape(-1, 3) - T[:3, 3]) @ T[:3, :3]  # R^T (p - t)
+    uv, z = camera.project(p_cam)
+    uf = uv / FEATURE_STRIDE
+    valid = ((z > min_depth_m) & (uf[:, 0] >= -0.5) & (uf[:, 0] <= wf - 0.5)
+             & (uf[:, 1] >= -0.5) & (uf[:, 1] <= hf - 0.5))
+    uf = torch.where(valid[:, None], uf, torch.zeros_like(uf))
+    grid = torch.stack((2.0 * uf[:, 0] / max(wf - 1, 1) - 1.0,
+                        2.0 * uf[:, 1] / max(hf - 1, 1) - 1.0), dim=-1)
+    sampled = nnf.grid_sample(features[None], grid[None, None], mode="bilinear",
+                              padding_mode="border", align_corners=True)[0, :, 0].T
+    values = sampled * valid[:, None].to(sampled.dtype)
+    return values.reshape(*shape, c), valid.reshape(shape), z.reshape(shape)
+
+
+class ScoreHead3D(nn.Module):
+    """Pix2Vox context score: ``(1, C + 1, X, Y, Z)`` one view's back-projected features and
+    validity -> ``(X, Y, Z)`` score (the log of its unnormalised fusion weight).
+
+    Args:
+        feature_channels: ``C``.
+        hidden: hidden channels.
+    """
+
+    def __init__(self, feature_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(_conv3d(feature_channels + 1, hidden), nn.ReLU(),
+                                 nn.Conv3d(hidden, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0, 0]
+
+
+class ViewFusion:
+    """Online fusion of per-view feature volumes (any number of views, one at a time).
+
+    State per voxel (``N`` voxels, ``C`` channels): the number of views that saw it, the
+    weighted first and second feature moments ``m1 = sum_v w_v f_v``, ``m2 = sum_v w_v f_v**2``
+    over those views, and (``context``) ``lse = log sum_v exp(s_v)`` of their scores.
+
+    - ``average``: ``w_v = 1 / count`` (running mean: ``m += (f - m) / count``).
+    - ``context``: ``w_v = exp(s_v - lse)``, a softmax across views; a new view rescales the
+      moments by ``exp(lse_old - lse_new)`` and adds ``exp(s - lse_new) f``, which equals the
+      softmax over all views seen so far (up to float rounding) whatever their order.
+
+    Every update is out of place, so gradients flow to the features and scores of every view.
+
+    Args:
+        num_voxels: ``N``.
+        channels: ``C``.
+        mode: ``average`` or ``context``.
+        device: torch device of the state.
+    """
+
+    def __init__(self, num_voxels: int, channels: int, mode: str,
+                 device: torch.device | str) -> None:
+        if mode not in VIEW_FUSIONS:
+            raise ConfigError(f"view fusion {mode!r}: expected one of {VIEW_FUSIONS}")
+        self.mode = mode
+        self.count = torch.zeros(num_voxels, device=device)
+        self.m1 = torch.zeros(num_voxels, channels, device=device)
+        self.m2 = torch.zeros(num_voxels, channels, device=device)
+        self.lse = torch.full((num_voxels,), _EMPTY_LSE, device=device)
+
+    def add(self, features: torch.Tensor, valid: torch.Tensor,
+            score: torch.Tensor | None = None) -> None:
+        """Fuse one view: (N, C) features, (N,) bool valid, (N,) score (``context`` only)."""
+        v = valid.to(features.dtype)
+        self.count = self.count + v
+        if self.mode == "average":
+            step = (v / self.count.clamp(min=1.0))[:, None]
+            self.m1 = self.m1 + step * (features - self.m1)
+            self.m2 = self.m2 + step * (features.square() - self.m2)
+            return
+        if score is None:
+            raise ReconError("context fusion needs a score per voxel")
+        new_lse = torch.where(valid, torch.logaddexp(self.lse, score), self.lse)
+        keep = torch.exp(self.lse - new_lse)[:, None]
+        w = torch.where(valid, torch.exp(torch.where(valid, score - new_lse, 0.0)), 0.0)[:, None]
+        self.m1 = keep * self.m1 + w * features
+        self.m2 = keep * self.m2 + w * features.square()
+        self.lse = new_lse
+
+    def fused(self) -> torch.Tensor:
+        """(N, 2C + 1): weighted mean, weighted variance (clamped >= 0) and seen (0 / 1)."""
+        var = (self.m2 - self.m1.square()).clamp(min=0.0)
+        return torch.cat((self.m1, var, (self.count > 0).to(self.m1.dtype)[:, None]), dim=1)
+
+
+class EncoderDecoder3D(nn.Module):
+    """``(1, Cin, X, Y, Z)`` -> raw ``(1, 2, X / s, Y / s, Z / s)`` outputs (TSDF
+    pre-activation, occupancy logit) for ``s`` in :data:`LEVEL_SCALES`, coarsest first. Each
+    finer decoder stage sees the upsampled coarser features, the skip connection of its
+    encoder stage and the coarser level's (activated) prediction.
+
+    Args:
+        in_channels: ``Cin``.
+        channels: ``(c1, c2, c4)`` channels at 1x, 2x, 4x.
+    """
+
+    def __init__(self, in_channels: int, channels: tuple[int, int, int]) -> None:
+        super().__init__()
+        c1, c2, c4 = channels
+        relu = nn.ReLU
+        self.enc1 = nn.Sequential(_conv3d(in_channels, c1), relu(), _conv3d(c1, c1), relu())
+        self.enc2 = nn.Sequential(_conv3d(c1, c2, 2), relu(), _conv3d(c2, c2), relu())
+        self.enc4 = nn.Sequential(_conv3d(c2, c4, 2), relu(), _conv3d(c4, c4), relu(),
+                                  _conv3d(c4, c4), relu())
+        self.dec2 = nn.Sequential(_conv3d(c4 + c2 + 2, c2), relu(), _conv3d(c2, c2), relu())
+        self.dec1 = nn.Sequential(_conv3d(c2 + c1 + 2, c1), relu(), _conv3d(c1, c1), relu())
+        self.heads = nn.ModuleList([nn.Conv3d(c, 2, 1) for c in (c4, c2, c1)])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        d = self.enc4(e2)
+        outs = [self.heads[0](d)]
+        for dec, skip, head in ((self.dec2, e2, self.heads[1]), (self.dec1, e1, self.heads[2])):
+            up = nnf.interpolate(d, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            prev = nnf.interpolate(activate(outs[-1]), size=skip.shape[2:], mode="nearest")
+            d = dec(torch.cat((up, skip, prev), dim=1))
+            outs.append(head(d))
+        return outs
+
+
+def activate(raw: torch.Tensor) -> torch.Tensor:
+    """``(..., 2, X, Y, Z)`` raw head output -> TSDF ``tanh`` (channel 0) and occupancy logit."""
+    return torch.cat((torch.tanh(raw[..., :1, :, :, :]), raw[..., 1:, :, :, :]), dim=-4)
+
+
+@dataclass
+class LevelOutput:
+    """One level of a prediction (``X', Y', Z'`` = fragment dims / scale).
+
+    Attributes:
+        scale: voxels of the fragment per voxel of this level (4, 2 or 1).
+        tsdf: (X', Y', Z') network TSDF in [-1, 1], units of this level's truncation.
+        occupancy_logit: (X', Y', Z') occupancy logit.
+        refined: (X', Y', Z') bool, voxels the coarser levels did not mask (all True at the
+            coarsest level).
+        tsdf_final: (X', Y', Z') ``tsdf`` where refined, else the coarse sign (+-1).
+    """
+
+    scale: int
+    tsdf: torch.Tensor
+    occupancy_logit: torch.Tensor
+    refined: torch.Tensor
+    tsdf_final: torch.Tensor
+
+
+@dataclass
+class AtlasOutput:
+    """Prediction for one fragment.
+
+    Attributes:
+        levels: :class:`LevelOutput` per :data:`LEVEL_SCALES` entry, coarsest first.
+        seen: (X, Y, Z) bool, fragment voxels inside at least one view's frustum.
+        view_count: (X, Y, Z) float number of views that saw each voxel.
+    """
+
+    levels: list[LevelOutput]
+    seen: torch.Tensor
+    view_count: torch.Tensor
+
+    @property
+    def finest(self) -> LevelOutput:
+        return self.levels[-1]
+
+
+def upsample_nearest(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(X, Y, Z) -> (fX, fY, fZ): each voxel repeated ``factor`` times along every axis."""
+    for dim in range(3):
+        x = x.repeat_interleave(factor, dim=dim)
+    return x
+
+
+def coarse_to_fine(raw: list[torch.Tensor], mask_threshold: float) -> list[LevelOutput]:
+    """Activate the head outputs and apply the coarse-to-fine masking.
+
+    Args:
+        raw: per level (coarsest first) ``(1, 2, X', Y', Z')`` raw outputs, each level twice
+            the resolution of the previous one.
+        mask_threshold: a voxel whose coarser level's final ``|tsdf|`` is at least this is
+            masked (not refined) at the finer levels, which then hold the coarse sign.
+    """
+    levels: list[LevelOutput] = []
+    for out, scale in zip(raw, LEVEL_SCALES):
+        act = activate(out)[0]
+        tsdf, occ = act[0], act[1]
+        if not levels:
+            refined = torch.ones_like(tsdf, dtype=torch.bool)
+            final = tsdf
+        else:
+            prev = levels[-1]
+            factor = prev.scale // scale
+            coarse = upsample_nearest(prev.tsdf_final, factor)
+            refined = upsample_nearest(prev.refined, factor) & (coarse.abs() < mask_threshold)
+            final = torch.where(refined, tsdf, torch.where(coarse < 0, -1.0, 1.0))
+        levels.append(LevelOutput(scale, tsdf, occ, refined, final))
+    return levels
+
+
+class AtlasModel(nn.Module):
+    """The 2D feature network, the (optional) context score head and the 3D encoder-decoder
+    of one :class:`AtlasConfig`.
+
+    Streaming use: ``state = model.begin(fragment)``, ``model.add_views(state, ...)`` once per
+    keyframe (or batch of keyframes), ``model.decode(state)``; :meth:`forward` does all three.
+    """
+
+    def __init__(self, config: AtlasConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.feature_channels
+        self.features = FeatureNet2D(c, config.image_hidden)
+        self.score = ScoreHead3D(c, config.score_hidden) if config.view_fusion == "context" \
+            else None
+        self.volume = EncoderDecoder3D(2 * c + 1, config.volume_channels)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def begin(self, fragment: Fragment) -> "FragmentState":
+        """An empty fusion state for ``fragment``."""
+        return FragmentState(fragment, ViewFusion(fragment.num_voxels,
+                                                  self.config.feature_channels,
+                                                  self.config.view_fusion, self.device),
+                             fragment.centres(1, self.device).reshape(-1, 3))
+
+    def add_views(self, state: "FragmentState", images: torch.Tensor | np.ndarray,
+                  camera: PinholeCamera, poses: list[np.ndarray]) -> None:
+        """Back-project and fuse views into ``state``.
+
+        Args:
+            state: from :meth:`begin`.
+            images: (V, H, W, 3) uint8 RGB (numpy or torch), H and W multiples of 4.
+            camera: their intrinsics (size H x W).
+            poses: V (4, 4) ``T_world_cam``.
+        """
+        rgb = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor)
+                              else images).to(self.device)
+        if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.shape[0] != len(poses):
+            raise ReconError(f"images must be (V, H, W, 3) with V = {len(poses)} poses, got "
+                             f"{tuple(rgb.shape)}")
+        if rgb.shape[1] % FEATURE_STRIDE or rgb.shape[2] % FEATURE_STRIDE:
+            raise ReconError(f"image size {rgb.shape[2]}x{rgb.shape[1]} must be a multiple of "
+                             f"{FEATURE_STRIDE}")
+        feats = self.features(rgb.permute(0, 3, 1, 2).to(torch.float32) / 255.0)
+        dims = state.fragment.dims
+        for f, T in zip(feats, poses):
+            values, valid, _ = backproject(f, state.centres, camera,
+                                           torch.as_tensor(np.asarray(T, np.float64)))
+            score = None
+            if self.score is not None:
+                vol = torch.cat((values, valid[:, None].to(values.dtype)), dim=1)
+                score = self.score(vol.T.reshape(1, -1, *dims)).reshape(-1)
+            state.fusion.add(values, valid, score)
+
+    def decode(self, state: "FragmentState") -> AtlasOutput:
+        """Run the 3D network on the fused volume of ``state``."""
+        dims = state.fragment.dims
+        x = state.fusion.fused().T.reshape(1, -1, *dims)
+        levels = coarse_to_fine(self.volume(x), self.config.mask_threshold)
+        count = state.fusion.count.reshape(dims)
+        return AtlasOutput(levels, count > 0, count)
+
+    def forward(self, images: torch.Tensor | np.ndarray, camera: PinholeCamera,
+                poses: list[np.ndarray], fragment: Fragment) -> AtlasOutput:
+        """All views of a fragment at once (same as streaming them)."""
+        state = self.begin(fragment)
+        self.add_views(state, images, camera, poses)
+        return self.decode(state)
+
+    def truncation_m(self, voxel_size_m: float, scale: int = 1) -> float:
+        """Metres of TSDF 1.0 at the level ``scale`` of a fragment with ``voxel_size_m``."""
+        return self.config.truncation_voxels * scale * voxel_size_m
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@dataclass
+class FragmentState:
+    """Fusion state of one fragment (see :meth:`AtlasModel.begin`).
+
+    Attributes:
+        fragment: the box.
+        fusion: the running view fusion over its voxels (flattened ``[i, j, k]`` order).
+        centres: (X * Y * Z, 3) float32 world voxel centres, on the model's device.
+    """
+
+    fragment: Fragment
+    fusion: ViewFusion
+    centres: torch.Tensor
+
+
+def save_atlas_weights(model: AtlasModel, path: str | Path, meta: dict[str, Any]) -> None:
+    """Write an inference-only weight file: ``{"format", "model_config", "state_dict" (CPU
+    tensors), "meta"}``, as :func:`recon_ros.models.checkpoint.save_weights` does."""
+    state = {"format": WEIGHTS_FORMAT, "model_config": model.config.to_dict(),
+             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "meta": meta}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, str(path))
+
+
+def default_weights(view_fusion: str) -> Path:
+    """The shipped weights of a view fusion (trained by ``python -m
+    recon_ros.models.train_atlas --preset small --view-fusion ...``)."""
+    if view_fusion not in VIEW_FUSIONS:
+        raise ConfigError(f"view fusion {view_fusion!r}: expected one of {VIEW_FUSIONS}")
+    return WEIGHTS_DIR / f"atlas_{view_fusion}_small.pt"
+
+
+def load_atlas(path: str | Path = "", device: torch.device | str = "cpu",
+               view_fusion: str = "average") -> tuple[AtlasModel, dict[str, Any]]:
+    """A model in eval mode on ``device`` and its metadata; ``path=""`` = the shipped weights
+    of ``view_fusion``. Read with ``weights_only=True`` (no pickled code runs)."""
+    p = Path(path) if str(path) else default_weights(view_fusion)
+    state = _read(p, WEIGHTS_FORMAT)
+    model = AtlasModel(AtlasConfig.from_dict(state["model_config"]))
+    try:
+        model.load_state_dict(state["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ReconError(f"{p}: weights do not match the model config: {exc}") from exc
+    return model.to(device).eval(), dict(state.get("meta", {}))
+
+
+def log_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Elementwise log-transformed L1 of Atlas: ``|sgn(p) log(1 + |p|) - sgn(t) log(1 + |t|)|``
+    (TSDFs in truncation units)."""
+    def tf(x: torch.Tensor) -> torch.Tensor:
+        return torch.sign(x) * torch.log1p(x.abs())
+    return (tf(pred) - tf(target)).abs()
+
+
+__all__ = ["AtlasConfig", "AtlasModel", "AtlasOutput", "FEATURE_STRIDE", "Fragment",
+           "FragmentState", "LEVEL_SCALES", "LevelOutput", "ViewFusion", "backproject",
+           "coarse_to_fine", "default_weights", "load_atlas", "log_l1", "save_atlas_weights",
+           "upsample_nearest"]

@@ -1,0 +1,448 @@
+"""Training of the Atlas-style RGB model (:mod:`recon_ros.models.atlas`).
+
+    python -m recon_ros.models.train_atlas --preset small --view-fusion average --out DIR
+
+One training *fragment* (one optimizer step) is ``views`` consecutive colour renders of a fresh
+random textured room (:func:`~recon_ros.io.synthetic.make_random_scene`, scene seeds below
+:data:`~recon_ros.models.data.TRAIN_SEED_LIMIT`) along a random room-scan path
+(:func:`~recon_ros.models.data.scan_poses`) and the box of voxels in front of those cameras
+(:meth:`~recon_ros.models.atlas.Fragment.in_front_of`, jittered), with the exact truncated
+SDF of every level (:func:`~recon_ros.models.data.truncated_sdf` of the scene's analytic SDF at
+the level's voxel centres, clamped to ``truncation_voxels`` voxels of that level).
+
+Loss, summed over the three levels: Atlas's log-transformed L1 of the TSDF
+(:func:`~recon_ros.models.atlas.log_l1`) plus ``weight_bce`` times the binary cross-entropy of
+the occupancy logit (truth: SDF < 0), both averaged over the *supervised* voxels of the level:
+voxels seen by at least one view, and, below the coarsest level, either refined by the
+prediction (the coarser level did not mask them) or within the coarser level's truncation band
+in the ground truth. Targets outside the band are +-1, so the network learns to call far
+voxels far, which is what the masking relies on.
+
+Runs are seeded and resumable exactly like :mod:`recon_ros.models.train`: the model
+initialisation and every fragment are pure functions of the seed and the fragment index;
+``checkpoint.pt`` in the output folder is rewritten every ``checkpoint_every`` fragments and
+picked up by the next run with the same folder (and the same configuration, up to
+:data:`~recon_ros.models.train.OPERATIONAL_FIELDS`); the result is a
+:class:`~recon_ros.models.train.TrainResult`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from ..core.config import check_known_keys
+from ..core.errors import ConfigError
+from ..core.frame import PinholeCamera
+from ..io.synthetic import Scene, default_camera, make_random_scene, render
+from .atlas import (LEVEL_SCALES, AtlasConfig, AtlasModel, AtlasOutput, Fragment, log_l1,
+                    save_atlas_weights, upsample_nearest)
+from .checkpoint import _read
+from .data import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, scan_poses, truncated_sdf
+from .train import TrainResult, _identity, learning_rate, plot_history
+
+TRAINING_FORMAT = "recon_ros.atlas.training.v1"
+CHECKPOINT_NAME = "checkpoint.pt"
+WEIGHTS_NAME = "weights.pt"
+
+
+@dataclass(frozen=True)
+class AtlasTrainConfig:
+    """Everything an Atlas training run depends on (written next to its outputs).
+
+    Attributes:
+        model: the architecture (including the view fusion).
+        sequences: training fragments, one optimizer step each (named as in
+            :class:`~recon_ros.models.train.TrainConfig`, whose learning-rate schedule
+            :func:`~recon_ros.models.train.learning_rate` this run uses).
+        views: colour views per fragment.
+        frames_per_loop: poses per loop of the room-scan path (sets the view spacing).
+        width, height: image size (multiples of 4).
+        fragment_dims: fragment voxels ``(X, Y, Z)`` (multiples of 4).
+        voxel_size_m: finest voxel edge, metres.
+        floor_index: global z index of the fragment's lowest voxel layer (the floor is z = 0);
+            training fragments draw it uniformly from ``floor_index - floor_jitter_voxels ...
+            floor_index`` (so the floor is not always in the same layer), held-out ones use
+            ``floor_index``.
+        ahead_range_m: the fragment is centred this far (uniform in the range) in front of the
+            cameras; jitter_m: plus a uniform x, y offset in ``+-jitter_m``.
+        learning_rate, final_learning_rate, warmup_sequences: Adam schedule (linear warm-up,
+            cosine decay).
+        grad_clip: gradient norm clip.
+        weight_bce: weight of the occupancy BCE (the TSDF terms have weight 1 per level).
+        seed: run seed; threads: torch CPU threads; device: torch device.
+        checkpoint_every, validate_every: fragments between checkpoints / validations.
+        validation_fragments: fixed held-out fragments per validation.
+        time_limit_s: stop (after a checkpoint) once this much wall time was spent over all
+            resumed runs (0 = no limit).
+    """
+
+    model: AtlasConfig = field(default_factory=AtlasConfig)
+    sequences: int = 1100
+    views: int = 8
+    frames_per_loop: int = 48
+    width: int = 128
+    height: int = 96
+    fragment_dims: tuple[int, int, int] = (40, 40, 24)
+    voxel_size_m: float = 0.08
+    floor_index: int = -2
+    floor_jitter_voxels: int = 4
+    ahead_range_m: tuple[float, float] = (1.4, 2.2)
+    jitter_m: float = 0.4
+    learning_rate: float = 1e-3
+    final_learning_rate: float = 5e-5
+    warmup_sequences: int = 30
+    grad_clip: float = 1.0
+    weight_bce: float = 0.5
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+    checkpoint_every: int = 50
+    validate_every: int = 250
+    validation_fragments: int = 4
+    time_limit_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("sequences", "views", "frames_per_loop", "threads", "checkpoint_every",
+                     "validate_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)!r} must be >= 1")
+        if self.width % 4 or self.height % 4:
+            raise ConfigError(f"train image size {self.width}x{self.height} must be a "
+                              "multiple of 4")
+        Fragment((0, 0, 0), self.fragment_dims, self.voxel_size_m)  # validates the geometry
+
+    @property
+    def camera(self) -> PinholeCamera:
+        return default_camera(self.width, self.height)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["fragment_dims"] = list(self.fragment_dims)
+        d["ahead_range_m"] = list(self.ahead_range_m)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AtlasTrainConfig":
+        check_known_keys(cls, data, "train")
+        d = dict(data)
+        if "model" in d:
+            d["model"] = AtlasConfig.from_dict(d["model"])
+        for name in ("fragment_dims", "ahead_range_m"):
+            if name in d:
+                d[name] = tuple(d[name])
+        return cls(**d)
+
+
+#: Trains on one thread of a 2-core CPU VM in about 8 (average) / 14 (context) minutes.
+SMALL = AtlasTrainConfig(time_limit_s=14 * 60)
+#: Meant for a lent GPU: finer voxels, more and larger views, wider networks, longer.
+FULL = AtlasTrainConfig(
+    model=AtlasConfig(feature_channels=32, image_hidden=32, volume_channels=(32, 64, 96),
+                      score_hidden=16),
+    sequences=50_000, views=16, frames_per_loop=96, width=320, height=240,
+    fragment_dims=(96, 96, 48), voxel_size_m=0.04, floor_index=-4, floor_jitter_voxels=8,
+    warmup_sequences=500,
+    threads=8, device="cuda", checkpoint_every=500, validate_every=2500,
+    validation_fragments=16)
+PRESETS = {"small": SMALL, "full": FULL}
+
+
+@dataclass
+class FragmentSample:
+    """Posed colour views of one scene and the truth of the fragment in front of them.
+
+    Attributes:
+        scene: the scene (its ``sdf`` is the ground truth).
+        camera: intrinsics of every view.
+        poses: V (4, 4) ``T_world_cam``.
+        images: (V, H, W, 3) uint8 RGB renders.
+        fragment: the voxel box.
+        targets: per level of :data:`~recon_ros.models.atlas.LEVEL_SCALES` (coarsest first),
+            (X / s, Y / s, Z / s) float32 true SDF at the level's voxel centres, clamped to
+            the level's truncation and divided by it.
+    """
+
+    scene: Scene
+    camera: PinholeCamera
+    poses: list[np.ndarray]
+    images: np.ndarray
+    fragment: Fragment
+    targets: list[torch.Tensor]
+
+
+def fragment_targets(scene: Scene, fragment: Fragment, truncation_voxels: float,
+                     device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """The per-level targets of :class:`FragmentSample` (on ``device``)."""
+    out = []
+    for s in LEVEL_SCALES:
+        centres = fragment.centres(s, device)
+        trunc = truncation_voxels * s * fragment.voxel_size_m
+        out.append(truncated_sdf(scene, centres.reshape(-1, 3), trunc).reshape(
+            centres.shape[:3]))
+    return out
+
+
+def make_sample(scene: Scene, rng: np.random.Generator, cfg: AtlasTrainConfig,
+                jitter: bool) -> FragmentSample:
+    """Views of ``scene`` from a random scan path and the fragment in front of them (its
+    distance and, with ``jitter``, its x, y offset and floor layer drawn from ``rng``)."""
+    camera = cfg.camera
+    poses = scan_poses(scene, rng, cfg.views, cfg.frames_per_loop)
+    ahead = float(rng.uniform(*cfg.ahead_range_m))
+    offset = tuple(rng.uniform(-cfg.jitter_m, cfg.jitter_m, 2)) if jitter else (0.0, 0.0)
+    floor = cfg.floor_index - (int(rng.integers(0, cfg.floor_jitter_voxels + 1)) if jitter
+                               else 0)
+    fragment = Fragment.in_front_of(poses, cfg.fragment_dims, cfg.voxel_size_m, ahead, floor,
+                                    offset)  # type: ignore[arg-type]
+    images = np.stack([render(scene, camera, T).color for T in poses])
+    return FragmentSample(scene, camera, poses, images, fragment,
+                          fragment_targets(scene, fragment, cfg.model.truncation_voxels,
+                                           cfg.device))
+
+
+def training_sample(cfg: AtlasTrainConfig, index: int) -> FragmentSample:
+    """Fragment ``index`` of a run (a pure function of ``cfg.seed`` and ``index``)."""
+    rng = np.random.default_rng([int(cfg.seed), int(index), 0xA71A5])
+    return make_sample(make_random_scene(int(rng.integers(0, TRAIN_SEED_LIMIT))), rng, cfg,
+                       jitter=True)
+
+
+def heldout_sample(cfg: AtlasTrainConfig, seed_base: int, j: int) -> FragmentSample:
+    """Held-out fragment ``j`` of scene ``seed_base + j`` (seed bases >= TRAIN_SEED_LIMIT:
+    never a training room), fragment at the middle of ``ahead_range_m``, no jitter."""
+    rng = np.random.default_rng([int(seed_base), int(j), 0xA71A5])
+    mid = 0.5 * (cfg.ahead_range_m[0] + cfg.ahead_range_m[1])
+    return make_sample(make_random_scene(seed_base + j), rng,
+                       replace(cfg, ahead_range_m=(mid, mid)), jitter=False)
+
+
+def seen_at(seen: torch.Tensor, scale: int) -> torch.Tensor:
+    """(X, Y, Z) bool -> (X / s, Y / s, Z / s): a coarse voxel is seen if any of its
+    ``s**3`` voxels is."""
+    if scale == 1:
+        return seen
+    x, y, z = seen.shape
+    return seen.reshape(x // scale, scale, y // scale, scale, z // scale, scale).any(
+        dim=5).any(dim=3).any(dim=1)
+
+
+def supervised_masks(out: AtlasOutput, targets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per level, the voxels the loss covers (see the module docstring)."""
+    masks = []
+    for i, (level, target) in enumerate(zip(out.levels, targets)):
+        mask = seen_at(out.seen, level.scale)
+        if i:
+            factor = out.levels[i - 1].scale // level.scale
+            near_truth = upsample_nearest(targets[i - 1].abs() < 1.0, factor)
+            mask = mask & (level.refined | near_truth)
+        masks.append(mask)
+    return masks
+
+
+def fragment_loss(out: AtlasOutput, targets: list[torch.Tensor], weight_bce: float
+                  ) -> dict[str, torch.Tensor]:
+    """Loss terms (with grad): ``loss`` (total), ``l1_<s>`` and ``bce_<s>`` per level scale
+    ``s`` (log-L1 of the TSDF and occupancy BCE, means over the supervised voxels)."""
+    terms: dict[str, torch.Tensor] = {}
+    total = out.levels[0].tsdf.new_zeros(())
+    for level, target, mask in zip(out.levels, targets, supervised_masks(out, targets)):
+        if not bool(mask.any()):
+            continue
+        l1 = log_l1(level.tsdf[mask], target[mask]).mean()
+        bce = nnf.binary_cross_entropy_with_logits(level.occupancy_logit[mask],
+                                                   (target[mask] < 0).to(torch.float32))
+        terms[f"l1_{level.scale}"], terms[f"bce_{level.scale}"] = l1, bce
+        total = total + l1 + weight_bce * bce
+    terms["loss"] = total
+    return terms
+
+
+@torch.no_grad()
+def tsdf_errors(out: AtlasOutput, target: torch.Tensor) -> dict[str, float]:
+    """Finest-level errors of the final (masked) TSDF, truncation units: mean absolute error
+    over the seen voxels (``mae``) and over the seen voxels in the true band (``mae_band``)."""
+    err = (out.finest.tsdf_final - target).abs()
+    band = out.seen & (target.abs() < 1.0)
+    return {"mae": float(err[out.seen].mean()) if bool(out.seen.any()) else float("nan"),
+            "mae_band": float(err[band].mean()) if bool(band.any()) else float("nan")}
+
+
+@torch.no_grad()
+def validate(model: AtlasModel, samples: list[FragmentSample]) -> dict[str, float]:
+    """Mean :func:`tsdf_errors` over held-out fragments."""
+    model.eval()
+    errs = [tsdf_errors(model(s.images, s.camera, s.poses, s.fragment), s.targets[-1])
+            for s in samples]
+    model.train()
+    return {k: float(np.mean([e[k] for e in errs])) for k in ("mae", "mae_band")}
+
+
+def save_training_state(path: Path, model: AtlasModel, optimizer: torch.optim.Optimizer,
+                        done: int, history: dict[str, list[float]],
+                        cfg: AtlasTrainConfig) -> None:
+    """Resumable checkpoint, written atomically (temp file, then rename), in the layout of
+    :func:`recon_ros.models.checkpoint.save_training_state` with the Atlas format tag."""
+    state = {"format": TRAINING_FORMAT, "model_config": model.config.to_dict(),
+             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "sequences_done": int(done),
+             "history": history, "train_config": cfg.to_dict()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, str(tmp))
+    tmp.replace(path)
+
+
+HISTORY_KEYS = ("loss", "l1", "bce", "l1_4", "l1_2", "lr", "seconds", "val_sequence", "val_l1",
+                "val_l1_band")
+
+
+def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train (or resume) into ``out_dir``: checkpoint.pt, weights.pt, history.json, loss.png,
+    train_config.json. History ``l1`` / ``bce`` are the finest level's terms, ``val_l1`` the
+    held-out finest-level TSDF MAE (truncation units, seen voxels)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = AtlasModel(cfg.model).to(cfg.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    done = 0
+    ckpt = out / CHECKPOINT_NAME
+    if resume and ckpt.is_file():
+        state = _read(ckpt, TRAINING_FORMAT)
+        if _identity(state["train_config"]) != _identity(cfg.to_dict()):
+            raise ConfigError(f"{ckpt} was written with another training configuration; "
+                              "use a new output folder or --no-resume")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, done = state["history"], int(state["sequences_done"])
+        log(f"resumed from {ckpt} after {done} fragments")
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log(f"atlas ({cfg.model.view_fusion}): {model.num_parameters()} parameters; "
+        f"{cfg.sequences} fragments {cfg.fragment_dims} at {100 * cfg.voxel_size_m:g} cm, "
+        f"{cfg.views} views {cfg.width}x{cfg.height}, device {cfg.device}, {cfg.threads} threads")
+    val = [heldout_sample(cfg, VALIDATION_SEED_BASE, j) for j in range(cfg.validation_fragments)]
+    spent = float(sum(history["seconds"]))
+    while done < cfg.sequences:
+        if cfg.time_limit_s and spent >= cfg.time_limit_s:
+            log(f"time limit {cfg.time_limit_s:.0f} s reached after {done} fragments")
+            break
+        t0 = time.perf_counter()
+        lr = learning_rate(cfg, done)  # type: ignore[arg-type]  # same schedule fields
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        sample = training_sample(cfg, done)
+        terms = fragment_loss(model(sample.images, sample.camera, sample.poses, sample.fragment),
+                              sample.targets, cfg.weight_bce)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        done += 1
+        for key, term in (("loss", "loss"), ("l1", "l1_1"), ("bce", "bce_1"), ("l1_4", "l1_4"),
+                          ("l1_2", "l1_2")):
+            history[key].append(float(terms[term].detach()) if term in terms else float("nan"))
+        history["lr"].append(lr)
+        if done % cfg.validate_every == 0 or done == cfg.sequences:
+            v = validate(model, val)
+            history["val_sequence"].append(float(done))
+            history["val_l1"].append(v["mae"])
+            history["val_l1_band"].append(v["mae_band"])
+            log(f"  validation after {done}: TSDF MAE {v['mae']:.4f}, in band "
+                f"{v['mae_band']:.4f} (x trunc)")
+        dt = time.perf_counter() - t0
+        history["seconds"].append(dt)
+        spent += dt
+        if done % 10 == 0:
+            k = slice(-10, None)
+            log(f"frag {done}/{cfg.sequences} loss {np.mean(history['loss'][k]):.4f} "
+                f"l1 4x {np.nanmean(history['l1_4'][k]):.4f} 2x "
+                f"{np.nanmean(history['l1_2'][k]):.4f} 1x {np.nanmean(history['l1'][k]):.4f} "
+                f"bce {np.nanmean(history['bce'][k]):.4f} lr {lr:.2e} total {spent / 60:.1f} min")
+        if done % cfg.checkpoint_every == 0 or done == cfg.sequences:
+            _write_progress(out, model, optimizer, done, history, cfg)
+    if not history["val_sequence"] or history["val_sequence"][-1] != done:
+        v = validate(model, val)
+        history["val_sequence"].append(float(done))
+        history["val_l1"].append(v["mae"])
+        history["val_l1_band"].append(v["mae_band"])
+        log(f"  final validation after {done}: TSDF MAE {v['mae']:.4f}, in band "
+            f"{v['mae_band']:.4f} (x trunc)")
+    _write_progress(out, model, optimizer, done, history, cfg)
+    weights = None
+    if done:
+        weights = out / WEIGHTS_NAME
+        save_atlas_weights(model, weights, training_meta(cfg, history, done))
+    return TrainResult(out, weights, done, spent, history, done >= cfg.sequences)
+
+
+def _write_progress(out: Path, model: AtlasModel, optimizer: torch.optim.Optimizer, done: int,
+                    history: dict[str, list[float]], cfg: AtlasTrainConfig) -> None:
+    save_training_state(out / CHECKPOINT_NAME, model, optimizer, done, history, cfg)
+    (out / "history.json").write_text(json.dumps(history))
+    plot_history(history, out / "loss.png")
+
+
+def training_meta(cfg: AtlasTrainConfig, history: dict[str, list[float]], done: int
+                  ) -> dict[str, Any]:
+    """Metadata stored with the weights (JSON-able)."""
+    from ..bench import hardware_line
+
+    k = max(1, min(50, done))
+    return {"train_config": cfg.to_dict(), "sequences_done": done,
+            "wall_s": float(sum(history["seconds"])),
+            "final_loss_mean_last": {n: float(np.nanmean(history[n][-k:]))
+                                     for n in ("loss", "l1", "bce", "l1_4", "l1_2")},
+            "final_validation": {"mae": history["val_l1"][-1] if history["val_l1"] else None,
+                                 "mae_band": history["val_l1_band"][-1]
+                                 if history["val_l1_band"] else None},
+            "hardware": hardware_line(cfg.device)}
+
+
+def preset(name: str, **overrides: Any) -> AtlasTrainConfig:
+    """A preset (``small`` or ``full``) with some fields replaced (None values are ignored);
+    ``view_fusion`` replaces the model's."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    base = PRESETS[name]
+    fusion = overrides.pop("view_fusion", None)
+    if fusion is not None:
+        base = replace(base, model=replace(base.model, view_fusion=fusion))
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> TrainResult:
+    parser = argparse.ArgumentParser(description="Train the Atlas-style RGB TSDF model.")
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--view-fusion", default="average", choices=("average", "context"))
+    parser.add_argument("--out", required=True, help="output folder (resumed when present)")
+    parser.add_argument("--sequences", type=int, help="training fragments")
+    parser.add_argument("--time-limit-s", type=float)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--device")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-resume", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = preset(args.preset, view_fusion=args.view_fusion, sequences=args.sequences,
+                 time_limit_s=args.time_limit_s, threads=args.threads, device=args.device,
+                 seed=args.seed)
+    result = train(cfg, args.out, resume=not args.no_resume, log=lambda s: print(s, flush=True))
+    print(f"{result.sequences_done} fragments in {result.wall_s / 60:.1f} min; weights "
+          f"{result.weights}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
