@@ -358,18 +358,22 @@ def _identity(train_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train_config.items() if k not in OPERATIONAL_FIELDS}
 
 
-def training_meta(cfg: TrainConfig, history: dict[str, list[float]], done: int
-                  ) -> dict[str, Any]:
-    """Metadata stored with the weights (JSON-able)."""
+def training_meta(cfg: Any, history: dict[str, list[float]], done: int,
+                  losses: tuple[str, ...] = ("loss", "l1", "l2", "bce", "variance"),
+                  validation: dict[str, str] | None = None) -> dict[str, Any]:
+    """Metadata stored with the weights (JSON-able): the training config (``cfg.to_dict()``,
+    ``cfg.device``), sequences done, wall time, the mean of each of the ``losses`` histories
+    over the last 50 steps, and the last value of each ``validation`` history (name in the
+    metadata -> history key; default ``l1`` and ``bce``)."""
     from ..bench import hardware_line
 
     k = max(1, min(50, done))
+    validation = validation or {"l1": "val_l1", "bce": "val_bce"}
     return {"train_config": cfg.to_dict(), "sequences_done": done,
             "wall_s": float(sum(history["seconds"])),
-            "final_loss_mean_last": {n: float(np.mean(history[n][-k:]))
-                                     for n in ("loss", "l1", "l2", "bce", "variance")},
-            "final_validation": {"l1": history["val_l1"][-1] if history["val_l1"] else None,
-                                 "bce": history["val_bce"][-1] if history["val_bce"] else None},
+            "final_loss_mean_last": {n: float(np.nanmean(history[n][-k:])) for n in losses},
+            "final_validation": {name: history[key][-1] if history[key] else None
+                                 for name, key in validation.items()},
             "hardware": hardware_line(cfg.device)}
 
 

@@ -49,6 +49,7 @@ from .atlas import (LEVEL_SCALES, AtlasConfig, AtlasModel, AtlasOutput, Fragment
 from .checkpoint import _read
 from .data import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, scan_poses, truncated_sdf
 from .train import TrainResult, _identity, learning_rate, plot_history
+from .train import training_meta as latent_training_meta
 
 TRAINING_FORMAT = "recon_ros.atlas.training.v1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -397,18 +398,9 @@ def _write_progress(out: Path, model: AtlasModel, optimizer: torch.optim.Optimiz
 
 def training_meta(cfg: AtlasTrainConfig, history: dict[str, list[float]], done: int
                   ) -> dict[str, Any]:
-    """Metadata stored with the weights (JSON-able)."""
-    from ..bench import hardware_line
-
-    k = max(1, min(50, done))
-    return {"train_config": cfg.to_dict(), "sequences_done": done,
-            "wall_s": float(sum(history["seconds"])),
-            "final_loss_mean_last": {n: float(np.nanmean(history[n][-k:]))
-                                     for n in ("loss", "l1", "bce", "l1_4", "l1_2")},
-            "final_validation": {"mae": history["val_l1"][-1] if history["val_l1"] else None,
-                                 "mae_band": history["val_l1_band"][-1]
-                                 if history["val_l1_band"] else None},
-            "hardware": hardware_line(cfg.device)}
+    """Metadata stored with the weights (JSON-able; see ``train.training_meta``)."""
+    return latent_training_meta(cfg, history, done, ("loss", "l1", "bce", "l1_4", "l1_2"),
+                                {"mae": "val_l1", "mae_band": "val_l1_band"})
 
 
 def preset(name: str, **overrides: Any) -> AtlasTrainConfig:

@@ -26,16 +26,21 @@ transient-local), ``~/status`` (``std_msgs/String`` holding JSON) and ``/diagnos
 sends everything again to a new subscriber (:mod:`~recon_ros.ros.subscriber_watch`).
 Services: ``~/save_map_as`` (``recon_ros_interfaces/SaveMap``) and ``~/load_map_from``
 (``LoadMap``) with a path in the request, ``~/save_map`` and ``~/load_map``
-(``std_srvs/Trigger``: the same on the ``map_dir`` parameter), ``~/reset`` (Trigger).
+(``std_srvs/Trigger``: the same on the ``map_dir`` parameter), ``~/reset`` (Trigger),
+``~/render`` (``recon_ros_interfaces/Render``: the map's depth and color seen from a TF frame
+or the latest camera pose, at most one per ``render_min_interval_s``). Every
+``quality_every_frames``-th frame is scored before it is fused (how much of it the map
+already explains, :meth:`~recon_ros.core.mapper.Mapper.frame_agreement`): ``quality`` in the
+status.
 
 Threads: the input subscriptions live on an internal node spun in its own thread
 (:class:`~recon_ros.ros.intake.IntakeThread`); they only queue messages
 (:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF, so images and TF keep
 flowing whatever the map work does. The node itself is spun by a two-thread executor: the
-integration tick, the output timers, ``~/reset`` and the parameter changes' map rebuild share
-one mutually exclusive group (and hold the map lock); the save and load services have their
-own group: a save copies the map under the lock (milliseconds) and writes the copy while
-integration goes on, a load reads the file first and swaps the map in under the lock. Timers
+integration tick, the output timers, ``~/reset``, ``~/render`` and the parameter changes' map
+rebuild share one mutually exclusive group (and hold the map lock); the save and load services
+have their own group: a save copies the map under the lock (milliseconds) and writes the copy
+while integration goes on, a load reads the file first and swaps the map in under the lock. Timers
 run on the steady clock, so processing continues when simulated time (``use_sim_time``)
 pauses; stamps and TF use message time.
 """
@@ -45,6 +50,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 import sys
 import threading
@@ -53,7 +59,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -76,7 +82,7 @@ from rclpy.qos import (
 )
 from rclpy.timer import Timer
 from recon_ros_interfaces.msg import Mesh
-from recon_ros_interfaces.srv import LoadMap, SaveMap
+from recon_ros_interfaces.srv import LoadMap, Render, SaveMap
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -85,8 +91,10 @@ from visualization_msgs.msg import MarkerArray
 
 from recon_ros.core.block_hash import unpack_keys
 from recon_ros.core.errors import ConfigError, ReconError
+from recon_ros.core.frame import Frame, PinholeCamera
 from recon_ros.core.mapper import Mapper
 from recon_ros.core.occupancy_grid import OccupancyGrid2D
+from recon_ros.core.render import RayStatus, RenderOptions, render
 from recon_ros.io.image_codec import COMPRESSED_IMAGE
 from recon_ros.io.tf_buffer import TfBuffer
 from recon_ros.offline import CHECKPOINT_FILE, MeshExport, write_map_outputs
@@ -97,6 +105,8 @@ from .conversions import (
     BlockTriangles,
     IndexedBlock,
     add_tf_message,
+    color_msg,
+    depth_msg,
     distance_slice_msg,
     grid_update_msg,
     mesh_marker_array_cdr,
@@ -109,7 +119,7 @@ from .intake import IntakeThread
 from .runtime import run_node
 from .subscriber_watch import SubscriberWatch
 
-__all__ = ["MapperNode", "main"]
+__all__ = ["MapperNode", "main", "scaled_camera"]
 
 NODE_NAME = "recon_mapper"
 MESH_NS = "mesh"
@@ -147,6 +157,49 @@ def _stats_ms(samples: list[float]) -> dict[str, float]:
     a = np.asarray(samples, dtype=np.float64)
     return {"count": int(a.size), "median_ms": float(np.median(a)),
             "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
+
+
+class _View(NamedTuple):
+    """Where the latest integrated depth frame was taken: ``~/render``'s default view."""
+
+    camera: PinholeCamera
+    T_world_cam: np.ndarray
+    stamp_ns: int
+    frame_id: str
+
+
+class _Refused(Exception):
+    """A ``~/render`` call that is not served: ``str()`` says why, ``reason`` is its key in the
+    status's ``render`` counts."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def scaled_camera(camera: PinholeCamera, width: int, height: int, max_pixels: int
+                  ) -> PinholeCamera:
+    """``camera``'s intrinsics for an image of ``width`` x ``height`` of the same view (0 and 0:
+    the camera's size; one of them 0: it follows the camera's aspect ratio), scaled down
+    uniformly to at most ``max_pixels`` pixels. Pixel ``(u, v)`` maps to ``(u s_x, v s_y)`` as
+    :meth:`PinholeCamera.strided` does for ``s = 1 / stride``."""
+    if not width and not height:
+        width, height = camera.width, camera.height
+    elif not height:
+        height = round(width * camera.height / camera.width)
+    elif not width:
+        width = round(height * camera.width / camera.height)
+    if width * height > max_pixels:
+        shrink = math.sqrt(max_pixels / (width * height))
+        width, height = int(width * shrink), int(height * shrink)
+    width, height = max(1, width), max(1, height)
+    K = np.diag([width / camera.width, height / camera.height, 1.0]) @ camera.K
+    return PinholeCamera(K, width, height)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A figure for the JSON status: NaN (nothing to compare) as null."""
+    return value if math.isfinite(value) else None
 
 
 def _lower_priority(niceness: int) -> None:
@@ -240,7 +293,8 @@ class MapperNode(Node):
                 (LoadMap, "~/load_map_from", self._srv_load_from, self._file_group),
                 (Trigger, "~/save_map", self._srv_save, self._file_group),
                 (Trigger, "~/load_map", self._srv_load, self._file_group),
-                (Trigger, "~/reset", self._exclusive(self._srv_reset), self._map_group)):
+                (Trigger, "~/reset", self._exclusive(self._srv_reset), self._map_group),
+                (Render, "~/render", self._exclusive(self._srv_render), self._map_group)):
             self.create_service(srv_type, name, service, callback_group=group)
 
         # Mesh bookkeeping: marker id per block key with a surface (fresh ids for blocks that
@@ -266,6 +320,12 @@ class MapperNode(Node):
         self._unmeshed_stamps: list[int] = []
         self._latency: dict[str, list[float]] = defaultdict(list)
         self._node_times: dict[str, list[float]] = defaultdict(list)
+        # map quality: frames scored and failed since start, the latest scored frame's figures
+        self._quality: dict[str, Any] = {"scored": 0, "failed": 0}
+        # ~/render: the default view, when the last render started (steady, s), outcomes
+        self._last_view: _View | None = None
+        self._last_render_s = -math.inf
+        self._renders: Counter[str] = Counter()
 
         self._rate_timers: dict[str, Timer] = {}
         for key, callback in (("tick_rate_hz", self._tick), ("mesh_rate_hz", self._publish_mesh),
@@ -450,17 +510,41 @@ class MapperNode(Node):
 
     def _integrate(self, stream: CameraStream, ready: AssembledFrame) -> None:
         frame = ready.frame
+        self._score_quality(frame)
         try:
             self.mapper.integrate(frame, ready.robot_position_m)
         except ReconError as err:  # e.g. a pose far outside the volume's index range
             stream.record_drop("integration failed", str(err))
             return
         self._last_stamp_ns = max(self._last_stamp_ns, frame.stamp_ns)
+        self._last_view = _View(frame.camera, frame.T_world_cam, frame.stamp_ns, frame.frame_id)
         robot = frame.T_world_cam[:3, 3] if ready.robot_position_m is None \
             else ready.robot_position_m
         self._robot_xy = (float(robot[0]), float(robot[1]))
         self._unmeshed_stamps.append(frame.stamp_ns)
         self._latency["integrated"].append(self._age_ms(frame.stamp_ns))
+
+    def _score_quality(self, frame: Frame) -> None:
+        """Before ``frame`` is fused, if it is a ``quality_every_frames``-th frame and the map
+        holds a block: how well the map explains it (:meth:`Mapper.frame_agreement`, stage
+        ``quality`` of the timings), kept for the status. A core error is counted as
+        ``failed`` and logged (throttled); the frame is integrated all the same."""
+        every = int(self._setting("quality_every_frames"))
+        if not every or self.mapper.frames_integrated % every or not self.mapper.volume.num_blocks:
+            return
+        try:
+            agreement = self.mapper.frame_agreement(frame)
+        except ReconError as err:
+            self._quality["failed"] += 1
+            self.get_logger().warning(f"map quality of the frame stamped {frame.stamp_ns} not "
+                                      f"scored: {err}", throttle_duration_sec=self._throttle_s())
+            return
+        self._quality.update(
+            scored=self._quality["scored"] + 1, frame_stamp_ns=frame.stamp_ns,
+            explained=_finite_or_none(agreement.explained),
+            inlier_ratio=_finite_or_none(agreement.inlier_ratio),
+            mean_abs_error_m=_finite_or_none(agreement.mean_abs_error_m),
+            unknown=_finite_or_none(agreement.unknown), pixels=agreement.pixels)
 
     def _age_ms(self, stamp: int) -> float:
         return (self.get_clock().now().nanoseconds - stamp) / 1e6
@@ -683,6 +767,8 @@ class MapperNode(Node):
             "grid_stamp_ns": self._sent_grid_stamp_ns,
             "planning_frames_integrated": self._planning_frames,
             "outputs_deferred": dict(self._deferrals),
+            "quality": dict(self._quality),
+            "render": dict(self._renders),
             "cameras": {s.name: s.status() for s in self.streams},
             "tf": {"frames": tf_frames, "refused": tf_refused},
             "timings_ms": timings,
@@ -821,6 +907,74 @@ class MapperNode(Node):
         self._publish_occupancy()
         response.success, response.message = True, "map cleared"
         return response
+
+    def _srv_render(self, request: Render.Request, response: Render.Response
+                    ) -> Render.Response:
+        """``~/render`` (map group, map lock held): see :meth:`_render`. A refused call
+        answers ``success`` False with the reason, is counted and logged (throttled)."""
+        try:
+            response.depth, response.color, response.message = self._render(request)
+        except _Refused as refusal:
+            self._renders[refusal.reason] += 1
+            response.success, response.message = False, str(refusal)
+            self.get_logger().warning(f"~/render refused: {refusal}",
+                                      throttle_duration_sec=self._throttle_s())
+            return response
+        self._renders["rendered"] += 1
+        response.success = True
+        return response
+
+    def _render(self, request: Render.Request) -> tuple[Image, Image, str]:
+        """The map's depth (32FC1 metres, 0 = no hit) and color (rgb8; shaded grey when the
+        map has no color) seen from ``request.frame_id`` (a TF frame taken as an optical
+        frame, at the latest time TF has; empty: the latest integrated frame's pose) with the
+        latest integrated frame's intrinsics scaled to the requested size
+        (:func:`scaled_camera`), and a message saying what was rendered.
+
+        Raises:
+            _Refused: no frame integrated yet, sooner than ``render_min_interval_s`` after
+                the previous render, the frame cannot be looked up, or the core failed.
+        """
+        view = self._last_view
+        if view is None:
+            raise _Refused("no camera yet", "no depth frame integrated yet: no camera "
+                           "intrinsics to render with")
+        interval_s = float(self._setting("render_min_interval_s"))
+        wait_s = self._last_render_s + interval_s - time.monotonic()
+        if wait_s > 0.0:
+            raise _Refused("too soon", f"at most one render per render_min_interval_s="
+                           f"{interval_s:g} s: try again in {wait_s:.2f} s")
+        frame_id, stamp, T_world_cam = view.frame_id, view.stamp_ns, view.T_world_cam
+        if request.frame_id:
+            frame_id = request.frame_id.removeprefix("/")
+            try:
+                with self._tf_lock:
+                    stamp = self._tf.latest_common_time(self._map_frame, frame_id)
+                    T_world_cam = self._tf.lookup(self._map_frame, frame_id, stamp)
+            except ReconError as err:
+                raise _Refused("tf lookup failed", f"cannot render from frame '{frame_id}': "
+                               f"{err}") from err
+            stamp = stamp or self._header_stamp()  # 0: static transforms only
+        camera = scaled_camera(view.camera, request.width, request.height,
+                               int(self._setting("render_max_pixels")))
+        self._last_render_s = time.monotonic()
+        t0 = time.perf_counter()
+        ic = self.mapper.config.integration
+        try:
+            self.mapper.decode()
+            result = render(self.mapper.volume, camera, T_world_cam,
+                            RenderOptions(min_depth_m=ic.min_depth_m, max_depth_m=ic.max_depth_m))
+        except ReconError as err:
+            raise _Refused("render failed", f"cannot render from frame '{frame_id}': "
+                           f"{err}") from err
+        rgb = result.color if self.mapper.has_color else result.shaded[..., None].expand(-1, -1, 3)
+        hit = float((result.status == RayStatus.HIT).float().mean())
+        depth = depth_msg(result.depth.cpu().numpy(), stamp, frame_id, "32FC1")
+        color = color_msg(rgb.cpu().numpy(), stamp, frame_id)
+        ms = (time.perf_counter() - t0) * 1e3
+        self._node_times["render"].append(ms)
+        return depth, color, (f"rendered {camera.width}x{camera.height} from '{frame_id}' in "
+                              f"{ms:.0f} ms: {hit:.0%} of the pixels hit the map")
 
     # ------------------------------------------------------------------ shutdown
 
