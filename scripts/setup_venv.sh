@@ -86,7 +86,7 @@ AMENT_PREFIX_PATH="$VENV" "$PY" -c 'from tf2_msgs.msg import TFMessage
 from map_msgs.msg import OccupancyGridUpdate
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from recon_ros_interfaces.msg import Mesh, MeshBlock
-from recon_ros_interfaces.srv import LoadMap, SaveMap
+from recon_ros_interfaces.srv import LoadMap, Render, SaveMap
 import rclpy, torch'
 [[ -x "$VENV/bin/recon-ros" ]] || { echo "setup_venv: $VENV/bin/recon-ros is missing" >&2; exit 1; }
 if ! "$PY" -c 'import open3d' 2>/dev/null; then

@@ -18,7 +18,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
 from recon_ros_interfaces.msg import Mesh, MeshBlock
-from recon_ros_interfaces.srv import LoadMap, SaveMap
+from recon_ros_interfaces.srv import LoadMap, Render, SaveMap
 
 from recon_ros.ros.conversions import mesh_msg
 
@@ -34,6 +34,10 @@ def test_messages_and_constants() -> None:
         level=DiagnosticStatus.WARN, name="n", values=[KeyValue(key="k", value="v")])])
     assert deserialize_message(serialize_message(array), DiagnosticArray) == array
     assert LoadMap.Response(frames_integrated=7).frames_integrated == 7
+    reply = Render.Response(success=True)
+    reply.depth.encoding = "32FC1"
+    assert deserialize_message(serialize_message(reply), Render.Response).depth.encoding == \
+        "32FC1"
     assert MeshBlock().index.shape == (3,)
 
 
