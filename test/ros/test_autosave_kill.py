@@ -64,7 +64,8 @@ def test_sigkill_right_after_the_autosaved_checkpoint_leaves_the_new_map(
     _publish_pass(mapper_run, sequence, list(range(half)), T0)
     response = h.call("save_map")
     assert response.success, response.message
-    assert re.search(r" in [0-9.]+ s: map\.pt, config\.yaml", response.message), response.message
+    assert re.search(r" in [0-9.]+ s \(mesh: marching_cubes, \d+ triangles in [0-9.]+ s\): "
+                     r"map\.pt, config\.yaml", response.message), response.message
     old_frames = Mapper.load(directory / CHECKPOINT_FILE).frames_integrated
     _publish_pass(mapper_run, sequence, list(range(half, len(sequence))), T0 + 10**10)
     new_frames = h.status()["frames_integrated"]
