@@ -74,9 +74,10 @@ QUALITY_CSV_FILE = "quality.csv"
 QUALITY_PLOT_FILE = "quality.png"
 #: Replay's renders of the map from recorded poses and an orbit.
 RENDERS_FILE = "renders.png"
-#: Every file a map directory may hold.
-MAP_DIR_FILES = frozenset({*OUTPUT_FILES.values(), GRID_IMAGE_FILE, QUALITY_CSV_FILE,
-                           QUALITY_PLOT_FILE, RENDERS_FILE})
+#: The files every map save writes (:func:`write_map_outputs`; ESDF and preview optional).
+MAP_FILES = frozenset({*OUTPUT_FILES.values(), GRID_IMAGE_FILE})
+#: Every file a map directory may hold: those, and replay's reports beside them.
+MAP_DIR_FILES = MAP_FILES | {QUALITY_CSV_FILE, QUALITY_PLOT_FILE, RENDERS_FILE}
 #: Replay refreshes the (incremental) occupancy layers every this many frames, so the summary's
 #: "2D cells cleared" counts cells that turned free along the way, as the live node does.
 OCCUPANCY_REFRESH_FRAMES = 10

@@ -33,7 +33,7 @@ from recon_ros.offline import (
     CONFIG_FILE,
     ESDF_FILE,
     GRID_IMAGE_FILE,
-    MAP_DIR_FILES,
+    MAP_FILES,
     MESH_FILE,
     PREVIEW_FILE,
     write_map_outputs,
@@ -164,7 +164,7 @@ def test_every_map_file_arrives_by_rename_from_a_temporary_name(
 
     monkeypatch.setattr(os, "replace", recording_replace)
     write_map_outputs(Mapper.load(two_maps["a"]), tmp_path / "map", checkpoint_first=True)
-    assert sorted(dst for _, dst in replaced) == sorted(MAP_DIR_FILES)
+    assert sorted(dst for _, dst in replaced) == sorted(MAP_FILES)
     assert all(is_temporary_name(src) for src, _ in replaced), replaced
 
 
@@ -183,7 +183,7 @@ def test_a_writer_failing_half_way_leaves_the_previous_map(
     out = tmp_path / "map"
     write_map_outputs(Mapper.load(two_maps["a"]), out)
     before = _contents(out)
-    assert set(before) == MAP_DIR_FILES
+    assert set(before) == MAP_FILES
     monkeypatch.setattr(offline, writer, _torn_writer)
     with pytest.raises(OSError, match="simulated"):
         write_map_outputs(Mapper.load(two_maps["b"]), out)
@@ -226,7 +226,7 @@ def test_checkpoint_first_keeps_the_new_checkpoint_when_a_later_file_fails(
     with pytest.raises(OSError, match="open3d could not write"):
         write_map_outputs(Mapper.load(two_maps["b"]), out, checkpoint_first=True)
     got = _contents(out)
-    assert set(got) == MAP_DIR_FILES - {MESH_FILE, PREVIEW_FILE}
+    assert set(got) == MAP_FILES - {MESH_FILE, PREVIEW_FILE}
     assert got == {name: new[name] for name in got}
     assert _leftovers(out) == []
 
@@ -238,7 +238,7 @@ def test_checkpoint_first_writes_the_same_directory_as_a_plain_save(
     paths, _ = write_map_outputs(Mapper.load(two_maps["a"]), tmp_path / "first",
                                  checkpoint_first=True)
     assert _contents(tmp_path / "first") == _contents(tmp_path / "plain")
-    assert sorted(p.name for p in paths.values()) == sorted(MAP_DIR_FILES - {GRID_IMAGE_FILE})
+    assert sorted(p.name for p in paths.values()) == sorted(MAP_FILES - {GRID_IMAGE_FILE})
     assert all(p.parent == tmp_path / "first" for p in paths.values())
 
 
@@ -369,8 +369,8 @@ def test_sigkill_during_saves_leaves_one_loadable_map(
         mixed = [name for name in got if got[name] != expected[held].get(name)]
         assert not mixed, f"files not of the checkpoint's map: {mixed}"
         if not checkpoint_first:
-            assert set(got) == MAP_DIR_FILES
-        interrupted += bool(_leftovers(out)) or set(got) != MAP_DIR_FILES
+            assert set(got) == MAP_FILES
+        interrupted += bool(_leftovers(out)) or set(got) != MAP_FILES
     # The kills hit saves in progress, not a process between saves.
     assert interrupted >= KILLS_PER_MODE - 1, interrupted
     # The next save clears what the killed ones left.
