@@ -10,6 +10,7 @@ publication of the mesh that contains it.
     .venv/bin/python benchmarks/node_throughput.py [--rates 5 10 15 20 30] [--seconds 10]
         [--voxel 0.05] [--device cpu] [--input-qos sensor_data|reliable]
         [--transport shm|default] [--tf-rate HZ] [--frames N] [--no-clearing] [--no-esdf]
+        [--quality-every N]
         [--json out.json]
 
 With ``--frames N`` each rate is instead one real-time sequence of exactly N frames from a
@@ -179,6 +180,9 @@ def main() -> int:
                         help="integration.clear_free_space false (the behaviour before clearing)")
     parser.add_argument("--no-esdf", action="store_true",
                         help="esdf.enabled false (no 3D distance field: the cost of the ESDF)")
+    parser.add_argument("--quality-every", type=int, default=None,
+                        help="the node's quality_every_frames (map quality scoring; 0 = off; "
+                        "default: the node's)")
     args = parser.parse_args()
 
     work = REPO / "build" / "bench_node"
@@ -196,6 +200,8 @@ def main() -> int:
     extra = {"input_qos": args.input_qos}
     if args.queue_size:
         extra["queue_size"] = str(args.queue_size)
+    if args.quality_every is not None:
+        extra["quality_every_frames"] = str(args.quality_every)
     mapper = Process(mapper_command(VENV_BIN, overlay=overlay, extra=extra),
                      env, work / "mapper.log", cwd=work)
     (camera_spec,) = [s for s in node_specs(LAUNCH_DIR / "demo.launch.py")

@@ -156,7 +156,7 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "if it cannot be loaded.", read_only=True),
     Param("autosave_dir", "",
           "If set, the map is saved into this directory when the node shuts down."),
-    Param("quality_every_frames", 10,
+    Param("quality_every_frames", 0,
           "Before fusing every this-many-th integrated frame (once the map holds a block), "
           "render the map at the frame's pose, about 80 px wide, and compare with its depth: "
           "the status's quality (share of the frame the map explains, inlier ratio at 5 cm, "
