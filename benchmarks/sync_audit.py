@@ -31,24 +31,26 @@ from recon_ros.io.synthetic import (
 
 
 def audit(frames: int, width: int, height: int, voxel_cm: float, device: str
-          ) -> tuple[list[int], Counter, Counter]:
-    """Integrate ``frames`` frames of the demo room; returns the sync count of every frame and
-    the ops and package lines of all frames after the first, summed."""
+          ) -> tuple[list[int], Counter, Counter, list[int]]:
+    """Integrate ``frames`` frames of the demo room; returns the sync count of every frame,
+    the ops and package lines of all frames after the first, summed, and every frame's count
+    of dispatched torch ops (syncing or not)."""
     torch.set_num_threads(1)
     scene = make_demo_scene()
     sequence = list(iter_frames(scene, default_camera(width, height),
                                 room_scan_trajectory(scene, frames)))
     mapper = Mapper(MapperConfig.from_dict({"volume": {"voxel_size_m": voxel_cm / 100,
                                                        "device": device}}))
-    totals, ops, sites = [], Counter(), Counter()
+    totals, ops, sites, dispatched = [], Counter(), Counter(), []
     for frame in sequence:
         with fixed_probing(), SyncOpCounter("cuda", sites=True) as counter:
             mapper.integrate(frame)
         totals.append(counter.total)
+        dispatched.append(counter.dispatched)
         if len(totals) > 1:
             ops.update(counter.ops)
             sites.update(counter.sites)
-    return totals, ops, sites
+    return totals, ops, sites, dispatched
 
 
 def main() -> None:
@@ -61,13 +63,16 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=15, help="how many lines to list")
     args = parser.parse_args()
 
-    totals, ops, sites = audit(args.frames, args.width, args.height, args.voxel_cm,
-                               args.device)
+    totals, ops, sites, dispatched = audit(args.frames, args.width, args.height,
+                                           args.voxel_cm, args.device)
     steady = np.asarray(totals[1:])
     print(f"host syncs per integrate(): {args.width}x{args.height}, {args.voxel_cm:g} cm, "
           f"{args.frames} frames, device {args.device}")
     print(f"  first frame {totals[0]}; then median {np.median(steady):.0f}, "
           f"min {steady.min()}, max {steady.max()}")
+    print(f"torch ops dispatched per steady-state frame: median "
+          f"{np.median(dispatched[1:]):.0f}, min {min(dispatched[1:])}, "
+          f"max {max(dispatched[1:])}")
     print("\nper steady-state frame, by op:")
     for op, n in ops.most_common():
         print(f"  {n / len(steady):6.1f}  {op}")

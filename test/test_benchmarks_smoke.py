@@ -243,7 +243,7 @@ def test_bench_prints_the_esdf_table(tmp_path: Path, device: str) -> None:
 
 
 def test_sync_audit_counts_every_frame(device: str) -> None:
-    totals, ops, sites = load_script("sync_audit").audit(3, 80, 60, 10.0, device)
+    totals, ops, sites, _ = load_script("sync_audit").audit(3, 80, 60, 10.0, device)
     assert len(totals) == 3 and min(totals) > 0
     assert sum(ops.values()) == sum(totals[1:]) == sum(sites.values())
     assert any("boolean-mask indexing" in op for op in ops)

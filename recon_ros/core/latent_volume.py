@@ -220,9 +220,7 @@ class LatentVolume:
                 checks it), so that their neighbours pack without a device-side check.
         """
         self.pending.view(-1)[flat] = True
-        coords = self.volume.slot_coords(slots)[:, None, :] + neighbour_offsets(self.device)[None]
-        nbr = self.volume.index.lookup(pack_coords(coords.reshape(-1, 3), check=False))
-        nbr = nbr.reshape(-1, 27)
+        nbr = self.volume.neighbour_slots(slots)
         self.dirty[torch.where(nbr >= 0, nbr, slots[:, None])] = True
 
     def dilated_pending(self, halo: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ from torch.autograd.function import once_differentiable
 from .block_hash import COORD_OFFSET, pack_coords
 from .errors import ConfigError, VolumeError
 from .frame import PinholeCamera, check_pose
-from .volume import BlockVolume, neighbour_offsets
+from .volume import BlockVolume
 
 #: Corner offsets of a trilinear cell, x-major: corner ``c`` is ``((c >> 2) & 1, (c >> 1) & 1,
 #: c & 1)``.
@@ -203,11 +203,7 @@ class _Grid:
         self.corner_block = ((over[..., 0] + 1) * 3 + over[..., 1] + 1) * 3 + over[..., 2] + 1
         lc = lc - over * B
         self.corner_local = (lc[..., 0] * B + lc[..., 1]) * B + lc[..., 2]
-        coords = volume.block_coords
-        # Neighbours of allocated blocks: within the key range (see FrameTensors.check_extent).
-        self.neighbours = volume.index.lookup(pack_coords(
-            (coords[:, None, :] + neighbour_offsets(dev)[None]).reshape(-1, 3), check=False)
-        ).reshape(-1, 27)
+        self.neighbours = volume.neighbour_slots(torch.arange(volume.num_blocks, device=dev))
 
     def locate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(M, 3) map-frame points -> (M, 3) int64 lower corner voxel, (M, 3) fraction in the

@@ -77,6 +77,8 @@ class SyncOpCounter(TorchDispatchMode):
         ops: ``Counter`` of ``"<aten op>: <reason>"``.
         sites: ``Counter`` of ``"<file>:<line> <function>"``, the innermost frame of the
             ``recon_ros`` package that issued each recorded op (with ``sites=True``).
+        dispatched: every op dispatched while the block ran, syncing or not (each is at
+            least one kernel launch on a GPU).
     """
 
     def __init__(self, device: torch.device | str, sites: bool = False) -> None:
@@ -85,6 +87,7 @@ class SyncOpCounter(TorchDispatchMode):
         self.ops: Counter[str] = Counter()
         self.sites: Counter[str] = Counter()
         self._record_sites = sites
+        self.dispatched = 0
         self._tolist = _ToListWatcher(self)
 
     def __enter__(self) -> "SyncOpCounter":
@@ -112,6 +115,7 @@ class SyncOpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
+        self.dispatched += 1
         name = f"aten.{func._schema.name.split('::')[-1]}"
         reason = sync_reason(name, args, kwargs)
         if reason is None and self.device.type != "cpu":

@@ -191,6 +191,15 @@ class BlockVolume:
         B = self.block_size
         return (coords.to(torch.float32) * B + 0.5 * (B - 1)) * self.voxel_size_m
 
+    def neighbour_slots(self, slots: torch.Tensor) -> torch.Tensor:
+        """(S, 27) slots of the 3x3x3 blocks around each of the (S,) blocks, in
+        :func:`neighbour_offsets` order (the block itself at 13), -1 where not allocated."""
+        offsets = neighbour_offsets(self.device)
+        # Neighbours of allocated blocks: within the key range (see FrameTensors.check_extent).
+        return self.index.lookup(pack_coords(
+            (self.slot_coords(slots)[:, None, :] + offsets[None]).reshape(-1, 3), check=False)
+        ).reshape(-1, 27)
+
     def halo_flat_index(self, slots: torch.Tensor) -> torch.Tensor:
         """(S, (B + 2)**3) flat voxel index ``slot * V + local`` of each of the (S,) blocks
         grown by a one-voxel halo from its 26 neighbour blocks (-1 where a neighbour block is
@@ -198,19 +207,15 @@ class BlockVolume:
         (B + 2) + z + 1``; the block's own voxel ``(x, y, z)`` is sample ``(x, y, z)``."""
         if self._halo is None:
             B, dev = self.block_size, self.device
-            offsets = neighbour_offsets(dev)
             s = torch.arange(-1, B + 1, device=dev)
             sample = torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(-1, 3)
             block = torch.div(sample, B, rounding_mode="floor")  # in {-1, 0, 1}
             local = sample - block * B
             nbr_index = ((block[:, 0] + 1) * 3 + block[:, 1] + 1) * 3 + block[:, 2] + 1
             linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
-            self._halo = (offsets, nbr_index, linear)
-        offsets, nbr_index, linear = self._halo
-        # Neighbours of allocated blocks: within the key range (see FrameTensors.check_extent).
-        nbr = self.index.lookup(pack_coords(
-            (self.slot_coords(slots)[:, None, :] + offsets[None]).reshape(-1, 3), check=False))
-        sample_slot = nbr.reshape(-1, 27)[:, nbr_index]  # (S, (B + 2)^3)
+            self._halo = (nbr_index, linear)
+        nbr_index, linear = self._halo
+        sample_slot = self.neighbour_slots(slots)[:, nbr_index]  # (S, (B + 2)^3)
         return torch.where(sample_slot >= 0, sample_slot * self.voxels_per_block + linear[None],
                            -1)
 

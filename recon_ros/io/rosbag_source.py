@@ -397,6 +397,13 @@ class CameraInfoSample:
     height: int
     frame_id: str
 
+    @classmethod
+    def from_msg(cls, msg: Any) -> "CameraInfoSample":
+        """From a deserialized ``sensor_msgs/msg/CameraInfo``."""
+        return cls(stamp_to_ns(msg.header.stamp),
+                   np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy(),
+                   int(msg.width), int(msg.height), _clean_frame(str(msg.header.frame_id)))
+
 
 @dataclass
 class _Index:
@@ -607,15 +614,7 @@ class RosbagSource:
             elif topic == t.color:
                 color_stamps.append(stamp_to_ns(msg.header.stamp))
             if topic in info_topics:  # (not elif: an info topic is never an image topic)
-                infos[topic].append(
-                    CameraInfoSample(
-                        stamp_to_ns(msg.header.stamp),
-                        np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy(),
-                        int(msg.width),
-                        int(msg.height),
-                        _clean_frame(str(msg.header.frame_id)),
-                    )
-                )
+                infos[topic].append(CameraInfoSample.from_msg(msg))
         for samples in infos.values():
             samples.sort(key=lambda s: s.stamp_ns)
         info_stamps = {k: [s.stamp_ns for s in v] for k, v in infos.items()}
@@ -922,11 +921,7 @@ class RosbagColorSource:
             infos: list[CameraInfoSample] = []
             info_conns = [c for c in reader.connections if c.topic == self.color_info_topic]
             for conn, _, raw in reader.messages(connections=info_conns):
-                msg = _deserialize(reader, raw, conn.msgtype)
-                infos.append(CameraInfoSample(
-                    stamp_to_ns(msg.header.stamp),
-                    np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy(),
-                    int(msg.width), int(msg.height), _clean_frame(str(msg.header.frame_id))))
+                infos.append(CameraInfoSample.from_msg(_deserialize(reader, raw, conn.msgtype)))
             infos.sort(key=lambda sample: sample.stamp_ns)
             info_stamps = [sample.stamp_ns for sample in infos]
             conns = [c for c in reader.connections if c.topic == self.color_topic]

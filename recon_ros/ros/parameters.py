@@ -163,7 +163,8 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "mean absolute error) (0 = off).", "frames"),
     Param("render_min_interval_s", 2.0,
           "~/render refuses a call sooner than this after the previous render: a render holds "
-          "the map work (measured on one CPU core: 1 s at 320x240, 3.4 s at 640x480).", "s"),
+          "the map work (benchmarks/render.py, one thread of the 2-core VM: about 1.1 s at "
+          "320x240, 4.1 s at 640x480).", "s"),
     Param("render_max_pixels", 76800,
           "~/render images with more pixels (width x height) are scaled down to this, aspect "
           "kept (76800 = 320x240; raise it on a GPU).", "px"),
