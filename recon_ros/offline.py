@@ -304,9 +304,10 @@ def _integrate_all(mapper: Mapper, source: RosbagSource | RosbagColorSource,
     frames number ``0, quality_every, ...`` are scored first into ``quality`` while the map
     holds anything."""
     if isinstance(source, RosbagSource):
-        for i, frame in enumerate(source):
-            if quality_every and i % quality_every == 0 and mapper.volume.num_blocks:
-                quality.append(QualitySample(i, frame.stamp_ns, mapper.frame_agreement(frame)))
+        for frame in source:
+            if mapper.agreement_due(quality_every):
+                quality.append(QualitySample(mapper.frames_integrated, frame.stamp_ns,
+                                             mapper.frame_agreement(frame)))
             mapper.integrate(frame)
             yield frame
         return

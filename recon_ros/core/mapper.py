@@ -292,6 +292,12 @@ class Mapper:
         self.has_color |= other.has_color
         return added
 
+    def agreement_due(self, every: int) -> bool:
+        """Whether the next frame is one to score with :meth:`frame_agreement` when scoring
+        every ``every``-th integrated frame (0 = never): frames ``0, every, 2 every, ...``,
+        once the map holds a block."""
+        return bool(every) and self.frames_integrated % every == 0 and self.volume.num_blocks > 0
+
     def frame_agreement(self, frame: Frame, render_width_px: int = 80) -> FrameAgreement:
         """How well the map explains ``frame`` before it is fused: the map rendered at the
         frame's pose against its depth (``core.map_quality``), on every ``stride``-th pixel

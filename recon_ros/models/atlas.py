@@ -43,7 +43,7 @@ from torch.nn import functional as nnf
 from ..core.config import check_known_keys
 from ..core.errors import ConfigError, ReconError
 from ..core.frame import PinholeCamera
-from .checkpoint import _read
+from .checkpoint import load_model, save_weights
 
 #: Coarsening factors of the three output levels, coarsest first.
 LEVEL_SCALES = (4, 2, 1)
@@ -526,13 +526,9 @@ class FragmentState:
 
 
 def save_atlas_weights(model: AtlasModel, path: str | Path, meta: dict[str, Any]) -> None:
-    """Write an inference-only weight file: ``{"format", "model_config", "state_dict" (CPU
-    tensors), "meta"}``, as :func:`recon_ros.models.checkpoint.save_weights` does."""
-    state = {"format": WEIGHTS_FORMAT, "model_config": model.config.to_dict(),
-             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-             "meta": meta}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, str(path))
+    """Write an inference-only weight file (:func:`recon_ros.models.checkpoint.save_weights`
+    with the Atlas format tag)."""
+    save_weights(model, path, meta, WEIGHTS_FORMAT)
 
 
 def default_weights(view_fusion: str) -> Path:
@@ -548,13 +544,7 @@ def load_atlas(path: str | Path = "", device: torch.device | str = "cpu",
     """A model in eval mode on ``device`` and its metadata; ``path=""`` = the shipped weights
     of ``view_fusion``. Read with ``weights_only=True`` (no pickled code runs)."""
     p = Path(path) if str(path) else default_weights(view_fusion)
-    state = _read(p, WEIGHTS_FORMAT)
-    model = AtlasModel(AtlasConfig.from_dict(state["model_config"]))
-    try:
-        model.load_state_dict(state["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise ReconError(f"{p}: weights do not match the model config: {exc}") from exc
-    return model.to(device).eval(), dict(state.get("meta", {}))
+    return load_model(p, WEIGHTS_FORMAT, lambda c: AtlasModel(AtlasConfig.from_dict(c)), device)
 
 
 def log_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

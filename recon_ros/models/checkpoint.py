@@ -1,4 +1,5 @@
-"""Safe weight files and resumable training checkpoints of the latent fusion model.
+"""Safe weight files and resumable training checkpoints of the learned models (latent fusion;
+the Atlas-style model passes its own format tags and model builder).
 
 Both are written with ``torch.save`` and read with ``torch.load(weights_only=True)``: they hold
 only plain containers (dicts, lists, str, int, float, bool) and tensors, so loading never runs
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..core.errors import ReconError
 from .networks import LatentFusionModel, ModelConfig
@@ -27,7 +30,12 @@ TRAINING_FORMAT = "recon_ros.latent_fusion.training.v1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "latent_fusion_small.pt"
 
 
-def _read(path: Path, expected_format: str) -> dict[str, Any]:
+def read_state(path: Path, expected_format: str) -> dict[str, Any]:
+    """The dict of a weight file or training checkpoint of ``expected_format`` (CPU tensors).
+
+    Raises:
+        ReconError: unreadable, or of another format.
+    """
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
@@ -37,33 +45,47 @@ def _read(path: Path, expected_format: str) -> dict[str, Any]:
     return state
 
 
-def save_weights(model: LatentFusionModel, path: str | Path, meta: dict[str, Any]) -> None:
-    """Write an inference-only weight file (CPU tensors, model config, metadata)."""
-    state = {"format": WEIGHTS_FORMAT, "model_config": model.config.to_dict(),
+def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any],
+                 fmt: str = WEIGHTS_FORMAT) -> None:
+    """Write an inference-only weight file (CPU tensors, ``model.config``, metadata)."""
+    state = {"format": fmt, "model_config": model.config.to_dict(),
              "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
              "meta": meta}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, str(path))
 
 
+def load_model(path: Path, fmt: str, build: Callable[[dict[str, Any]], nn.Module],
+               device: torch.device | str) -> tuple[nn.Module, dict[str, Any]]:
+    """A model built by ``build(model_config dict)`` from the weight file ``path`` of format
+    ``fmt``, in eval mode on ``device``, and its metadata.
+
+    Raises:
+        ReconError: unreadable, another format, or weights that do not fit the config.
+    """
+    state = read_state(path, fmt)
+    model = build(state["model_config"])
+    try:
+        model.load_state_dict(state["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ReconError(f"{path}: weights do not match the model config: {exc}") from exc
+    return model.to(device).eval(), dict(state.get("meta", {}))
+
+
 def load_weights(path: str | Path = "", device: torch.device | str = "cpu"
                  ) -> tuple[LatentFusionModel, dict[str, Any]]:
     """A model in eval mode on ``device`` and its metadata; ``""`` = the shipped weights."""
     p = Path(path) if str(path) else DEFAULT_WEIGHTS
-    state = _read(p, WEIGHTS_FORMAT)
-    model = LatentFusionModel(ModelConfig.from_dict(state["model_config"]))
-    try:
-        model.load_state_dict(state["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise ReconError(f"{p}: weights do not match the model config: {exc}") from exc
-    return model.to(device).eval(), dict(state.get("meta", {}))
+    return load_model(p, WEIGHTS_FORMAT, lambda c: LatentFusionModel(ModelConfig.from_dict(c)),
+                      device)
 
 
-def save_training_state(path: str | Path, model: LatentFusionModel,
+def save_training_state(path: str | Path, model: nn.Module,
                         optimizer: torch.optim.Optimizer, sequences_done: int,
-                        history: dict[str, list[float]], train_config: dict[str, Any]) -> None:
+                        history: dict[str, list[float]], train_config: dict[str, Any],
+                        fmt: str = TRAINING_FORMAT) -> None:
     """Write a resumable checkpoint (atomically: temp file, then rename)."""
-    state = {"format": TRAINING_FORMAT, "model_config": model.config.to_dict(),
+    state = {"format": fmt, "model_config": model.config.to_dict(),
              "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
              "optimizer": optimizer.state_dict(), "sequences_done": int(sequences_done),
              "history": history, "train_config": train_config}
@@ -75,4 +97,4 @@ def save_training_state(path: str | Path, model: LatentFusionModel,
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
     """The dict written by :func:`save_training_state` (tensors on CPU)."""
-    return _read(Path(path), TRAINING_FORMAT)
+    return read_state(Path(path), TRAINING_FORMAT)

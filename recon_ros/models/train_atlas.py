@@ -46,10 +46,10 @@ from ..core.frame import PinholeCamera
 from ..io.synthetic import Scene, default_camera, make_random_scene, render
 from .atlas import (LEVEL_SCALES, AtlasConfig, AtlasModel, AtlasOutput, Fragment, log_l1,
                     save_atlas_weights, upsample_nearest)
-from .checkpoint import _read
+from .checkpoint import read_state, save_training_state
 from .data import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, scan_poses, truncated_sdf
 from .train import TrainResult, _identity, learning_rate, plot_history
-from .train import training_meta as latent_training_meta
+from .train import training_meta as shared_training_meta
 
 TRAINING_FORMAT = "recon_ros.atlas.training.v1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -289,20 +289,6 @@ def validate(model: AtlasModel, samples: list[FragmentSample]) -> dict[str, floa
     return {k: float(np.mean([e[k] for e in errs])) for k in ("mae", "mae_band")}
 
 
-def save_training_state(path: Path, model: AtlasModel, optimizer: torch.optim.Optimizer,
-                        done: int, history: dict[str, list[float]],
-                        cfg: AtlasTrainConfig) -> None:
-    """Resumable checkpoint, written atomically (temp file, then rename), in the layout of
-    :func:`recon_ros.models.checkpoint.save_training_state` with the Atlas format tag."""
-    state = {"format": TRAINING_FORMAT, "model_config": model.config.to_dict(),
-             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-             "optimizer": optimizer.state_dict(), "sequences_done": int(done),
-             "history": history, "train_config": cfg.to_dict()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, str(tmp))
-    tmp.replace(path)
-
-
 HISTORY_KEYS = ("loss", "l1", "bce", "l1_4", "l1_2", "lr", "seconds", "val_sequence", "val_l1",
                 "val_l1_band")
 
@@ -322,7 +308,7 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
     done = 0
     ckpt = out / CHECKPOINT_NAME
     if resume and ckpt.is_file():
-        state = _read(ckpt, TRAINING_FORMAT)
+        state = read_state(ckpt, TRAINING_FORMAT)
         if _identity(state["train_config"]) != _identity(cfg.to_dict()):
             raise ConfigError(f"{ckpt} was written with another training configuration; "
                               "use a new output folder or --no-resume")
@@ -391,7 +377,8 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
 
 def _write_progress(out: Path, model: AtlasModel, optimizer: torch.optim.Optimizer, done: int,
                     history: dict[str, list[float]], cfg: AtlasTrainConfig) -> None:
-    save_training_state(out / CHECKPOINT_NAME, model, optimizer, done, history, cfg)
+    save_training_state(out / CHECKPOINT_NAME, model, optimizer, done, history, cfg.to_dict(),
+                        TRAINING_FORMAT)
     (out / "history.json").write_text(json.dumps(history))
     plot_history(history, out / "loss.png")
 
@@ -399,7 +386,7 @@ def _write_progress(out: Path, model: AtlasModel, optimizer: torch.optim.Optimiz
 def training_meta(cfg: AtlasTrainConfig, history: dict[str, list[float]], done: int
                   ) -> dict[str, Any]:
     """Metadata stored with the weights (JSON-able; see ``train.training_meta``)."""
-    return latent_training_meta(cfg, history, done, ("loss", "l1", "bce", "l1_4", "l1_2"),
+    return shared_training_meta(cfg, history, done, ("loss", "l1", "bce", "l1_4", "l1_2"),
                                 {"mae": "val_l1", "mae_band": "val_l1_band"})
 
 

@@ -529,8 +529,7 @@ class MapperNode(Node):
         holds a block: how well the map explains it (:meth:`Mapper.frame_agreement`, stage
         ``quality`` of the timings), kept for the status. A core error is counted as
         ``failed`` and logged (throttled); the frame is integrated all the same."""
-        every = int(self._setting("quality_every_frames"))
-        if not every or self.mapper.frames_integrated % every or not self.mapper.volume.num_blocks:
+        if not self.mapper.agreement_due(int(self._setting("quality_every_frames"))):
             return
         try:
             agreement = self.mapper.frame_agreement(frame)
