@@ -27,7 +27,6 @@ Times are wall clock on this machine; nothing here asserts a number.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,8 +36,9 @@ from rich.console import Console
 from rich.table import Table
 
 from recon_ros.bench import hardware_line
+from recon_ros.bench_maps import mesher_times
 from recon_ros.core import Mapper, MapperConfig, TriangleMesh
-from recon_ros.core.poisson import PoissonConfig, is_watertight, poisson_mesh
+from recon_ros.core.poisson import PoissonConfig, is_watertight
 from recon_ros.evaluation import mesh_metrics
 from recon_ros.io.synthetic import (
     NoiseConfig,
@@ -93,14 +93,9 @@ def run_condition(name: str, frames: int, width: int, height: int, gt_stride: in
     for frame in iter_frames(scene, cam, traj, noise=noise, seed=7):
         mapper.integrate(frame)
     gt = visible_surface_points(scene, traj, cam, stride=gt_stride)
-    t0 = time.perf_counter()
-    mc = mapper.mesh()
-    t1 = time.perf_counter()
-    pm = poisson_mesh(mapper.volume, mapper.config.mesh.min_weight, poisson,
-                      with_colors=mapper.has_color)
-    t2 = time.perf_counter()
-    return [score(name, "marching cubes", mc, t1 - t0, gt),
-            score(name, "poisson", pm, t2 - t1, gt)]
+    t = mesher_times(mapper, poisson)
+    return [score(name, "marching cubes", t.marching_cubes, t.marching_cubes_s, gt),
+            score(name, "poisson", t.poisson, t.poisson_s, gt)]
 
 
 def main(argv: list[str] | None = None) -> list[Row]:

@@ -22,23 +22,15 @@ Nothing here asserts a number.
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from recon_ros.bench import hardware_line
-from recon_ros.core import Mapper, MapperConfig
-from recon_ros.core.render import RenderOptions, render
-from recon_ros.io.synthetic import (
-    default_camera,
-    iter_frames,
-    make_demo_scene,
-    render_depth,
-    room_scan_trajectory,
-)
+from recon_ros.bench_maps import demo_map, render_cost
+from recon_ros.core.render import RenderOptions
+from recon_ros.io.synthetic import default_camera
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
@@ -56,11 +48,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     torch.set_num_threads(args.threads)
     console = Console()
     console.print(hardware_line("cpu"))
-    scene = make_demo_scene()
-    traj = room_scan_trajectory(scene, args.frames)
-    mapper = Mapper(MapperConfig())
-    for frame in iter_frames(scene, default_camera(args.map_width, args.map_height), traj):
-        mapper.integrate(frame)
+    scene, traj, mapper = demo_map(args.frames, args.map_width, args.map_height)
     vol = mapper.volume
     opt = RenderOptions(max_depth_m=mapper.config.integration.max_depth_m,
                         distance_step=args.distance_step)
@@ -75,32 +63,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     rows = []
     for size in args.sizes:
         w, h = (int(x) for x in size.split("x"))
-        cam = default_camera(w, h)
-        render(vol, cam, poses[0], opt)  # warm-up
-        ms, samples, skips, errs = [], 0, 0, []
-        inliers = coverage = false_hits = surface = pixels = 0
-        for T in poses:
-            t0 = time.perf_counter()
-            res = render(vol, cam, T, opt)
-            ms.append((time.perf_counter() - t0) * 1e3)
-            samples, skips = samples + res.samples, skips + res.block_skips
-            depth = res.depth.cpu().numpy()
-            truth = render_depth(scene, cam, T, max_range_m=opt.max_depth_m)
-            gt, hit = truth > 0, depth > 0
-            err = np.abs(depth - truth)[gt & hit]
-            errs.append(err)
-            inliers += int((err < 0.05).sum())
-            coverage += int((gt & hit).sum())
-            false_hits += int((hit & ~gt).sum())
-            surface += int(gt.sum())
-            pixels += gt.size
-        table.add_row(size, f"{np.median(ms):.0f}", f"{samples / pixels:.1f}",
-                      f"{skips / pixels:.1f}", f"{np.median(np.concatenate(errs)):.4f}",
-                      f"{inliers / surface * 100:.2f}%", f"{coverage / surface * 100:.2f}%",
-                      f"{false_hits / pixels * 100:.3f}%")
-        rows.append({"ms": float(np.median(ms)), "median_err_m": float(np.median(
-            np.concatenate(errs))), "inliers": inliers / surface, "coverage": coverage / surface,
-            "false_hits": false_hits / pixels})
+        c = render_cost(scene, mapper, default_camera(w, h), poses, opt)
+        table.add_row(size, f"{c.median_ms:.0f}", f"{c.samples_per_ray:.1f}",
+                      f"{c.skips_per_ray:.1f}", f"{c.median_err_m:.4f}",
+                      f"{c.inliers * 100:.2f}%", f"{c.coverage * 100:.2f}%",
+                      f"{c.false_hits * 100:.3f}%")
+        rows.append({"ms": c.median_ms, "median_err_m": c.median_err_m, "inliers": c.inliers,
+                     "coverage": c.coverage, "false_hits": c.false_hits})
     console.print(table)
     return rows
 

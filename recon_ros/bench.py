@@ -16,6 +16,17 @@ without the ESDF, the ESDF's free-space carving inside ``integrate`` (its timer 
 ``esdf_carve``), the incremental update after the frame (``Mapper.update_esdf``), their ratio
 to the integration, and the voxels the update (re)assigned; then a full recompute of the final
 field, and the throughput of distance queries at random points inside the map.
+
+Three more sections, each with its own switch (``run_benchmarks``' ``latent``, ``render`` and
+``poisson``):
+
+- latent fusion (:mod:`recon_ros.models.bench_latent`): integration and decode ms per
+  :data:`LATENT_SIZE` frame of the demo scene and TSDF fusion of the same frames, with the
+  ratios latent / TSDF, in this process;
+- rendering (:func:`recon_ros.bench_maps.render_cost`): ms per :data:`RENDER_SIZE` view of the
+  demo room mapped at 5 cm, and the rendered depth's agreement with the exact depth;
+- meshing (:func:`recon_ros.bench_maps.mesher_times`): screened Poisson against marching cubes
+  on that same map, whole map from scratch, seconds and triangles.
 """
 
 from __future__ import annotations
@@ -32,12 +43,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from .bench_maps import MesherTimes, RenderCost, demo_map, mesher_times, render_cost
 from .core.config import MapperConfig
 from .core.errors import ReconError
 from .core.esdf import EsdfLayer
 from .core.frame import Frame
 from .core.mapper import Mapper
+from .core.render import RenderOptions
 from .io.frame_folder import FrameFolder
+from .io.synthetic import default_camera
+from .models.bench_latent import LatentBench, latent_fusion_ms_per_frame, latent_table
 
 TRUNCATION_VOXELS = 4.0
 MAX_DEPTH_M = 4.0
@@ -48,6 +63,15 @@ ESDF_QUERY_REPEATS = 5
 ESDF_RECOMPUTE_REPEATS = 3
 #: nvblox's published ESDF update time, ms (5 cm, RTX 3090; design.md section 5).
 NVBLOX_ESDF_MS = 0.8
+#: Latent section: (width, height) and number of the timed frames.
+LATENT_SIZE = (320, 240)
+LATENT_FRAMES = 10
+#: Render and meshing sections: the demo room mapped at 5 cm from MAP_FRAMES exact frames of
+#: MAP_SIZE, rendered at RENDER_SIZE from RENDER_VIEWS recorded poses spread over the scan.
+MAP_FRAMES = 30
+MAP_SIZE = (320, 240)
+RENDER_SIZE = (640, 480)
+RENDER_VIEWS = 2
 
 
 def hardware_line(device: str) -> str:
@@ -379,9 +403,46 @@ def esdf_table(cost: EsdfCost) -> Table:
     return table
 
 
+def latent_section(console: Console, device: str) -> LatentBench:
+    """Time latent fusion against TSDF fusion (:data:`LATENT_FRAMES` frames of
+    :data:`LATENT_SIZE`) and print the table with the ratios."""
+    result = latent_fusion_ms_per_frame(*LATENT_SIZE, LATENT_FRAMES, device)
+    console.print(latent_table(result))
+    return result
+
+
+def map_outputs_section(console: Console, device: str, render: bool, poisson: bool
+                        ) -> tuple[RenderCost | None, MesherTimes | None]:
+    """Map the demo room (:data:`MAP_FRAMES` frames), then time renders of it
+    (``render``) and both meshers on it (``poisson``); print one line each."""
+    scene, traj, mapper = demo_map(MAP_FRAMES, *MAP_SIZE, device)
+    vol = mapper.volume
+    what = (f"the demo room mapped from {MAP_FRAMES} exact {MAP_SIZE[0]}x{MAP_SIZE[1]} frames "
+            f"({vol.num_blocks} blocks of {vol.voxel_size_m * 100:g} cm voxels)")
+    cost = times = None
+    if render:
+        poses = traj.poses[::MAP_FRAMES // RENDER_VIEWS][:RENDER_VIEWS]
+        cost = render_cost(scene, mapper, default_camera(*RENDER_SIZE), poses,
+                           RenderOptions(max_depth_m=mapper.config.integration.max_depth_m))
+        console.print(
+            f"render {RENDER_SIZE[0]}x{RENDER_SIZE[1]} of {what}: median {cost.median_ms:.0f} "
+            f"ms per view ({len(poses)} views; {cost.samples_per_ray:.1f} samples/ray, "
+            f"depth within 5 cm on {cost.inliers:.1%} of the surface pixels, coverage "
+            f"{cost.coverage:.1%})")
+    if poisson:
+        times = mesher_times(mapper, mapper.config.mesh.poisson())
+        console.print(
+            f"mesh {what}, whole map: marching cubes {times.marching_cubes_s:.2f} s "
+            f"({times.marching_cubes.num_faces} triangles), screened Poisson "
+            f"{times.poisson_s:.2f} s ({times.poisson.num_faces} triangles), ratio "
+            f"{times.poisson_s / times.marching_cubes_s:.0f}x")
+    return cost, times
+
+
 def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Path | None,
                    repeats: int, device: str, compile: bool, growth_frames: int,
-                   esdf: bool = True) -> None:
+                   esdf: bool = True, latent: bool = True, render: bool = True,
+                   poisson: bool = True) -> None:
     frames, described = load_frames(frames_dir)
     if not frames:
         raise ReconError("no frames to benchmark")
@@ -419,3 +480,7 @@ def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Pat
             f"{g['last_ms']:.2f} ms over the last (ratio {g['last_ms'] / g['first_ms']:.2f})")
     if esdf:
         console.print(esdf_table(esdf_cost(frames, ESDF_VOXEL_M, repeats, device)))
+    if latent:
+        latent_section(console, device)
+    if render or poisson:
+        map_outputs_section(console, device, render, poisson)

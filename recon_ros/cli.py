@@ -1,5 +1,5 @@
-"""The ``recon-ros`` command line: synth, replay, merge, eval, demo, bench, play, train,
-eval-fusion, eval-fusion-unbiased.
+"""The ``recon-ros`` command line: synth, replay, replay-many, merge, eval, demo, bench, play,
+train, eval-fusion, eval-fusion-unbiased.
 
 Library errors (bad config, unreadable bag, missing topic) end in one clear line on stderr and
 exit code 2; nothing here calls ``sys.exit`` from library code.
@@ -194,28 +194,103 @@ def replay(
         raise _fail("no frame could be integrated (see the drop reasons above)")
 
 
+def _fleet_table(outcomes) -> Table:
+    table = Table(title="replay-many summary", show_header=True)
+    for name, justify in (("bag", "left"), ("status", "left"), ("frames", "right"),
+                          ("drops", "right"), ("wall s", "right"), ("peak RSS MiB", "right"),
+                          ("reason", "left")):
+        table.add_column(name, justify=justify)
+    for o in outcomes:
+        table.add_row(o.name, "[green]ok[/]" if o.ok else "[red]failed[/]", str(o.frames),
+                      str(o.drops), f"{o.wall_s:.1f}", f"{o.peak_rss_mb:.0f}", o.reason)
+    return table
+
+
+@app.command("replay-many")
+def replay_many(
+    bags: Annotated[list[Path], typer.Argument(help="rosbag2s: folders, .db3 or .mcap files.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: OUT/<bag name>/ per bag "
+                                      "and OUT/summary.json.")],
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Running Ray cluster (ray://host:10001, host:6379, auto); default: a local Ray "
+             "instance started for this run.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, help="Bags mapped at a time (default: the CPUs of this machine / cluster).")]
+    = None,
+    gpus_per_task: Annotated[float, typer.Option(
+        min=0.0, help="GPUs reserved per bag (with --device cuda).")] = 0.0,
+    config: Annotated[Optional[Path], typer.Option(help="Mapper config YAML.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="torch device (cpu, cuda).")] = None,
+    voxel_size_m: Annotated[Optional[float], typer.Option(help="Override voxel size.")] = None,
+    world_frame: Annotated[str, typer.Option(help="TF frame of the maps.")] = "map",
+    quality_every: Annotated[int, typer.Option(min=0, help="As for replay; 0 = off.")] = 10,
+    render_views: Annotated[int, typer.Option(min=0, help="As for replay; 0 = off.")] = 4,
+) -> None:
+    """Map many rosbag2s in parallel with Ray, one task per bag, each exactly `replay` (same
+    outputs in OUT/<bag name>/; names shared by several bags get their parent folder's name
+    in front). A bag that fails is one failed row with its reason; the others go on, and the
+    exit code is 2 if any failed. Each task uses cores / workers torch threads."""
+    from .fleet import ReplayOptions, SUMMARY_FILE
+    from .fleet import replay_many as run_fleet
+
+    try:
+        cfg = _load_config(config, device, voxel_size_m)
+        options = ReplayOptions(world_frame=world_frame, quality_every=quality_every,
+                                render_views=render_views)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("bags", total=len(bags))
+            outcomes = run_fleet(bags, out, cfg, options, workers=workers,
+                                 ray_address=ray_address, gpus_per_task=gpus_per_task,
+                                 on_done=lambda o: bar.advance(task))
+    except ReconError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(_fleet_table(outcomes))
+    console.print(f"summary: {out / SUMMARY_FILE}")
+    failed = [o.name for o in outcomes if not o.ok]
+    if failed:
+        raise _fail(f"{len(failed)} of {len(outcomes)} bags failed: {', '.join(failed)}")
+
+
 # ----------------------------------------------------------------------------------- eval
 @app.command()
 def merge(
     maps: Annotated[list[Path], typer.Argument(
-        help="Map directories (or map.pt checkpoints) of one place in one map frame.")],
+        help="Map directories (or map.pt checkpoints) of one place.")],
     out: Annotated[Path, typer.Option("--out", help="Map directory of the merged map.")],
+    transform: Annotated[Optional[list[str]], typer.Option(
+        "--transform", help="Per map, in the order of MAPS (all or none): the rigid transform "
+        "from its map frame into the output frame (normally the first map's: 'identity' for "
+        "it): 'identity', x,y,z,qx,qy,qz,qw (m, unit quaternion) or a file holding a 4x4 "
+        "matrix.")] = None,
     device: Annotated[Optional[str], typer.Option(help="torch device (cpu, cuda:0).")] = None,
 ) -> None:
-    """Merge maps of the same place made in the same map frame (sessions, robots): TSDF,
-    weights and colors block by block (weights add), 2D free space, then the usual map files.
+    """Merge maps of the same place (sessions, robots): TSDF, weights and colors block by
+    block (weights add), 2D free space, then the usual map files. Maps made in different map
+    frames need --transform, once per map: each map is resampled into the first map's frame
+    (exact for whole-voxel translations and 90-degree rotations, trilinear otherwise).
     The first map's configuration is kept; maps of other voxel size, block size, truncation or
     2D layer, and latent-fusion maps, are refused."""
     from .core.mapper import Mapper
+    from .core.merge import is_identity, parse_transform
     from .offline import CHECKPOINT_FILE, write_map_outputs
 
     if len(maps) < 2:
         raise _fail("merge needs at least two maps")
+    if transform and len(transform) != len(maps):
+        raise _fail(f"--transform given {len(transform)} times for {len(maps)} maps: give it "
+                    "once per map, in the order of MAPS ('identity' for the first)")
     try:
+        transforms = [parse_transform(t) for t in transform] if transform else None
         paths = [m / CHECKPOINT_FILE if m.is_dir() else m for m in maps]
         merged = Mapper.load(paths[0], device)
-        for path in paths[1:]:
-            added = merged.merge(Mapper.load(path, device))
+        if transforms is not None and not is_identity(transforms[0]):
+            first = Mapper(merged.config)  # an empty map in the output frame
+            first.merge(merged, transforms[0])
+            merged = first
+        for i, path in enumerate(paths[1:], start=1):
+            T = None if transforms is None else transforms[i]
+            added = merged.merge(Mapper.load(path, device), T)
             console.print(f"{path}: {added} new blocks")
         outputs, export = write_map_outputs(merged, out)
     except ReconError as exc:
@@ -355,14 +430,22 @@ def bench(
     esdf: Annotated[bool, typer.Option(
         help="Also time the distance field at 5 cm (carving, update, recompute, queries).")]
     = True,
+    latent: Annotated[bool, typer.Option(
+        help="Also time latent fusion against TSDF fusion (10 frames, 320x240).")] = True,
+    render: Annotated[bool, typer.Option(
+        help="Also time 640x480 renders of the demo room mapped at 5 cm.")] = True,
+    poisson: Annotated[bool, typer.Option(
+        help="Also time screened Poisson against marching cubes on that map.")] = True,
 ) -> None:
     """Integration speed vs Open3D's VoxelBlockGrid on the same frames, in one process; the
-    cost of the distance field (ESDF)."""
+    cost of the distance field (ESDF); latent fusion against TSDF fusion; renders; Poisson
+    against marching cubes."""
     from .bench import run_benchmarks
 
     try:
         run_benchmarks(console, [float(v) / 100 for v in voxel_sizes_cm.split(",")], frames_dir,
-                       repeats, device, compile, growth_frames, esdf)
+                       repeats, device, compile, growth_frames, esdf, latent=latent,
+                       render=render, poisson=poisson)
     except ReconError as exc:
         raise _fail(str(exc)) from exc
 

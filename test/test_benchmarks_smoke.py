@@ -231,9 +231,11 @@ def test_bench_prints_the_esdf_table(tmp_path: Path, device: str) -> None:
     _write_frame_folder(tmp_path / "frames", _tiny_frames(3))
     console = Console(record=True, width=250)
     bench.run_benchmarks(console, [0.1], tmp_path / "frames", repeats=3, device=device,
-                         compile=False, growth_frames=0)
+                         compile=False, growth_frames=0, latent=False, render=False,
+                         poisson=False)
     text = console.export_text()
     assert "3 real frames from" in text and "TSDF + color integration" in text
+    assert "Latent fusion" not in text and "render " not in text and "Poisson" not in text
     # Open3D on the same device, or a line saying why not (never silently on the CPU).
     o3d_device, note = bench.open3d_device(device)
     assert ("Open3D VoxelBlockGrid" in text) == (o3d_device is not None)
@@ -275,6 +277,12 @@ def test_latent_bench_entry_point(device: str, capsys: pytest.CaptureFixture[str
                          ("TSDF integrate", result.tsdf_integrate_ms)):
         assert label in printed and 0 < value < math.inf, label
     assert result.latent_integrate_ms <= result.latent_integrate_p95_ms
+    assert result.integrate_ratio == result.latent_integrate_ms / result.tsdf_integrate_ms
+    assert result.total_ratio == pytest.approx(
+        result.integrate_ratio + result.latent_decode_ms / result.tsdf_integrate_ms)
+    for label, ratio in (("latent integrate", result.integrate_ratio),
+                         ("latent \\(integrate \\+ decode\\)", result.total_ratio)):
+        assert re.search(rf"ratio {label} / TSDF integrate +│ +{ratio:.1f}x", printed), label
 
 
 def _gpu_check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -289,7 +297,8 @@ def test_gpu_check_writes_every_section(tmp_path: Path, device: str) -> None:
     done = _gpu_check(
         "--device", device, "--out", str(report), "--tests", "test/core/test_block_hash.py",
         "--bench-args", "--voxel-sizes-cm 10 --repeats 2 --no-compile --growth-frames 0 "
-                        "--no-esdf --frames-dir " + str(tmp_path / "frames"),
+                        "--no-esdf --no-latent --no-render --no-poisson --frames-dir "
+                        + str(tmp_path / "frames"),
         "--latent-args", "--width 48 --height 36 --frames 2")
     assert done.returncode == 0, done.stdout + done.stderr
     text = report.read_text()
@@ -362,3 +371,68 @@ def test_render_benchmark_smoke() -> None:
     r = rows[0]
     assert r["ms"] > 0 and 0.0 < r["coverage"] <= 1.0 and 0.0 <= r["inliers"] <= 1.0
     assert 0.0 <= r["false_hits"] < 0.05 and r["median_err_m"] < 0.05
+
+
+def test_bench_latent_render_and_poisson_sections(tmp_path: Path, device: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recon-ros bench``'s latent, render and meshing sections (tiny sizes), in one run."""
+    for name, value in (("LATENT_SIZE", (48, 36)), ("LATENT_FRAMES", 2), ("MAP_FRAMES", 6),
+                        ("MAP_SIZE", (80, 60)), ("RENDER_SIZE", (64, 48)), ("RENDER_VIEWS", 2)):
+        monkeypatch.setattr(bench, name, value)
+    _write_frame_folder(tmp_path / "frames", _tiny_frames(2))
+    console = Console(record=True, width=250)
+    bench.run_benchmarks(console, [0.1], tmp_path / "frames", repeats=2, device=device,
+                         compile=False, growth_frames=0, esdf=False)
+    text = console.export_text()
+    assert f"Latent fusion: ms per 48x36 frame (2 frames of the demo scene, {device})" in text
+    ratio = re.search(r"ratio latent \(integrate \+ decode\) / TSDF integrate +│ +([0-9.]+)x",
+                      text)
+    assert ratio is not None and float(ratio.group(1)) > 0
+    demo = r"the demo room mapped from 6 exact 80x60 frames \((\d+) blocks of 5 cm voxels\)"
+    render = re.search(rf"render 64x48 of {demo}: median (\d+) ms per view \(2 views; "
+                       r"([0-9.]+) samples/ray, depth within 5 cm on ([0-9.]+)% of the surface "
+                       r"pixels, coverage ([0-9.]+)%\)", text)
+    assert render is not None, text
+    assert int(render.group(1)) > 0 and float(render.group(3)) > 1
+    assert 50 < float(render.group(4)) <= 100 and 50 < float(render.group(5)) <= 100
+    mesh = re.search(rf"mesh {demo}, whole map: marching cubes ([0-9.]+) s \((\d+) "
+                     r"triangles\), screened Poisson ([0-9.]+) s \((\d+) triangles\), ratio "
+                     r"(\d+)x", text)
+    assert mesh is not None, text
+    assert int(mesh.group(3)) > 100 and int(mesh.group(5)) > 100
+
+
+def test_bench_map_sections_can_be_switched_off_one_by_one(device: str,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setattr(bench, "MAP_FRAMES", 4)
+    monkeypatch.setattr(bench, "MAP_SIZE", (64, 48))
+    console = Console(record=True, width=250)
+    cost, times = bench.map_outputs_section(console, device, render=False, poisson=True)
+    text = console.export_text()
+    assert cost is None and times is not None and "render " not in text
+    assert times.marching_cubes.num_faces > 0 and times.poisson_s > 0
+    assert f"({times.poisson.num_faces} triangles)" in text
+
+
+def test_refine_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    results = load_script("refine").main(["--frames", "3", "--width", "48", "--height", "36",
+                                          "--conditions", "mult3", "--set", "steps=1"])
+    assert list(results) == ["mult3"] and sorted(results["mult3"]) == ["off", "on"]
+    for r in results["mult3"].values():
+        assert 0.0 <= r["f2"] <= r["f5"] <= 1.0 and r["accuracy_m"] > 0
+        assert r["render_mae_m"] >= 0 and r["render_median_m"] >= 0
+    assert "Refinement off / on" in capsys.readouterr().out
+
+
+def test_replay_many_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    out = load_script("replay_many").main(["--bags", "2", "--frames", "3", "--width", "48",
+                                           "--height", "36", "--workers", "1", "2",
+                                           "--voxel-size-m", "0.1"])
+    assert [r["workers"] for r in out["runs"]] == [1, 2]
+    for r in out["runs"]:
+        assert r["ok"] == r["bags"] == 2
+        assert r["bags_per_min"] > 0 and 0 < r["bag_median_s"] <= r["bag_max_s"]
+        assert r["peak_rss_mb"] > 0
+    assert "bags / min" in capsys.readouterr().out

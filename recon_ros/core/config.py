@@ -1,7 +1,7 @@
 """Typed, validated configuration of the mapping core.
 
 Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
-``mesh``, ``occupancy``, ``fusion``, ``stereo``, ``map``, ``esdf``, ``costmap``, ``timing``. Every field name
+``mesh``, ``occupancy``, ``fusion``, ``stereo``, ``map``, ``esdf``, ``costmap``, ``timing``, ``refine``. Every field name
 carries its unit.
 ``MapperConfig.from_dict`` rejects unknown keys so that a typo in a YAML file is an error, not
 a silently ignored setting.
@@ -269,11 +269,15 @@ class FusionConfig:
             and samples per ray are those of the weights.
         max_count: cap of the per-voxel update count of the latent running average (lower
             values let the map adapt faster to change).
+        allow_weights_mismatch: run latent weights whose training voxel size or truncation
+            (voxels) differ from ``volume.voxel_size_m`` / ``integration.truncation_voxels``
+            by more than 1 %, with a warning; false = refuse (ConfigError).
     """
 
     method: str = "tsdf"
     weights: str = ""
     max_count: float = 64.0
+    allow_weights_mismatch: bool = False
 
     def __post_init__(self) -> None:
         s = "fusion"
@@ -282,6 +286,8 @@ class FusionConfig:
         _require(isinstance(self.weights, str), s, "weights", "must be a path or \"\"",
                  self.weights)
         _require(self.max_count >= 1.0, s, "max_count", "must be >= 1", self.max_count)
+        _require(isinstance(self.allow_weights_mismatch, bool), s, "allow_weights_mismatch",
+                 "must be true or false", self.allow_weights_mismatch)
 
 
 #: Fields of :class:`StereoConfig` that are :class:`PlaneSweepConfig` settings (same names).
@@ -470,6 +476,67 @@ class TimingConfig:
                  self.sample_every)
 
 
+@dataclass
+class RefineConfig:
+    """Test-time refinement of the TSDF after each depth frame is fused
+    (:class:`~recon_ros.core.refine.TsdfRefiner`; ``fusion.method: tsdf`` only).
+
+    A few Adam steps on the TSDF (and color) of the blocks the frame changed, so that the map
+    rendered at the frame's pose matches its depth and color; weights are never changed.
+    Measured in ``docs/rendering.md`` (``benchmarks/refine.py``).
+
+    Attributes:
+        enabled: refine after every depth frame (off by default: see the measurement).
+        steps: gradient steps per frame.
+        learning_rate_m: Adam step size of the TSDF, metres.
+        color_learning_rate: Adam step size of the color, RGB units (0-255).
+        stride_px: render and compare every ``stride_px``-th pixel in both directions.
+        depth_weight: weight of the depth L1 (metres) of rendered vs measured depth.
+        color_weight: weight of the photometric L1 (RGB / 255; registered color only).
+        free_space_weight: weight of the free-space hinge (metres): samples in front of the
+            measured depth should have a TSDF at least their distance to it (clipped to the
+            truncation).
+        free_space_samples: free-space samples per compared pixel, evenly spaced over the
+            truncation in front of the measured depth.
+        eikonal_weight: weight of ``(|grad tsdf| - 1)^2`` over observed voxels near the
+            surface (the TSDF is stored in metres, so its gradient should have norm 1).
+    """
+
+    enabled: bool = False
+    steps: int = 5
+    learning_rate_m: float = 0.002
+    color_learning_rate: float = 2.0
+    stride_px: int = 4
+    depth_weight: float = 1.0
+    color_weight: float = 0.1
+    free_space_weight: float = 1.0
+    free_space_samples: int = 4
+    eikonal_weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        s = "refine"
+        _require(isinstance(self.enabled, bool), s, "enabled", "must be true or false",
+                 self.enabled)
+        _require(_is_int(self.steps) and 1 <= self.steps <= 100, s, "steps",
+                 "must be an integer in [1, 100]", self.steps)
+        _require(_is_int(self.stride_px) and 1 <= self.stride_px <= 32, s, "stride_px",
+                 "must be an integer in [1, 32]", self.stride_px)
+        _require(_is_int(self.free_space_samples) and 0 <= self.free_space_samples <= 32, s,
+                 "free_space_samples", "must be an integer in [0, 32]",
+                 self.free_space_samples)
+        for name in ("learning_rate_m", "color_learning_rate"):
+            value = getattr(self, name)
+            _require(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, s,
+                     name, "must be a finite number > 0", value)
+        for name in ("depth_weight", "color_weight", "free_space_weight", "eikonal_weight"):
+            value = getattr(self, name)
+            _require(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0, s,
+                     name, "must be a finite number >= 0", value)
+        _require(self.depth_weight + self.color_weight + self.free_space_weight
+                 + self.eikonal_weight > 0, s, "depth_weight",
+                 "and the other loss weights cannot all be 0", self.depth_weight)
+
+
 SECTIONS: dict[str, type] = {
     "volume": VolumeConfig,
     "integration": IntegrationConfig,
@@ -481,6 +548,7 @@ SECTIONS: dict[str, type] = {
     "esdf": EsdfConfig,
     "costmap": CostmapConfig,
     "timing": TimingConfig,
+    "refine": RefineConfig,
 }
 
 
@@ -498,6 +566,7 @@ class MapperConfig:
     esdf: EsdfConfig = field(default_factory=EsdfConfig)
     costmap: CostmapConfig = field(default_factory=CostmapConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

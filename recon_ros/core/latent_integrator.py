@@ -32,6 +32,7 @@ compact the voxels to decode.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ EXTRA_INPUT_CHANNELS = 5
 #: ``LatentIntegrator(cuda_precision=...)`` values.
 CUDA_PRECISIONS = ("default", "tf32", "fp16")
 _INT64_MAX = torch.iinfo(torch.int64).max
+#: ``((min width, min height), (max width, max height))`` of frames, pixels.
+SizeRange = tuple[tuple[int, int], tuple[int, int]]
+_log = logging.getLogger(__name__)
 
 
 def fusion_input_channels(feature_channels: int, samples_per_side: int) -> int:
@@ -260,11 +264,14 @@ class LatentIntegrator:
             (see :func:`network_precision`); float32 on other devices. The default leaves
             torch's settings alone: ``"tf32"`` and ``"fp16"`` are unmeasured (no GPU was
             available to check their accuracy against float32).
+        trained_size_range: the frame sizes the networks were trained on; a frame outside
+            this range is fused with a warning, once per frame size (None = no check).
     """
 
     def __init__(self, fusion_net: nn.Module, translator: nn.Module, samples_per_side: int,
                  truncation_voxels: float, max_count: float, decode_batch_blocks: int = 2048,
-                 decode_batch_voxels: int = 65536, cuda_precision: str = "default") -> None:
+                 decode_batch_voxels: int = 65536, cuda_precision: str = "default",
+                 trained_size_range: SizeRange | None = None) -> None:
         if cuda_precision not in CUDA_PRECISIONS:
             raise ValueError(f"cuda_precision={cuda_precision!r}: one of {CUDA_PRECISIONS}")
         self.fusion_net = fusion_net
@@ -275,6 +282,8 @@ class LatentIntegrator:
         self.decode_batch_blocks = int(decode_batch_blocks)
         self.decode_batch_voxels = int(decode_batch_voxels)
         self.cuda_precision = cuda_precision
+        self.trained_size_range = trained_size_range
+        self._sizes_seen: set[tuple[int, int]] = set()
 
     @property
     def samples(self) -> int:
@@ -285,6 +294,17 @@ class LatentIntegrator:
         self.fusion_net.to(device)
         self.translator.to(device)
         return self
+
+    def _check_size(self, width: int, height: int) -> None:
+        """Warn (once per size) about a frame size outside :attr:`trained_size_range`."""
+        if self.trained_size_range is None or (width, height) in self._sizes_seen:
+            return
+        self._sizes_seen.add((width, height))
+        (w0, h0), (w1, h1) = self.trained_size_range
+        if not (w0 <= width <= w1 and h0 <= height <= h1):
+            _log.warning("latent fusion of %dx%d frames: the weights were trained on %dx%d .. "
+                         "%dx%d, results may be worse than on those sizes", width, height,
+                         w0, h0, w1, h1)
 
     # ------------------------------------------------------------------ fusion
     def integrate(self, latent: LatentVolume, frame: FrameTensors,
@@ -306,6 +326,7 @@ class LatentIntegrator:
         valid = frame.valid(frame.depth)
         depth = torch.where(valid, frame.depth, 0.0)
         h, w = depth.shape
+        self._check_size(w, h)
         F, K, V = latent.feature_channels, self.samples, latent.volume.voxels_per_block
         cam = frame.camera
         voxels, ray_dir = ray_sample_voxels(depth, (cam.fx, cam.fy, cam.cx, cam.cy),

@@ -34,12 +34,13 @@ from .frame import Frame, PinholeCamera
 from .latent_integrator import LatentIntegrator
 from .latent_volume import LatentVolume
 from .map_quality import FrameAgreement, frame_agreement
-from .merge import check_mergeable, merge_volume
+from .merge import check_mergeable, merge_volume, rigid_transform
 from .marching_cubes import IncrementalMesher
 from .mesh import TriangleMesh
 from .occupancy import OccupancyMapper
 from .occupancy_grid import OccupancyGrid2D
 from .poisson import poisson_mesh
+from .refine import TsdfRefiner
 from .stereo_mapping import StereoDepthFrames
 from .timing import StageTimer
 from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator
@@ -82,15 +83,18 @@ class Mapper:
         self.latent_integrator: LatentIntegrator | None = None
         if self.config.fusion.method == "latent":
             # Imported here: the learned models live above the core and import it.
-            from ..models.checkpoint import load_weights
+            from ..models.trained_for import load_for_mapper
 
-            model, _ = load_weights(self.config.fusion.weights, self.device)
-            self.latent_integrator = model.integrator(self.config.fusion.max_count)
+            model, trained = load_for_mapper(self.config, self.device)  # checks the geometry
+            self.latent_integrator = model.integrator(
+                self.config.fusion.max_count, trained.size_range if trained else None)
             self.latent = LatentVolume(self.volume, model.config.feature_channels)
         #: Keyframes and stereo depth of ``fusion.method: stereo``, else None.
         self.stereo: StereoDepthFrames | None = (
             StereoDepthFrames(self.config.stereo, self.device)
             if self.config.fusion.method == "stereo" else None)
+        #: Test-time refinement after each depth frame (``refine.enabled``), else None.
+        self.refiner = self._refiner()
         self._limit_capacity()
         self.timer = StageTimer(self.device, self.config.timing.mode,
                                 self.config.timing.sample_every)
@@ -208,6 +212,7 @@ class Mapper:
                 np.asarray(robot_position_m, dtype=np.float32), device=self.device))
         self._decay(frame.stamp_ns)
         radius = self.config.map.clearing_radius_m
+        stamp = self.volume.stamp
         with self.timer("integrate"):
             if self.latent is None:
                 result = self.integrator.integrate(
@@ -219,6 +224,9 @@ class Mapper:
             else:
                 with torch.no_grad():
                     changed = self.latent_integrator.integrate(self.latent, ft).blocks
+        if self.refiner is not None:
+            with self.timer("refine"):
+                self.refiner.refine(self.volume, self.volume.changes(stamp).slots, ft)
         with self.timer("free_space"):
             self.occupancy.carve(ft, within=(centre, radius) if radius > 0 else None)
         if self.esdf is not None:
@@ -228,6 +236,26 @@ class Mapper:
             self._bound(centre)
         self.frames_integrated += 1
         return int(changed)
+
+    def _refiner(self) -> TsdfRefiner | None:
+        """The refiner of ``refine.enabled`` (None when off).
+
+        Raises:
+            ConfigError: refinement is enabled with a fusion method other than ``tsdf``:
+                latent fusion's TSDF is decoded from features (they, not the TSDF, would
+                need the gradient), and stereo depth is computed from the same color images
+                by a filtered plane sweep, so fitting the map to it would fit its errors.
+        """
+        rc = self.config.refine
+        if not rc.enabled:
+            return None
+        if self.config.fusion.method != "tsdf":
+            raise ConfigError(f"refine.enabled needs fusion.method: tsdf, not "
+                              f"{self.config.fusion.method!r}")
+        return TsdfRefiner(self.truncation_m, rc.steps, rc.learning_rate_m,
+                           rc.color_learning_rate, rc.stride_px, rc.depth_weight,
+                           rc.color_weight, rc.free_space_weight, rc.free_space_samples,
+                           rc.eikonal_weight)
 
     def _decay(self, stamp_ns: int) -> None:
         """Apply ``integration.decay_per_s`` for the sensor time since the last frame."""
@@ -267,7 +295,8 @@ class Mapper:
     def _release(self, slots: torch.Tensor) -> int:
         return int(self.volume.release(slots).numel())
 
-    def merge(self, other: "Mapper") -> int:
+    def merge(self, other: "Mapper", T_dst_src: np.ndarray | torch.Tensor | None = None
+              ) -> int:
         """Fuse ``other``, a map of the same place in the same map frame (another session or
         robot), into this one: TSDF, weights and colors block by block (``core.merge``:
         exact for the TSDF up to the weight cap and change detection) and the 2D layer's
@@ -275,19 +304,28 @@ class Mapper:
         log; the free space only the distance field's own carving saw in ``other`` (outside
         its TSDF blocks) is not carried over. ``other`` is not changed.
 
+        Args:
+            other: the map to add.
+            T_dst_src: (4, 4) rigid transform from ``other``'s map frame into this one's, for
+                maps made in different frames: ``other`` is resampled into this map's grid
+                first (``core.merge.resample_volume``; exact for whole-voxel translations and
+                90-degree rotations, trilinear otherwise). None: the same frame.
+
         Returns:
             how many blocks ``other`` added.
 
         Raises:
-            ConfigError: either map is latent fusion (its feature volume has no merge), or
-                their voxel size, block size, truncation or 2D layer differ.
+            ConfigError: either map is latent fusion (its feature volume has no merge), their
+                voxel size, block size, truncation or 2D layer differ, or ``T_dst_src`` is not
+                a rigid transform.
         """
         if self.latent is not None or other.latent is not None:
             raise ConfigError("cannot merge latent-fusion maps (fusion.method: latent): "
                               "their feature volumes have no defined merge")
         check_mergeable(self.volume, other.volume)  # (before anything changes)
-        self.occupancy.merge_free_space(other.occupancy)
-        added = merge_volume(self.volume, other.volume, self.config.integration.max_weight)
+        T = None if T_dst_src is None else rigid_transform(T_dst_src)
+        self.occupancy.merge_free_space(other.occupancy, T)
+        added = merge_volume(self.volume, other.volume, self.config.integration.max_weight, T)
         self.frames_integrated += other.frames_integrated
         self.has_color |= other.has_color
         return added

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .block_hash import COORD_OFFSET, BlockHashMap, pack_coords, unpack_keys
 from .compaction import compact
 from .errors import ConfigError, VolumeError
+from .merge import is_identity, resample_free_cells
 from .occupancy_grid import FREE, OCCUPIED, UNKNOWN, OccupancyGrid2D
 from .tsdf_integrator import FrameTensors
 from .volume import BlockVolume
@@ -420,12 +422,16 @@ class OccupancyMapper:
         return OccupancyGrid2D(out.cpu().numpy(), self.resolution_m, origin, self.min_height_m,
                                self.max_height_m)
 
-    def merge_free_space(self, other: "OccupancyMapper") -> None:
+    def merge_free_space(self, other: "OccupancyMapper",
+                         T_dst_src: np.ndarray | torch.Tensor | None = None) -> None:
         """Add ``other``'s carved free space to this layer (per cell, the lowest height seen
-        free); the grid reads it at once.
+        free); the grid reads it at once. With ``T_dst_src`` (``other``'s frame -> this one's)
+        the cells are resampled first (``core.merge.resample_free_cells``: rotations about the
+        vertical axis only; a tilting transform carries no free space over).
 
         Raises:
-            ConfigError: the layers' cell size or height band differ.
+            ConfigError: the layers' cell size or height band differ, or ``T_dst_src`` is not
+                rigid.
         """
         for name in ("resolution_m", "min_height_m", "max_height_m", "free_below_m"):
             a, b = getattr(self, name), getattr(other, name)
@@ -435,10 +441,21 @@ class OccupancyMapper:
         n = len(other._tiles)
         if n == 0:
             return
-        slots = self._tiles.insert_or_find(other._tiles.slot_keys.to(self.device))[0]
-        self._grow_tiles()
-        self._free_z[slots] = torch.minimum(self._free_z[slots],
-                                            other._free_z[:n].to(self.device))
+        if is_identity(T_dst_src):
+            slots = self._tiles.insert_or_find(other._tiles.slot_keys.to(self.device))[0]
+            self._grow_tiles()
+            self._free_z[slots] = torch.minimum(self._free_z[slots],
+                                                other._free_z[:n].to(self.device))
+            return
+        free_z = other._free_z[:n].to(self.device)
+        tile, local = torch.nonzero(torch.isfinite(free_z), as_tuple=True)
+        tiles = unpack_keys(other._tiles.slot_keys.to(self.device))[:, :2]
+        cells = tiles[tile] * TILE + torch.stack((local // TILE, local % TILE), 1)
+        cells, heights = resample_free_cells(cells, free_z[tile, local], self.resolution_m,
+                                             T_dst_src)
+        if cells.numel():
+            self._free_z.view(-1).scatter_reduce_(0, self._tile_slots(cells), heights,
+                                                  reduce="amin")
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, torch.Tensor]:

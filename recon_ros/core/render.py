@@ -260,6 +260,19 @@ def sample_tsdf(volume: BlockVolume, points: torch.Tensor, min_weight: float = 0
     return (torch.where(s.valid, s.f, nan), s.valid, torch.where(s.valid[:, None], color, nan))
 
 
+def sample_field(volume: BlockVolume, tsdf: torch.Tensor, points: torch.Tensor,
+                 min_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trilinear TSDF at (M, 3) map-frame points (metres) read from ``tsdf``, an (N, V) tensor
+    laid out as ``volume.tsdf`` (e.g. a copy being optimised), differentiably in ``tsdf``.
+
+    Returns:
+        ``(f, ok)``: (M,) TSDF, metres (meaningless where not ``ok``); (M,) bool, all 8
+        corners observed (``volume.weight`` above ``min_weight``).
+    """
+    s = _Grid(volume, tsdf, min_weight).sample_points(points.to(volume.device, tsdf.dtype))
+    return s.f, s.valid
+
+
 @dataclass
 class _Cast:
     """Rays of every pixel cast into a volume (P pixels, Q hits)."""

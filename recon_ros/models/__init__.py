@@ -3,6 +3,8 @@
 - :mod:`.networks`: ``FusionNet``, ``Translator``, ``LatentFusionModel``, ``ModelConfig``.
 - :mod:`.checkpoint`: safe weight files (``load_weights``; the shipped default lives in
   ``weights/``) and resumable training checkpoints.
+- :mod:`.trained_for`: what weights were trained for (voxel size, truncation, image sizes)
+  and the mapper's check of its configuration against it.
 - :mod:`.data`: procedural training / held-out sequences and truncated-SDF targets.
 - :mod:`.train`: ``recon-ros train latent-fusion`` (presets ``small`` and ``full``).
 - :mod:`.evaluate`: ``recon-ros eval-fusion`` (TSDF vs latent fusion on identical inputs).

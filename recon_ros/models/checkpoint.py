@@ -6,7 +6,9 @@ only plain containers (dicts, lists, str, int, float, bool) and tensors, so load
 arbitrary pickled code.
 
 - Weights (shipped in ``recon_ros/models/weights/``): ``{"format": WEIGHTS_FORMAT,
-  "model_config": ModelConfig dict, "state_dict": {name: tensor}, "meta": {...}}``.
+  "model_config": ModelConfig dict, "state_dict": {name: tensor}, "meta": {...}}``; a latent
+  model's ``meta["trained_for"]`` is a :class:`~recon_ros.models.trained_for.TrainedFor`
+  dict (voxel size, truncation, image sizes, count cap, depth range of its training).
 - Training checkpoints add the optimizer state, the number of finished sequences, the loss
   history and the training configuration.
 """
@@ -16,13 +18,16 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..core.errors import ReconError
 from .networks import LatentFusionModel, ModelConfig
+
+if TYPE_CHECKING:
+    from .trained_for import TrainedFor
 
 WEIGHTS_FORMAT = "recon_ros.latent_fusion.weights.v1"
 TRAINING_FORMAT = "recon_ros.latent_fusion.training.v1"
@@ -46,8 +51,11 @@ def read_state(path: Path, expected_format: str) -> dict[str, Any]:
 
 
 def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any],
-                 fmt: str = WEIGHTS_FORMAT) -> None:
-    """Write an inference-only weight file (CPU tensors, ``model.config``, metadata)."""
+                 fmt: str = WEIGHTS_FORMAT, trained_for: TrainedFor | None = None) -> None:
+    """Write an inference-only weight file (CPU tensors, ``model.config``, metadata; with
+    ``trained_for``, its dict as ``meta["trained_for"]``)."""
+    if trained_for is not None:
+        meta = {**meta, "trained_for": trained_for.to_dict()}
     state = {"format": fmt, "model_config": model.config.to_dict(),
              "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
              "meta": meta}

@@ -100,11 +100,13 @@ def fusion_mapper_config(method: str, voxel_size_m: float, truncation_voxels: fl
                          ) -> MapperConfig:
     """The mapper of a fusion evaluation: ``fusion.method`` = ``method``, stage timing on every
     frame (for integrate_ms); ``min_weight`` (None = the defaults) is the weight below which
-    voxels count as unobserved for the mesh and the occupancy layers."""
+    voxels count as unobserved for the mesh and the occupancy layers. Latent weights run at
+    any voxel size and truncation (``fusion.allow_weights_mismatch``): the evaluations score
+    them outside their training geometry on purpose (4 and 8 cm voxels, real data)."""
     d: dict[str, Any] = {
         "volume": {"voxel_size_m": voxel_size_m},
         "integration": {"truncation_voxels": truncation_voxels, "max_depth_m": max_depth_m},
-        "fusion": {"method": method, "weights": weights},
+        "fusion": {"method": method, "weights": weights, "allow_weights_mismatch": True},
         "timing": {"mode": "every_stage"}}
     if min_weight is not None:
         d["mesh"] = {"min_weight": min_weight}

@@ -27,7 +27,7 @@ from torch.nn import functional as nnf
 
 from ..core.config import check_known_keys
 from ..core.errors import ConfigError
-from ..core.latent_integrator import LatentIntegrator, fusion_input_channels
+from ..core.latent_integrator import LatentIntegrator, SizeRange, fusion_input_channels
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,13 @@ class LatentFusionModel(nn.Module):
                                 config.fusion_hidden)
         self.translator = Translator(config.feature_channels, config.translator_hidden)
 
-    def integrator(self, max_count: float) -> LatentIntegrator:
-        """A :class:`LatentIntegrator` running these networks."""
+    def integrator(self, max_count: float, trained_size_range: SizeRange | None = None
+                   ) -> LatentIntegrator:
+        """A :class:`LatentIntegrator` running these networks (warning about frame sizes
+        outside ``trained_size_range``, if given)."""
         return LatentIntegrator(self.fusion, self.translator, self.config.samples_per_side,
-                                self.config.truncation_voxels, max_count)
+                                self.config.truncation_voxels, max_count,
+                                trained_size_range=trained_size_range)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts: fusion network, translator, total."""

@@ -39,6 +39,7 @@ from .checkpoint import load_training_state, save_training_state, save_weights
 from .data import (VALIDATION_SEED_BASE, NoiseRanges, Sequence, frame_tensors, render_sequence,
                    scan_poses, training_sequence, truncated_sdf)
 from .networks import LatentFusionModel, ModelConfig
+from .trained_for import TrainedFor
 
 CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "weights.pt"
@@ -117,6 +118,13 @@ class TrainConfig:
     @property
     def truncation_m(self) -> float:
         return self.model.truncation_voxels * self.voxel_size_m
+
+    def trained_for(self) -> TrainedFor:
+        """The geometry the weights of this run are trained for (stored with them)."""
+        return TrainedFor(voxel_size_m=self.voxel_size_m,
+                          truncation_voxels=self.model.truncation_voxels,
+                          resolutions=self.resolutions, max_count=self.max_count,
+                          min_depth_m=self.min_depth_m, max_depth_m=self.max_depth_m)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -345,7 +353,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     weights = None
     if done:
         weights = out / WEIGHTS_NAME
-        save_weights(model, weights, training_meta(cfg, history, done))
+        save_weights(model, weights, training_meta(cfg, history, done),
+                     trained_for=cfg.trained_for())
     return TrainResult(out, weights, done, spent, history, finished)
 
 

@@ -16,7 +16,10 @@ the occupancy logit (truth: SDF < 0), both averaged over the *supervised* voxels
 voxels seen by at least one view, and, below the coarsest level, either refined by the
 prediction (the coarser level did not mask them) or within the coarser level's truncation band
 in the ground truth. Targets outside the band are +-1, so the network learns to call far
-voxels far, which is what the masking relies on.
+voxels far, which is what the masking relies on. Optionally (``render_loss_weight`` > 0, off by
+default) plus a rendering loss: the finest level's final TSDF rendered at every view
+(:func:`fragment_render_loss`, the renderer and loss shared with the test-time refiner,
+:mod:`recon_ros.core.render_loss`) against that view's depth, metres.
 
 Runs are seeded and resumable exactly like :mod:`recon_ros.models.train`: the model
 initialisation and every fragment are pure functions of the seed and the fragment index;
@@ -43,6 +46,8 @@ import torch.nn.functional as nnf
 from ..core.config import check_known_keys
 from ..core.errors import ConfigError
 from ..core.frame import PinholeCamera
+from ..core.render_loss import (dense_grid_volume, free_space_loss, free_space_samples,
+                                render_loss)
 from ..io.synthetic import Scene, default_camera, make_random_scene, render
 from .atlas import (LEVEL_SCALES, AtlasConfig, AtlasModel, AtlasOutput, Fragment, log_l1,
                     save_atlas_weights, upsample_nearest)
@@ -80,6 +85,9 @@ class AtlasTrainConfig:
             cosine decay).
         grad_clip: gradient norm clip.
         weight_bce: weight of the occupancy BCE (the TSDF terms have weight 1 per level).
+        render_loss_weight: weight of :func:`fragment_render_loss` (depth L1 in metres of the
+            finest level rendered at the views); 0 = off.
+        render_stride: that loss renders every ``render_stride``-th pixel of each view.
         seed: run seed; threads: torch CPU threads; device: torch device.
         checkpoint_every, validate_every: fragments between checkpoints / validations.
         validation_fragments: fixed held-out fragments per validation.
@@ -104,6 +112,8 @@ class AtlasTrainConfig:
     warmup_sequences: int = 30
     grad_clip: float = 1.0
     weight_bce: float = 0.5
+    render_loss_weight: float = 0.0
+    render_stride: int = 2
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
@@ -114,12 +124,15 @@ class AtlasTrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("sequences", "views", "frames_per_loop", "threads", "checkpoint_every",
-                     "validate_every"):
+                     "validate_every", "render_stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)!r} must be >= 1")
         if self.width % 4 or self.height % 4:
             raise ConfigError(f"train image size {self.width}x{self.height} must be a "
                               "multiple of 4")
+        if not self.render_loss_weight >= 0:
+            raise ConfigError(f"train.render_loss_weight={self.render_loss_weight!r} must be "
+                              ">= 0")
         Fragment((0, 0, 0), self.fragment_dims, self.voxel_size_m)  # validates the geometry
 
     @property
@@ -168,6 +181,7 @@ class FragmentSample:
         camera: intrinsics of every view.
         poses: V (4, 4) ``T_world_cam``.
         images: (V, H, W, 3) uint8 RGB renders.
+        depths: (V, H, W) float32 exact z-depth of the same renders, metres (0 = no surface).
         fragment: the voxel box.
         targets: per level of :data:`~recon_ros.models.atlas.LEVEL_SCALES` (coarsest first),
             (X / s, Y / s, Z / s) float32 true SDF at the level's voxel centres, clamped to
@@ -178,6 +192,7 @@ class FragmentSample:
     camera: PinholeCamera
     poses: list[np.ndarray]
     images: np.ndarray
+    depths: np.ndarray
     fragment: Fragment
     targets: list[torch.Tensor]
 
@@ -206,8 +221,10 @@ def make_sample(scene: Scene, rng: np.random.Generator, cfg: AtlasTrainConfig,
                                else 0)
     fragment = Fragment.in_front_of(poses, cfg.fragment_dims, cfg.voxel_size_m, ahead, floor,
                                     offset)  # type: ignore[arg-type]
-    images = np.stack([render(scene, camera, T).color for T in poses])
-    return FragmentSample(scene, camera, poses, images, fragment,
+    views = [render(scene, camera, T) for T in poses]
+    images = np.stack([r.color for r in views])
+    depths = np.stack([r.depth for r in views]).astype(np.float32)
+    return FragmentSample(scene, camera, poses, images, depths, fragment,
                           fragment_targets(scene, fragment, cfg.model.truncation_voxels,
                                            cfg.device))
 
@@ -267,6 +284,52 @@ def fragment_loss(out: AtlasOutput, targets: list[torch.Tensor], weight_bce: flo
         total = total + l1 + weight_bce * bce
     terms["loss"] = total
     return terms
+
+
+def fragment_render_loss(out: AtlasOutput, sample: FragmentSample, truncation_m: float,
+                         stride: int) -> torch.Tensor:
+    """() mean over the views of the rendering loss of the finest level's final TSDF
+    (the fragment viewed as blocks, its seen voxels observed), differentiable in the
+    prediction, metres: the depth L1 of the TSDF rendered at the view against the view's depth
+    (:func:`~recon_ros.core.render_loss.render_loss`) plus the free-space hinge
+    (:func:`~recon_ros.core.render_loss.free_space_loss`) of 4 samples per pixel within the
+    truncation in front of the measured depth, which must be free (TSDF >= 0: the target is a
+    Euclidean distance, at most the projective one in front of the surface). The hinge gives
+    a gradient where the render has none (no zero crossing, or a spurious one in front: the
+    depth L1 alone, on hits only, does not fall in training). Only pixels whose true surface
+    point lies in the fragment's box are compared (elsewhere the box cannot hold it).
+
+    Args:
+        out: the prediction.
+        sample: its fragment, views and depths.
+        truncation_m: metres of TSDF 1.0 at the finest level.
+        stride: render every ``stride``-th pixel.
+    """
+    frag = sample.fragment
+    grid = dense_grid_volume(frag.origin_index, out.seen, frag.voxel_size_m, truncation_m)
+    tsdf = grid.scatter(out.finest.tsdf_final * truncation_m, truncation_m)
+    lo, hi = frag.bounds_m()
+    half = 0.5 * frag.voxel_size_m
+    cam = sample.camera
+    v, u = np.mgrid[0:cam.height, 0:cam.width]
+    rays = np.stack(((u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones(u.shape)), -1)
+    corners = np.array(np.meshgrid(*zip(lo - half, hi + half))).reshape(3, -1).T
+    losses = []
+    for T, depth in zip(sample.poses, sample.depths):
+        T = np.asarray(T, np.float64)
+        points = depth[..., None] * rays @ T[:3, :3].T + T[:3, 3]
+        inside = ((points >= lo - half) & (points <= hi + half)).all(-1) & (depth > 0)
+        far = float(np.linalg.norm(corners - T[:3, 3], axis=1).max())
+        target = torch.as_tensor(np.where(inside, depth, 0.0), dtype=torch.float32)
+        depth_l1 = render_loss(grid.volume, tsdf, cam, T, target, min_depth_m=0.05,
+                               max_depth_m=far, stride=stride).depth_l1
+        points, delta = free_space_samples(cam, torch.as_tensor(T, dtype=torch.float32),
+                                           target, truncation_m=truncation_m, samples=4,
+                                           stride=stride, min_depth_m=0.05, max_depth_m=far)
+        free = free_space_loss(grid.volume, tsdf, points.to(tsdf.device),
+                               torch.zeros_like(delta).to(tsdf.device))
+        losses.append(depth_l1 + free)
+    return torch.stack(losses).mean()
 
 
 @torch.no_grad()
@@ -331,8 +394,14 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
         for g in optimizer.param_groups:
             g["lr"] = lr
         sample = training_sample(cfg, done)
-        terms = fragment_loss(model(sample.images, sample.camera, sample.poses, sample.fragment),
-                              sample.targets, cfg.weight_bce)
+        pred = model(sample.images, sample.camera, sample.poses, sample.fragment)
+        terms = fragment_loss(pred, sample.targets, cfg.weight_bce)
+        if cfg.render_loss_weight > 0:
+            terms["render"] = fragment_render_loss(pred, sample,
+                                                   model.truncation_m(cfg.voxel_size_m),
+                                                   cfg.render_stride)
+            terms["loss"] = terms["loss"] + cfg.render_loss_weight * terms["render"]
+            history.setdefault("render", []).append(float(terms["render"].detach()))
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -412,11 +481,13 @@ def main(argv: list[str] | None = None) -> TrainResult:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--render-loss-weight", type=float,
+                        help="weight of the rendering loss (depth L1, metres; 0 = off)")
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args(argv)
     cfg = preset(args.preset, view_fusion=args.view_fusion, sequences=args.sequences,
                  time_limit_s=args.time_limit_s, threads=args.threads, device=args.device,
-                 seed=args.seed)
+                 seed=args.seed, render_loss_weight=args.render_loss_weight)
     result = train(cfg, args.out, resume=not args.no_resume, log=lambda s: print(s, flush=True))
     print(f"{result.sequences_done} fragments in {result.wall_s / 60:.1f} min; weights "
           f"{result.weights}", flush=True)

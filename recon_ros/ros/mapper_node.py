@@ -33,6 +33,13 @@ or the latest camera pose, at most one per ``render_min_interval_s``). Every
 already explains, :meth:`~recon_ros.core.mapper.Mapper.frame_agreement`): ``quality`` in the
 status.
 
+Map sharing (``map_sharing.*``, :mod:`~recon_ros.ros.map_sharing`): with
+``map_sharing.publish_deltas`` the changed blocks of the node's own map go out as
+``recon_ros_interfaces/MapDelta`` on ``map_deltas`` (in the node's namespace); with
+``map_sharing.peer_topics`` other robots' deltas are merged, each peer block counted once
+(:mod:`~recon_ros.core.shared_map`), into the map every output above shows and every save
+writes; ``map_sharing`` in the status counts what was sent, received and rejected.
+
 Threads: the input subscriptions live on an internal node spun in its own thread
 (:class:`~recon_ros.ros.intake.IntakeThread`); they only queue messages
 (:class:`~recon_ros.ros.camera_stream.CameraStream`) and feed TF, so images and TF keep
@@ -116,6 +123,7 @@ from .conversions import (
 )
 from .diagnostics import MapperDiagnostics
 from .intake import IntakeThread
+from .map_sharing import MapSharing, SharingSettings
 from .runtime import run_node
 from .subscriber_watch import SubscriberWatch
 
@@ -296,6 +304,11 @@ class MapperNode(Node):
                 (Trigger, "~/reset", self._exclusive(self._srv_reset), self._map_group),
                 (Render, "~/render", self._exclusive(self._srv_render), self._map_group)):
             self.create_service(srv_type, name, service, callback_group=group)
+        self._sharing = MapSharing(
+            self, self.mapper, SharingSettings.from_values(values,
+                                                           self.get_fully_qualified_name()),
+            self._map_frame, self._map_group, self._steady, self._exclusive,
+            self._header_stamp, self._throttle_s)
 
         # Mesh bookkeeping: marker id per block key with a surface (fresh ids for blocks that
         # reappear, so the table stays as small as the mesh), subscribers seen, latencies.
@@ -304,10 +317,12 @@ class MapperNode(Node):
         self._mesh_messages = 0
         self._meshed_frames = 0
         self._occupancy_frames = -1
+        self._occupancy_version = -1  # MapSharing.version() of the last grid
         # Grid bookkeeping: the cells `map` subscribers hold (last full grid + updates).
         self._sent_grid: OccupancyGrid2D | None = None
         self._sent_grid_stamp_ns = 0
         self._planning_frames = -1
+        self._planning_version = -1
         # outputs waiting for integration to catch up: from this many queued depth images,
         # since when, and how often
         self._defer_from_queued = max(1, int(values["queue_size"]) // 2)
@@ -559,6 +574,7 @@ class MapperNode(Node):
                                     throttle_duration_sec=self._throttle_s())
             return False
         self.mapper = mapper
+        self._sharing.rebase(mapper)
         self._resend_outputs()
         self.get_logger().info(f"{why}: empty map, {self.mapper.config.volume.voxel_size_m:g} m "
                                f"voxels on {self.mapper.device}")
@@ -571,13 +587,19 @@ class MapperNode(Node):
         self._marker_ids.clear()
         self._mesh_watch.request_full()
         self._blocks_watch.request_full()
-        self._occupancy_frames = -1
+        self._occupancy_frames = self._occupancy_version = -1
         self._sent_grid = None
-        self._planning_frames = -1
+        self._planning_frames = self._planning_version = -1
         self._unmeshed_stamps.clear()
 
     def _header_stamp(self) -> int:
         return self._last_stamp_ns or self.get_clock().now().nanoseconds
+
+    def _map(self) -> Mapper:
+        """The map the outputs (mesh, grid, planner outputs, ~/render, saves) show: the own
+        map, or with ``map_sharing.peer_topics`` the own map merged with the peers' latest
+        blocks (:meth:`MapSharing.output`). Map lock held."""
+        return self._sharing.output()
 
     def _defer_output(self, output: str) -> bool:
         """True if ``output`` should wait for integration to catch up: a camera queue is at
@@ -609,13 +631,14 @@ class MapperNode(Node):
                     watch.request_full()
             return
         t0 = time.perf_counter()
-        changed = self.mapper.update_mesh()
-        self._meshed_frames = self.mapper.frames_integrated
+        mapper = self._map()
+        changed = mapper.update_mesh()
+        self._meshed_frames = mapper.frames_integrated
         sent = False
         if wanted["markers"] and (resend["markers"] or changed.numel()):
-            sent |= self._send_mesh_markers(changed, resend["markers"])
+            sent |= self._send_mesh_markers(mapper, changed, resend["markers"])
         if wanted["blocks"] and (resend["blocks"] or changed.numel()):
-            sent |= self._send_mesh_blocks(changed, resend["blocks"])
+            sent |= self._send_mesh_blocks(mapper, changed, resend["blocks"])
         if not sent:
             return
         self._node_times["mesh_publish"].append((time.perf_counter() - t0) * 1e3)
@@ -623,13 +646,14 @@ class MapperNode(Node):
             self._latency["mesh"].append(self._age_ms(stamp))
         self._unmeshed_stamps.clear()
 
-    def _send_mesh_markers(self, changed: torch.Tensor, resend_all: bool) -> bool:
-        """``~/mesh``: one marker per changed block (every block after a DELETEALL with
-        ``resend_all``); False if there was nothing to send."""
+    def _send_mesh_markers(self, mapper: Mapper, changed: torch.Tensor, resend_all: bool
+                           ) -> bool:
+        """``~/mesh``: one marker per changed block of ``mapper`` (every block after a
+        DELETEALL with ``resend_all``); False if there was nothing to send."""
         if resend_all:
             self._marker_ids.clear()
-        keys, counts, corners, colors = self.mapper.mesher.block_triangles(
-            None if resend_all else changed, with_colors=self.mapper.has_color)
+        keys, counts, corners, colors = mapper.mesher.block_triangles(
+            None if resend_all else changed, with_colors=mapper.has_color)
         blocks: list[BlockTriangles] = []
         start = 0
         for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
@@ -648,12 +672,14 @@ class MapperNode(Node):
         self._send_markers(blocks, delete_all_first=resend_all)
         return True
 
-    def _send_mesh_blocks(self, changed: torch.Tensor, resend_all: bool) -> bool:
-        """``~/mesh_blocks``: the changed blocks as indexed meshes (every block with a surface
-        and ``clear`` set with ``resend_all``); False if there was nothing to send."""
+    def _send_mesh_blocks(self, mapper: Mapper, changed: torch.Tensor, resend_all: bool
+                          ) -> bool:
+        """``~/mesh_blocks``: the changed blocks of ``mapper`` as indexed meshes (every block
+        with a surface and ``clear`` set with ``resend_all``); False if there was nothing to
+        send."""
         keys, n_vertices, n_triangles, vertices, triangles, colors = \
-            self.mapper.mesher.block_indexed(None if resend_all else changed,
-                                             with_colors=self.mapper.has_color)
+            mapper.mesher.block_indexed(None if resend_all else changed,
+                                        with_colors=mapper.has_color)
         if keys.size == 0 and not resend_all:
             return False
         blocks: list[IndexedBlock] = []
@@ -664,7 +690,7 @@ class MapperNode(Node):
                                 else [None] * keys.size)
             blocks = list(zip(index, np.split(vertices, v_split), np.split(triangles, t_split),
                               per_block_colors, strict=True))
-        volume = self.mapper.config.volume
+        volume = mapper.config.volume
         self._blocks_pub.publish(mesh_msg(self._map_frame, self._header_stamp(),
                                           volume.voxel_size_m * volume.block_size, blocks,
                                           clear=resend_all))
@@ -682,7 +708,9 @@ class MapperNode(Node):
         the full grid again when ``map`` has a new subscriber (its transient-local copy may be
         older than the updates sent since)."""
         newcomer = self._grid_watch.take_full()
-        changed = self.mapper.frames_integrated != self._occupancy_frames
+        mapper = self._map()
+        changed = (mapper.frames_integrated, self._sharing.version()) != \
+            (self._occupancy_frames, self._occupancy_version)
         if not (changed or newcomer):
             return
         if self._defer_output("occupancy"):
@@ -690,11 +718,12 @@ class MapperNode(Node):
                 self._grid_watch.request_full()
             return
         t0 = time.perf_counter()
-        self._occupancy_frames = self.mapper.frames_integrated
+        self._occupancy_frames = mapper.frames_integrated
+        self._occupancy_version = self._sharing.version()
         stamp = self._header_stamp()
-        self._send_grid(self.mapper.occupancy_grid(), stamp, full=newcomer)
+        self._send_grid(mapper.occupancy_grid(), stamp, full=newcomer)
         if changed:
-            self._cloud_pub.publish(point_cloud_msg(self.mapper.occupied_voxels(),
+            self._cloud_pub.publish(point_cloud_msg(mapper.occupied_voxels(),
                                                     self._map_frame, stamp))
         self._node_times["occupancy_publish"].append((time.perf_counter() - t0) * 1e3)
 
@@ -722,24 +751,27 @@ class MapperNode(Node):
         costmap around the robot (if ``costmap.local_size_m`` > 0) if the map changed since
         last time. A core error is logged (throttled) and the outputs are tried again at the
         next change."""
-        if self.mapper.frames_integrated == self._planning_frames:
+        mapper = self._map()
+        if (mapper.frames_integrated, self._sharing.version()) == \
+                (self._planning_frames, self._planning_version):
             return
         if self._defer_output("planning"):
             return
         t0 = time.perf_counter()
-        self._planning_frames = self.mapper.frames_integrated
+        self._planning_frames = mapper.frames_integrated
+        self._planning_version = self._sharing.version()
         stamp = self._header_stamp()
-        config = self.mapper.config
+        config = mapper.config
         try:
             if config.esdf.enabled:
-                self._slice_pub.publish(distance_slice_msg(self.mapper.esdf_slice(),
+                self._slice_pub.publish(distance_slice_msg(mapper.esdf_slice(),
                                                            self._map_frame, stamp))
-            self._costmap_pub.publish(occupancy_grid_msg(self.mapper.costmap(),
+            self._costmap_pub.publish(occupancy_grid_msg(mapper.costmap(),
                                                          self._map_frame, stamp))
             size_m = config.costmap.local_size_m
             if size_m > 0.0 and self._robot_xy is not None:
                 self._local_costmap_pub.publish(occupancy_grid_msg(
-                    self.mapper.costmap(self._robot_xy, size_m), self._map_frame, stamp))
+                    mapper.costmap(self._robot_xy, size_m), self._map_frame, stamp))
         except ReconError as err:
             self.get_logger().error(f"planner outputs (ESDF slice, costmaps) not published: "
                                     f"{err}", throttle_duration_sec=self._throttle_s())
@@ -768,6 +800,7 @@ class MapperNode(Node):
             "outputs_deferred": dict(self._deferrals),
             "quality": dict(self._quality),
             "render": dict(self._renders),
+            "map_sharing": self._sharing.status(),
             "cameras": {s.name: s.status() for s in self.streams},
             "tf": {"frames": tf_frames, "refused": tf_refused},
             "timings_ms": timings,
@@ -799,7 +832,7 @@ class MapperNode(Node):
         goes on while they are written, by a thread of lower CPU priority (nice
         +:data:`SAVE_NICENESS`) so that integration keeps the cores it needs."""
         with self._map_lock:
-            snapshot = copy.deepcopy(self.mapper)
+            snapshot = copy.deepcopy(self._map())
         paths, export = run_niced(lambda: write_map_outputs(snapshot, directory),
                                   SAVE_NICENESS)
         return paths, snapshot.frames_integrated, export
@@ -863,6 +896,7 @@ class MapperNode(Node):
             return False, message, None, 0
         with self._map_lock:
             self.mapper = mapper
+            self._sharing.rebase(mapper)
             self._mirror_config()
             self._resend_outputs()
         frames = mapper.frames_integrated
@@ -958,15 +992,16 @@ class MapperNode(Node):
                                int(self._setting("render_max_pixels")))
         self._last_render_s = time.monotonic()
         t0 = time.perf_counter()
-        ic = self.mapper.config.integration
+        mapper = self._map()
+        ic = mapper.config.integration
         try:
-            self.mapper.decode()
-            result = render(self.mapper.volume, camera, T_world_cam,
+            mapper.decode()
+            result = render(mapper.volume, camera, T_world_cam,
                             RenderOptions(min_depth_m=ic.min_depth_m, max_depth_m=ic.max_depth_m))
         except ReconError as err:
             raise _Refused("render failed", f"cannot render from frame '{frame_id}': "
                            f"{err}") from err
-        rgb = result.color if self.mapper.has_color else result.shaded[..., None].expand(-1, -1, 3)
+        rgb = result.color if mapper.has_color else result.shaded[..., None].expand(-1, -1, 3)
         hit = float((result.status == RayStatus.HIT).float().mean())
         depth = depth_msg(result.depth.cpu().numpy(), stamp, frame_id, "32FC1")
         color = color_msg(rgb.cpu().numpy(), stamp, frame_id)
@@ -1008,7 +1043,7 @@ class MapperNode(Node):
                                    f"{time.perf_counter() - start:.2f} s")
 
         try:
-            paths, _ = write_map_outputs(self.mapper, directory, checkpoint_first=True,
+            paths, _ = write_map_outputs(self._map(), directory, checkpoint_first=True,
                                          on_checkpoint=checkpoint_in_place)
         except (OSError, ReconError) as err:
             self.get_logger().error(f"autosave to {directory} failed after "

@@ -33,6 +33,7 @@ __all__ = [
     "core_config",
     "defaults",
     "markdown_table",
+    "peer_topics",
     "validate",
 ]
 
@@ -168,6 +169,28 @@ _NODE_PARAMS: tuple[Param, ...] = (
     Param("render_max_pixels", 76800,
           "~/render images with more pixels (width x height) are scaled down to this, aspect "
           "kept (76800 = 320x240; raise it on a GPU).", "px"),
+    Param("map_sharing.publish_deltas", False,
+          "Publish the own map's changed blocks (recon_ros_interfaces/MapDelta) on "
+          "map_sharing.delta_topic every map_sharing.delta_period_s, and all of them to a new "
+          "subscriber, so other robots can merge them. Only the own measurements are sent, "
+          "never blocks received from peers.", read_only=True),
+    Param("map_sharing.delta_topic", "map_deltas",
+          "Topic of the published deltas, relative to the node's namespace (robot1/map_deltas "
+          "for a node in namespace robot1).", read_only=True),
+    Param("map_sharing.delta_period_s", 1.0,
+          "Period of the delta messages (steady clock).", "s", read_only=True),
+    Param("map_sharing.max_message_bytes", 1000000,
+          "Largest data of one delta message: a bigger delta is split into several messages "
+          "(uncompressed size; a message compresses to a fraction of it).", "bytes"),
+    Param("map_sharing.robot_id", "",
+          "The source id the deltas carry (\"\" = the node's fully qualified name); peers keep "
+          "one layer per source id, so every robot needs its own.", read_only=True),
+    Param("map_sharing.peer_topics", [""],
+          "Delta topics of other robots to merge into the published and saved map (mesh, "
+          "grid, costmaps, ~/render, saves), e.g. [/robot2/map_deltas]; \"\" entries are "
+          "ignored ([\"\"] = none: ROS parameters cannot type an empty list). Deltas of "
+          "another voxel size, block size, truncation or map frame are rejected (counted "
+          "in the status's map_sharing, logged).", read_only=True),
 )
 
 _CORE_PARAMS: tuple[Param, ...] = (
@@ -250,6 +273,9 @@ _CORE_PARAMS: tuple[Param, ...] = (
           "Weight file of the latent model (\"\" = the shipped default)."),
     _core("fusion", "max_count",
           "Cap of the per-voxel update count of the latent running average."),
+    _core("fusion", "allow_weights_mismatch",
+          "Run latent weights trained for another voxel size or truncation (more than 1 % "
+          "apart) with a warning; false = refuse them."),
     _core("stereo", "min_depth_m", "fusion.method stereo (replay only): nearest depth "
           "hypothesis of the plane sweep.", "m"),
     _core("stereo", "max_depth_m", "Farthest depth hypothesis of the plane sweep.", "m"),
@@ -315,6 +341,27 @@ _CORE_PARAMS: tuple[Param, ...] = (
           "two host waits per stage on CUDA, for benchmarks)."),
     _core("timing", "sample_every",
           "In sampled mode, frames 0, N, 2N, ... are timed for N = this.", "frames"),
+    _core("refine", "enabled",
+          "Test-time refinement: after each depth frame is fused, a few gradient steps on the "
+          "TSDF and color of the blocks it changed so that the map rendered at its pose "
+          "matches it (fusion.method tsdf only; off: no measured gain, see docs/rendering.md)."),
+    _core("refine", "steps", "Gradient (Adam) steps per frame.", "steps"),
+    _core("refine", "learning_rate_m", "Adam step size of the TSDF.", "m"),
+    _core("refine", "color_learning_rate", "Adam step size of the color (RGB 0-255).",
+          "RGB units"),
+    _core("refine", "stride_px",
+          "Render and compare every stride_px-th pixel in both directions.", "px"),
+    _core("refine", "depth_weight", "Weight of the depth L1 (metres) of render vs frame."),
+    _core("refine", "color_weight",
+          "Weight of the color L1 (RGB / 255) of render vs frame (registered color only)."),
+    _core("refine", "free_space_weight",
+          "Weight of the free-space hinge: samples in front of the measured depth should "
+          "hold a TSDF of at least their distance to it (clipped to the truncation)."),
+    _core("refine", "free_space_samples",
+          "Free-space samples per compared pixel over the truncation in front of the depth.",
+          "samples"),
+    _core("refine", "eikonal_weight",
+          "Weight of (|grad tsdf| - 1)^2 over observed voxels near the surface."),
 )
 
 #: Every parameter of the mapper node, node parameters first, then the core's.
@@ -359,6 +406,27 @@ def _check_rate(name: str, value: float) -> None:
 def _check_topic(name: str, value: str) -> None:
     if not _TOPIC_RE.match(value) or "//" in value or value.endswith("/"):
         raise ConfigError(f"{name}={value!r} is invalid: not a valid relative topic name")
+
+
+def peer_topics(values: dict[str, Any]) -> list[str]:
+    """The ``map_sharing.peer_topics`` to subscribe (without the ignored "" entries)."""
+    return [str(t) for t in values["map_sharing.peer_topics"] if str(t)]
+
+
+def _check_map_sharing(values: dict[str, Any]) -> None:
+    period = values["map_sharing.delta_period_s"]
+    if not (math.isfinite(period) and period > 0.0):
+        raise ConfigError(f"map_sharing.delta_period_s={period!r} is invalid: must be > 0")
+    if values["map_sharing.max_message_bytes"] < 1024:
+        raise ConfigError(f"map_sharing.max_message_bytes="
+                          f"{values['map_sharing.max_message_bytes']!r} is invalid: must be "
+                          ">= 1024")
+    _check_topic("map_sharing.delta_topic", values["map_sharing.delta_topic"])
+    topics = peer_topics(values)
+    if len(set(topics)) != len(topics):
+        raise ConfigError(f"map_sharing.peer_topics={topics!r} is invalid: repeated topic")
+    for topic in topics:  # absolute (another robot's namespace) or relative
+        _check_topic("map_sharing.peer_topics", topic.removeprefix("/"))
 
 
 def validate(values: dict[str, Any]) -> MapperConfig:
@@ -412,6 +480,7 @@ def validate(values: dict[str, Any]) -> MapperConfig:
         _check_topic(name, values[name])
     if not str(values["map_dir"]):
         raise ConfigError("map_dir='' is invalid: must be a directory")
+    _check_map_sharing(values)
     if values["fusion.method"] == "stereo":
         raise ConfigError("fusion.method='stereo' is invalid for the node: color-only mapping "
                           "runs offline only (recon-ros replay BAG --config ...); the node "
@@ -426,7 +495,8 @@ def _format(value: Any) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, list):
-        return f"`[{', '.join(map(str, value))}]`"
+        items = ", ".join('""' if v == "" else str(v) for v in value)
+        return f"`[{items}]`"
     return f"`{value}`"
 
 

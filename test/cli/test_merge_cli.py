@@ -63,3 +63,36 @@ def test_mismatched_or_single_maps_are_refused(sessions, tmp_path: Path) -> None
     assert "different voxel_size_m" in bad.stderr
     single = run("merge", str(a), "--out", str(tmp_path / "m"), check=False)
     assert single.returncode == 2 and "at least two maps" in single.stderr
+
+
+def test_merge_with_transforms(sessions, tmp_path: Path) -> None:
+    """``--transform identity`` for both maps is the plain merge; a map moved by a whole-voxel
+    shift (4x4 matrix file) lands where the matrix says; a bad spec or count is exit 2."""
+    import numpy as np
+    import torch
+
+    a, b = sessions
+    run("merge", str(a), str(b), "--out", str(tmp_path / "plain"))
+    run("merge", str(a), str(b), "--out", str(tmp_path / "ident"), "--transform", "identity",
+        "--transform", "0,0,0,0,0,0,1")
+    plain, ident = (Mapper.load(tmp_path / d / "map.pt").volume for d in ("plain", "ident"))
+    assert torch.equal(plain.index.slot_keys, ident.index.slot_keys)
+    assert torch.equal(plain.tsdf, ident.tsdf) and torch.equal(plain.weight, ident.weight)
+    matrix = tmp_path / "T.txt"
+    np.savetxt(matrix, [[1, 0, 0, 0.8], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    out = run("merge", str(a), str(a), "--out", str(tmp_path / "moved"), "--transform",
+              "identity", "--transform", str(matrix)).stdout
+    assert "new blocks" in out
+    moved = Mapper.load(tmp_path / "moved" / "map.pt").volume
+    first = Mapper.load(a / "map.pt").volume
+    assert moved.num_blocks > first.num_blocks  # the copy lies 0.8 m (10 voxels) along x
+    for spec, message in (("1,2,3", "is not 'identity', not x,y,z,qx,qy,qz,qw"),
+                          ("0,0,0,0,0,0,3", "quaternion has length 3")):
+        bad = run("merge", str(a), str(b), "--out", str(tmp_path / "bad"), "--transform",
+                  "identity", "--transform", spec, check=False)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert message in bad.stderr
+    count = run("merge", str(a), str(b), "--out", str(tmp_path / "bad"), "--transform",
+                "identity", check=False)
+    assert count.returncode == 2 and "given 1 times for 2 maps" in count.stderr
+    assert not (tmp_path / "bad").exists()

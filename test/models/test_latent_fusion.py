@@ -1,8 +1,10 @@
 """Latent fusion: extraction and integration index math by hand, decoding consistency,
-determinism, checkpoints, a tiny overfit run, and the shipped weights against TSDF fusion."""
+determinism, checkpoints, a tiny overfit run, what weights were trained for and the mapper's
+check of it, and the shipped weights against TSDF fusion."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -20,8 +22,10 @@ from recon_ros.core.volume import BlockVolume
 from recon_ros.models.checkpoint import (DEFAULT_WEIGHTS, load_training_state, load_weights,
                                          save_weights)
 from recon_ros.models.data import NoiseRanges, frame_tensors, training_sequence
+from recon_ros.models.evaluate_fusion import FusionEvalConfig, MethodResult, evaluate_fusion
 from recon_ros.models.networks import LatentFusionModel, ModelConfig
-from recon_ros.models.train import TrainConfig, train, train_sequence
+from recon_ros.models.train import SMALL, TrainConfig, train, train_sequence
+from recon_ros.models.trained_for import TrainedFor
 
 TINY_MODEL = ModelConfig(feature_channels=4, samples_per_side=2, fusion_hidden=8,
                          translator_hidden=8)
@@ -199,8 +203,12 @@ def test_training_is_deterministic_and_resumable(tmp_path):
     with pytest.raises(ConfigError):  # another configuration cannot resume this run
         train(_tiny_train_config(sequences=3, learning_rate=0.1), tmp_path / "b",
               log=lambda _: None)
-    wa, _ = load_weights(a.weights)
+    wa, meta_a = load_weights(a.weights)
     wb, _ = load_weights(b.weights)
+    assert TrainedFor.from_meta(meta_a) == cfg.trained_for() == TrainedFor(
+        voxel_size_m=0.05, truncation_voxels=4.0, resolutions=((32, 24),), max_count=64.0,
+        min_depth_m=0.1, max_depth_m=5.0)
+    assert meta_a["trained_for"]["truncation_m"] == pytest.approx(0.2)
     for (k, va), (_, vb) in zip(wa.state_dict().items(), wb.state_dict().items()):
         assert torch.equal(va, vb), k
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
@@ -243,6 +251,8 @@ def test_fusion_config_is_validated():
         MapperConfig.from_dict({"fusion": {"method": "magic"}})
     with pytest.raises(ConfigError):
         MapperConfig.from_dict({"fusion": {"max_count": 0.5}})
+    with pytest.raises(ConfigError, match="allow_weights_mismatch"):
+        MapperConfig.from_dict({"fusion": {"allow_weights_mismatch": "yes"}})
 
 
 def test_shipped_weights_are_in_the_package():
@@ -250,26 +260,130 @@ def test_shipped_weights_are_in_the_package():
     assert DEFAULT_WEIGHTS.is_file(), f"{DEFAULT_WEIGHTS} is missing from the package"
 
 
-def test_shipped_weights_beat_tsdf_fusion_with_outliers():
-    from recon_ros.io.synthetic import (NoiseConfig, apply_noise, default_camera,
-                                        make_random_scene, render_depth,
-                                        visible_surface_points)
-    from recon_ros.models.data import EVALUATION_SEED_BASE, scan_poses
-    from recon_ros.models.evaluate import EvalConfig, compare
+def test_shipped_weights_record_their_training_geometry():
+    _, meta = load_weights()
+    trained = TrainedFor.from_meta(meta)
+    # the shipped run used the small preset's geometry, recorded in full in its train_config
+    assert trained == SMALL.trained_for() == TrainConfig.from_dict(
+        meta["train_config"]).trained_for()
+    assert (trained.voxel_size_m, trained.truncation_m) == (0.05, pytest.approx(0.2))
+    assert trained.size_range == ((80, 60), (160, 120))
 
-    model, meta = load_weights()
-    assert meta["sequences_done"] > 0
-    cfg = EvalConfig(frames=12, width=96, height=72, mesh_samples=20_000, real_frames=None)
-    scene = make_random_scene(EVALUATION_SEED_BASE + 7)
-    poses = scan_poses(scene, np.random.default_rng(7), cfg.frames, cfg.frames_per_loop)
-    camera = default_camera(cfg.width, cfg.height)
-    noise = NoiseConfig(multiplicative_sigma=0.01, outlier_fraction=0.10)
-    depths = [apply_noise(render_depth(scene, camera, T), noise, np.random.default_rng(i))
-              for i, T in enumerate(poses)]
-    gt = visible_surface_points(scene, poses, camera, stride=2, max_range_m=cfg.max_depth_m)
-    _, tsdf, latent = compare(scene, depths, poses, camera, gt, cfg)
-    assert latent.mad_m < 0.9 * tsdf.mad_m, (latent.mad_m, tsdf.mad_m)
-    assert latent.fscore[0.05] > tsdf.fscore[0.05], (latent.fscore, tsdf.fscore)
+
+def _latent_config(**sections) -> MapperConfig:
+    d = {k: dict(v) for k, v in sections.items()}
+    d.setdefault("fusion", {})["method"] = "latent"
+    return MapperConfig.from_dict(d)
+
+
+def test_shipped_weights_load_with_the_default_config(caplog):
+    with caplog.at_level(logging.WARNING):
+        mapper = Mapper(_latent_config())
+    assert caplog.records == []
+    assert mapper.latent_integrator.trained_size_range == ((80, 60), (160, 120))
+    # within the tolerance (1 %): the same geometry
+    Mapper(_latent_config(volume={"voxel_size_m": 0.0502}))
+
+
+@pytest.mark.parametrize("sections, ours, theirs", [
+    ({"volume": {"voxel_size_m": 0.04}}, "volume.voxel_size_m=0.04 m",
+     "weights trained for 0.05 m"),
+    ({"integration": {"truncation_voxels": 3.0}}, "integration.truncation_voxels=3 (= 0.15 m",
+     "weights trained for 4 voxels = 0.2 m"),
+])
+def test_weights_mismatch_is_refused_unless_allowed(caplog, sections, ours, theirs):
+    with pytest.raises(ConfigError) as err:
+        Mapper(_latent_config(**sections))
+    for needle in (ours, theirs, "fusion.allow_weights_mismatch: true", DEFAULT_WEIGHTS.name):
+        assert needle in str(err.value), needle
+    with caplog.at_level(logging.WARNING):
+        mapper = Mapper(_latent_config(**sections, fusion={"allow_weights_mismatch": True}))
+    assert mapper.latent is not None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and ours in warnings[0] and theirs in warnings[0]
+    assert "running them anyway" in warnings[0]
+
+
+def test_other_max_count_and_frame_sizes_warn_once(caplog):
+    from recon_ros.io.synthetic import (default_camera, iter_frames, make_demo_scene,
+                                        room_scan_trajectory)
+
+    scene = make_demo_scene()
+    pose = room_scan_trajectory(scene, 4).poses[0]
+    with caplog.at_level(logging.WARNING):
+        mapper = Mapper(_latent_config(fusion={"max_count": 32.0}))
+        assert [r.getMessage() for r in caplog.records] == [
+            f"fusion.max_count=32 differs from the 64 the latent weights {DEFAULT_WEIGHTS} "
+            "were trained with"]
+        caplog.clear()
+        for size in ((64, 48), (120, 90), (64, 48), (320, 240)):
+            frame = next(iter_frames(scene, default_camera(*size), [pose], color=False))
+            mapper.integrate(frame)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"latent fusion of {w}x{h} frames: the weights were trained on 80x60 .. 160x120, "
+        "results may be worse than on those sizes" for w, h in ((64, 48), (320, 240))]
+
+
+def test_weights_without_training_geometry_warn(tmp_path, caplog):
+    torch.manual_seed(0)
+    save_weights(LatentFusionModel(TINY_MODEL), tmp_path / "old.pt", {"note": "before v2"})
+    with caplog.at_level(logging.WARNING):
+        mapper = Mapper(_latent_config(fusion={"weights": str(tmp_path / "old.pt")}))
+    assert mapper.latent_integrator.trained_size_range is None
+    assert len(caplog.records) == 1
+    assert "do not record what they were trained for" in caplog.records[0].getMessage()
+
+
+def test_missing_weights_are_a_config_error(tmp_path, monkeypatch):
+    from recon_ros.models import trained_for
+
+    with pytest.raises(ConfigError, match=r"fusion.weights='.*nope.pt': no weight file at"):
+        Mapper(_latent_config(fusion={"weights": str(tmp_path / "nope.pt")}))
+    monkeypatch.setattr(trained_for, "DEFAULT_WEIGHTS", tmp_path / "gone.pt")
+    with pytest.raises(ConfigError, match="shipped latent weights .*gone.pt are missing"):
+        Mapper(_latent_config())
+
+
+#: Issue 13's goal for the outlier-caused error: at least 25 % below the classical baseline's.
+OUTLIER_GOAL = 0.75
+
+
+@pytest.fixture(scope="module")
+def outlier_run() -> dict[str, MethodResult]:
+    """Every method of ``recon-ros eval-fusion-unbiased`` on one held-out room (12 frames of
+    96x72, sigma 0.01, 10 % outlier blobs), scored over the voxels observed from free space.
+    ``mad_outlier_m`` is the outlier-caused error: mean |TSDF - the same method's TSDF of the
+    same depth without the outliers| over the same voxels."""
+    cfg = FusionEvalConfig(scenes=1, frames=12, width=96, height=72, sigmas=(0.01,),
+                           outliers=(0.10,), conditions=("indist",), mesh_samples=5000)
+    (run,) = [r for r in evaluate_fusion(cfg, log=lambda _: None)
+              if r.condition == "sigma 0.01, 10% outliers"]
+    return run.methods
+
+
+def _outlier_ratio(methods: dict[str, MethodResult], name: str) -> float:
+    """Outlier-caused error of ``name`` over that of plain TSDF fusion."""
+    return methods[name].mad_outlier_m / methods["tsdf"].mad_outlier_m
+
+
+def test_outlier_metric_is_met_only_with_outlier_handling(outlier_run):
+    # plain TSDF fusion (no outlier handling) fails the goal; TSDF fusion of speckle-filtered
+    # depth (classical outlier handling) meets it: the metric sees outlier handling
+    assert outlier_run["tsdf"].mad_outlier_m > 0.005
+    assert _outlier_ratio(outlier_run, "tsdf") == 1.0 > OUTLIER_GOAL
+    assert _outlier_ratio(outlier_run, "tsdf+speckle") <= OUTLIER_GOAL
+
+
+def test_shipped_weights_against_tsdf_fusion_with_outliers(outlier_run):
+    """What is true of the shipped small model (docs/latent_fusion.md): its outlier-caused
+    error is larger than plain TSDF fusion's (about 1.5x here, 1.4-2.8x in distribution in
+    docs/latent_fusion_eval2.md), so it fails the goal; its mesh F-score at 5 cm is higher."""
+    ratio = _outlier_ratio(outlier_run, "latent")
+    assert ratio > 1.0, (
+        f"the latent model's outlier-caused error is now {ratio:.2f}x plain TSDF fusion's: "
+        f"update docs/latent_fusion.md and assert the goal (<= {OUTLIER_GOAL}x) here")
+    lat, tsdf = outlier_run["latent"], outlier_run["tsdf"]
+    assert lat.fscore[0.05] > tsdf.fscore[0.05], (lat.fscore, tsdf.fscore)
 
 
 def test_mapper_latent_path_meshes_saves_and_loads(tmp_path, device):

@@ -16,7 +16,7 @@ SOURCES = sorted([*(REPO / "recon_ros").rglob("*.py"), *LAUNCH_DIR.glob("*.launc
 ROSDEP_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
                "transforms3d": "python3-transforms3d"}
 #: Python modules without a rosdep key: installed with pip, as package.xml's comment says.
-PIP_ONLY = {"torch", "open3d", "rosbags", "typer", "rich"}
+PIP_ONLY = {"torch", "open3d", "rosbags", "typer", "rich", "ray"}
 #: Declared but neither imported nor started by this package's own code, with the reason.
 INDIRECT = {"ament_index_python": "launch_ros's FindPackageShare in the launch files"}
 

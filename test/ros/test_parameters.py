@@ -50,6 +50,12 @@ NON_DEFAULT: dict[str, Any] = {
     "quality_every_frames": 5,
     "render_min_interval_s": 0.5,
     "render_max_pixels": 19200,
+    "map_sharing.publish_deltas": True,
+    "map_sharing.delta_topic": "shared/map_deltas",
+    "map_sharing.delta_period_s": 2.5,
+    "map_sharing.max_message_bytes": 65536,
+    "map_sharing.robot_id": "robot_a",
+    "map_sharing.peer_topics": ["/robot_b/map_deltas", "robot_c/map_deltas"],
     "volume.voxel_size_m": 0.04,
     "volume.block_size": 4,
     "volume.device": "cpu",
@@ -88,6 +94,7 @@ NON_DEFAULT: dict[str, Any] = {
     "fusion.method": "latent",
     "fusion.weights": "",
     "fusion.max_count": 32.0,
+    "fusion.allow_weights_mismatch": True,  # the weights' 5 cm voxels vs 4 cm here
     "stereo.min_depth_m": 0.3,
     "stereo.max_depth_m": 6.0,
     "stereo.num_depths": 64,
@@ -117,9 +124,20 @@ NON_DEFAULT: dict[str, Any] = {
     "costmap.local_size_m": 4.0,
     "timing.mode": "every_stage",
     "timing.sample_every": 5,
+    "refine.enabled": False,
+    "refine.steps": 3,
+    "refine.learning_rate_m": 0.001,
+    "refine.color_learning_rate": 1.0,
+    "refine.stride_px": 8,
+    "refine.depth_weight": 0.5,
+    "refine.color_weight": 0.2,
+    "refine.free_space_weight": 0.5,
+    "refine.free_space_samples": 2,
+    "refine.eikonal_weight": 0.1,
 }
 #: (load_map_on_start needs a saved map: test_map_services.py starts a node with one.)
-SAME = {"volume.device", "fusion.weights", "load_map_on_start"}
+SAME = {"volume.device", "fusion.weights", "load_map_on_start",
+        "refine.enabled"}  # (refinement needs fusion.method tsdf; NON_DEFAULT has latent)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -193,6 +211,11 @@ def test_docs_carry_the_generated_table() -> None:
     ("quality_every_frames", -1, "must be >= 0 (0 = off)"),
     ("render_min_interval_s", math.nan, "render_min_interval_s=nan is invalid: must be >= 0"),
     ("render_max_pixels", 0, "must be >= 1"),
+    ("map_sharing.delta_period_s", 0.0, "map_sharing.delta_period_s=0.0 is invalid: must be > 0"),
+    ("map_sharing.max_message_bytes", 100, "must be >= 1024"),
+    ("map_sharing.delta_topic", "/abs", "not a valid relative topic name"),
+    ("map_sharing.peer_topics", ["/r2/map_deltas", "/r2/map_deltas"], "repeated topic"),
+    ("map_sharing.peer_topics", ["/r2//map_deltas"], "not a valid relative topic name"),
     ("robot_frame", "/", "must be a frame id or"),
     ("integration.clearing_weight_factor", 0.0,
      "integration.clearing_weight_factor=0.0 is invalid: must be in (0, 1]"),
