@@ -17,8 +17,8 @@ without the ESDF, the ESDF's free-space carving inside ``integrate`` (its timer 
 to the integration, and the voxels the update (re)assigned; then a full recompute of the final
 field, and the throughput of distance queries at random points inside the map.
 
-Three more sections, each with its own switch (``run_benchmarks``' ``latent``, ``render`` and
-``poisson``):
+Four more sections, each with its own switch (``run_benchmarks``' ``latent``, ``render``,
+``poisson`` and ``rgb``):
 
 - latent fusion (:mod:`recon_ros.models.bench_latent`): integration and decode ms per
   :data:`LATENT_SIZE` frame of the demo scene and TSDF fusion of the same frames, with the
@@ -26,7 +26,10 @@ Three more sections, each with its own switch (``run_benchmarks``' ``latent``, `
 - rendering (:func:`recon_ros.bench_maps.render_cost`): ms per :data:`RENDER_SIZE` view of the
   demo room mapped at 5 cm, and the rendered depth's agreement with the exact depth;
 - meshing (:func:`recon_ros.bench_maps.mesher_times`): screened Poisson against marching cubes
-  on that same map, whole map from scratch, seconds and triangles.
+  on that same map, whole map from scratch, seconds and triangles;
+- color-only mapping (:func:`recon_ros.bench_maps.color_mode_costs`): plane-sweep stereo per
+  keyframe and the Atlas network (average and context view fusion) per fragment and per
+  keyframe, on the same :data:`COLOR_FRAMES` color images of :data:`COLOR_SIZE`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .bench_maps import MesherTimes, RenderCost, demo_map, mesher_times, render_cost
+from .bench_maps import (ColorModeCost, MesherTimes, RenderCost, color_mode_costs, demo_map,
+                         mesher_times, render_cost)
 from .core.config import MapperConfig
 from .core.errors import ReconError
 from .core.esdf import EsdfLayer
@@ -72,6 +76,10 @@ MAP_FRAMES = 30
 MAP_SIZE = (320, 240)
 RENDER_SIZE = (640, 480)
 RENDER_VIEWS = 2
+#: Color-only section: images of the demo room's scan at the Atlas training size (a few
+#: seconds on 2 CPU cores).
+COLOR_FRAMES = 16
+COLOR_SIZE = (128, 96)
 
 
 def hardware_line(device: str) -> str:
@@ -439,10 +447,27 @@ def map_outputs_section(console: Console, device: str, render: bool, poisson: bo
     return cost, times
 
 
+def rgb_section(console: Console, device: str) -> list[ColorModeCost]:
+    """Time the color-only modes (:data:`COLOR_FRAMES` images of :data:`COLOR_SIZE`) and
+    print their table."""
+    costs = color_mode_costs(COLOR_FRAMES, *COLOR_SIZE, device)
+    table = Table(title=f"color-only mapping, {COLOR_FRAMES} color images "
+                        f"{COLOR_SIZE[0]}x{COLOR_SIZE[1]} of the demo room, 8 cm voxels "
+                        "(depth / TSDF computation + fusion)")
+    for col in ("method", "keyframes", "fragments", "ms per keyframe", "ms per fragment"):
+        table.add_column(col, justify="right")
+    for c in costs:
+        table.add_row(c.method, str(c.keyframes), str(c.fragments) if c.fragments else "-",
+                      f"{c.ms_per_keyframe:.0f}",
+                      f"{c.ms_per_fragment:.0f}" if c.fragments else "-")
+    console.print(table)
+    return costs
+
+
 def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Path | None,
                    repeats: int, device: str, compile: bool, growth_frames: int,
                    esdf: bool = True, latent: bool = True, render: bool = True,
-                   poisson: bool = True) -> None:
+                   poisson: bool = True, rgb: bool = True) -> None:
     frames, described = load_frames(frames_dir)
     if not frames:
         raise ReconError("no frames to benchmark")
@@ -484,3 +509,5 @@ def run_benchmarks(console: Console, voxel_sizes_m: list[float], frames_dir: Pat
         latent_section(console, device)
     if render or poisson:
         map_outputs_section(console, device, render, poisson)
+    if rgb:
+        rgb_section(console, device)

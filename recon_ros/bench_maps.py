@@ -6,7 +6,10 @@
 - :func:`render_cost`: time :func:`recon_ros.core.render.render` at given poses and compare its
   depth with the exact depth of the scene;
 - :func:`mesher_times`: the whole map meshed by marching cubes (``Mapper.mesh``) and by
-  screened Poisson (:func:`recon_ros.core.poisson.poisson_mesh`), each timed.
+  screened Poisson (:func:`recon_ros.core.poisson.poisson_mesh`), each timed;
+- :func:`color_mode_costs`: the color-only modes on the same color images of the demo room:
+  plane-sweep stereo per keyframe and the Atlas network (average and context view fusion) per
+  fragment and per keyframe.
 
 Times are wall clock (the device is synchronised by the tensors' trip to the host).
 """
@@ -23,7 +26,7 @@ from .core.frame import PinholeCamera
 from .core.poisson import PoissonConfig, poisson_mesh
 from .core.render import RenderOptions, render
 from .io.synthetic import (Scene, Trajectory, default_camera, iter_frames, make_demo_scene,
-                           render_depth, room_scan_trajectory)
+                           render, render_depth, room_scan_trajectory)
 
 
 def demo_map(frames: int, width: int, height: int, device: str = "cpu"
@@ -116,3 +119,66 @@ def mesher_times(mapper: Mapper, poisson: PoissonConfig) -> MesherTimes:
                       with_colors=mapper.has_color)
     t2 = time.perf_counter()
     return MesherTimes(mc, t1 - t0, pm, t2 - t1)
+
+
+#: The color-only modes timed by :func:`color_mode_costs`: name -> config sections. Maps of
+#: 8 cm voxels (the shipped Atlas weights' voxel); the plane sweep matches at full size.
+COLOR_MODES = {
+    "plane-sweep": {"fusion": {"method": "stereo"}, "stereo": {"image_scale": 1.0}},
+    "atlas-average": {"fusion": {"method": "rgb"}, "rgb": {"view_fusion": "average"}},
+    "atlas-context": {"fusion": {"method": "rgb"}, "rgb": {"view_fusion": "context"}},
+}
+
+
+@dataclass
+class ColorModeCost:
+    """One color-only mode over a stream of images (every stage timed, device synchronised).
+
+    Attributes:
+        method: a key of :data:`COLOR_MODES`.
+        keyframes: keyframes selected.
+        fragments: fragments predicted (0 for the plane sweep).
+        compute_ms: total of the plane sweep (``stereo`` stage) or of the fragment
+            predictions (``rgb`` stage: keyframing, resizing and the network), milliseconds.
+        fuse_ms: total of the TSDF fusion of the depth maps or of the fragment merges
+            (``integrate`` stage), milliseconds.
+    """
+
+    method: str
+    keyframes: int
+    fragments: int
+    compute_ms: float
+    fuse_ms: float
+
+    @property
+    def ms_per_keyframe(self) -> float:
+        return (self.compute_ms + self.fuse_ms) / max(self.keyframes, 1)
+
+    @property
+    def ms_per_fragment(self) -> float:
+        return (self.compute_ms + self.fuse_ms) / self.fragments if self.fragments else 0.0
+
+
+def color_mode_costs(frames: int, width: int, height: int, device: str = "cpu"
+                     ) -> list[ColorModeCost]:
+    """Map the color images of ``frames`` poses of the demo room's scan (``width x height``)
+    with each mode of :data:`COLOR_MODES` in turn, on ``device``, and total their stages."""
+    scene = make_demo_scene()
+    camera = default_camera(width, height)
+    poses = [np.asarray(T) for T in room_scan_trajectory(scene, frames).poses]
+    images = [render(scene, camera, T).color for T in poses]
+    out = []
+    for method, sections in COLOR_MODES.items():
+        mapper = Mapper(MapperConfig.from_dict({
+            "volume": {"voxel_size_m": 0.08, "device": device},
+            "timing": {"mode": "every_stage"}, **sections}))
+        for i, (image, T) in enumerate(zip(images, poses)):
+            mapper.integrate_color(image, camera, T, i * 100_000_000)
+        mapper.finish_color()
+        stages = mapper.timer.summary()
+        source = mapper.rgb or mapper.stereo
+        out.append(ColorModeCost(
+            method, source.keyframes, getattr(source, "fragments", 0),
+            sum(stages.get(s, {}).get("total_ms", 0.0) for s in ("stereo", "rgb")),
+            stages.get("integrate", {}).get("total_ms", 0.0)))
+    return out

@@ -101,12 +101,16 @@ def _replay_table(result) -> Table:
     table = Table(title="replay summary", show_header=True)
     table.add_column("item")
     table.add_column("value", justify="right")
-    if result.stereo:
-        st = result.stereo
+    if result.color_only:
+        counts = result.color_only
         table.add_row("color messages", str(result.color_messages))
-        table.add_row("stereo: posed images / keyframes",
-                      f"{st['frames_seen']} / {st['keyframes']}")
-        table.add_row("stereo: keyframes with too few source views", str(st["without_sources"]))
+        table.add_row("color-only: posed images / keyframes",
+                      f"{counts['frames_seen']} / {counts['keyframes']}")
+        if "without_sources" in counts:
+            table.add_row("stereo: keyframes with too few source views",
+                          str(counts["without_sources"]))
+        if "fragments" in counts:
+            table.add_row("rgb: fragments predicted", str(counts["fragments"]))
     else:
         table.add_row("depth messages", str(result.depth_messages))
     table.add_row("frames integrated", str(result.frames_used))
@@ -167,9 +171,10 @@ def replay(
     """Map a rosbag2 offline: mesh.ply, map.yaml/pgm, map.pt, config.yaml, preview.png,
     quality.csv/png (how much of each n-th frame the map already explained), renders.png.
 
-    With fusion.method: stereo in the config the bag needs only color images,
-    their camera_info and TF (depth topics are ignored): keyframe depth comes
-    from plane-sweep stereo.
+    With fusion.method: stereo or rgb in the config the bag needs only color
+    images, their camera_info and TF (depth topics are ignored): keyframe depth
+    comes from plane-sweep stereo (stereo), or fragments of keyframes get their
+    TSDF from the Atlas network (rgb; volume.voxel_size_m must be its 0.08).
     """
     from .offline import replay_bag
 
@@ -436,16 +441,19 @@ def bench(
         help="Also time 640x480 renders of the demo room mapped at 5 cm.")] = True,
     poisson: Annotated[bool, typer.Option(
         help="Also time screened Poisson against marching cubes on that map.")] = True,
+    rgb: Annotated[bool, typer.Option(
+        help="Also time color-only mapping: plane-sweep stereo per keyframe, Atlas (average "
+        "and context) per fragment and per keyframe (16 images, 128x96).")] = True,
 ) -> None:
     """Integration speed vs Open3D's VoxelBlockGrid on the same frames, in one process; the
     cost of the distance field (ESDF); latent fusion against TSDF fusion; renders; Poisson
-    against marching cubes."""
+    against marching cubes; color-only mapping per keyframe."""
     from .bench import run_benchmarks
 
     try:
         run_benchmarks(console, [float(v) / 100 for v in voxel_sizes_cm.split(",")], frames_dir,
                        repeats, device, compile, growth_frames, esdf, latent=latent,
-                       render=render, poisson=poisson)
+                       render=render, poisson=poisson, rgb=rgb)
     except ReconError as exc:
         raise _fail(str(exc)) from exc
 
@@ -616,6 +624,107 @@ def eval_fusion_unbiased(
         table.add_row(name, "yes" if ok else "no", text)
     console.print(table)
     console.print(f"report: {out_md}")
+
+
+@app.command("eval-rgb")
+def eval_rgb(
+    rooms: Annotated[int, typer.Option(
+        min=1, help="Held-out synthetic rooms of the fragment protocol (one fragment each).")]
+    = 8,
+    map_rooms: Annotated[int, typer.Option(
+        min=0, help="Held-out rooms mapped whole through Mapper (one loop of the room scan "
+        "each); 0 = none.")] = 2,
+    frames: Annotated[int, typer.Option(min=2, help="Poses per room scan (map rooms).")] = 48,
+    real: Annotated[bool, typer.Option(
+        "--3dmatch/--no-3dmatch", help="Also map the color frames of --frames-dir, scored "
+        "against its depth.")] = True,
+    frames_dir: Annotated[Path, typer.Option(help="RGB-D frame folder (3DMatch layout).")]
+    = Path("../shared/data/3dmatch-seq01"),
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", help="Also write every number (per room, per map) as JSON.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
+) -> None:
+    """Color-only mapping scored: Atlas (average / context view fusion) against plane-sweep
+    stereo -> TSDF, with depth TSDF fusion as the ceiling. Three parts: single fragments of
+    held-out rooms (models.evaluate_rgb), whole maps of held-out rooms through Mapper
+    (fusion.method rgb / stereo / tsdf), and the color frames of a real RGB-D folder against
+    its own depth (out of distribution for the synthetic-trained network). Accuracy,
+    completeness, F-score at 5 cm and the fraction of true obstacle cells the 2D grid marks
+    free, per room and per map (means shown too)."""
+    import dataclasses
+
+    import torch
+
+    from .models.evaluate_rgb import METHODS, RgbEvalConfig, evaluate_rgb, summary
+    from .models.evaluate_rgb_maps import (MAP_METHODS, MapEvalConfig, evaluate_frame_folder,
+                                           evaluate_rooms, map_summary)
+
+    torch.set_num_threads(threads)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    fcfg = RgbEvalConfig(fragments=rooms)
+    mcfg = MapEvalConfig(rooms=map_rooms, frames=frames)
+    try:
+        fragments, geometry = evaluate_rgb(fcfg, log)
+        maps = evaluate_rooms(mcfg, log) if map_rooms else []
+        if real:
+            maps.append(evaluate_frame_folder(frames_dir, mcfg, log))
+    except (ReconError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+    table = Table(title=f"fragments ({geometry.fragment_dims} voxels of "
+                        f"{100 * geometry.voxel_size_m:g} cm, {geometry.views} views "
+                        f"{geometry.width}x{geometry.height}): F@5cm / obstacles marked free")
+    table.add_column("room")
+    for m in METHODS:
+        table.add_column(m, justify="right")
+    for r in fragments:
+        table.add_row(str(r.scene_seed), *(f"{r.metrics[m].fscore[0.05]:.3f} / "
+                                           f"{r.marked_free[m]:.3f}" for m in METHODS))
+    frag_means = summary(fragments, fcfg.thresholds_m)
+    table.add_row("mean", *(f"{frag_means[m]['fscore@5']:.3f} / "
+                            f"{frag_means[m]['marked_free']:.3f}" for m in METHODS))
+    console.print(table)
+    if maps:
+        table = Table(title="whole maps: F@5cm / acc cm / comp cm / obstacles marked free / "
+                            "grid coverage / ms per keyframe")
+        table.add_column("map")
+        for m in MAP_METHODS:
+            table.add_column(m, justify="right")
+        for r in maps:
+            table.add_row(r.name, *(
+                f"{s.metrics.fscore[0.05]:.3f} / {100 * s.metrics.accuracy_m:.1f} / "
+                f"{100 * s.metrics.completeness_m:.1f} / {s.marked_free:.3f} / "
+                f"{s.coverage:.2f} / {s.ms_per_keyframe:.0f}"
+                for s in (r.scores[m] for m in MAP_METHODS)))
+        console.print(table)
+    if json_out is not None:
+        def scores(metrics) -> dict:
+            return dataclasses.asdict(metrics)
+
+        synthetic = [r for r in maps if r.name.startswith("room")]
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({
+            "fragments": {
+                "summary": frag_means, "geometry": geometry.to_dict(),
+                "rooms": [{"scene_seed": r.scene_seed, "gt_points": r.gt_points,
+                           "seconds": r.seconds, "marked_free": r.marked_free,
+                           "metrics": {m: scores(x) for m, x in r.metrics.items()}}
+                          for r in fragments]},
+            "maps": {
+                "config": dataclasses.asdict(mcfg),
+                "summary_synthetic": map_summary(synthetic, mcfg.thresholds_m)
+                if synthetic else {},
+                "maps": [{"name": r.name, "gt_points": r.gt_points, "scores": {
+                    m: {**scores(s.metrics), "marked_free": s.marked_free,
+                        "coverage": s.coverage,
+                        "seconds": s.seconds, "keyframes": s.keyframes,
+                        "ms_per_keyframe": s.ms_per_keyframe}
+                    for m, s in r.scores.items()}} for r in maps]}},
+            indent=1, default=str))
+        console.print(f"json: {json_out}")
 
 
 def main() -> None:

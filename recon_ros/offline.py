@@ -45,14 +45,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .core.config import MapperConfig
-from .core.frame import Frame
-from .core.mapper import Mapper
+from .core.frame import Frame, PinholeCamera
+from .core.mapper import COLOR_METHODS, Mapper
 from .core.mesh import TriangleMesh
 from .core.atomic_file import atomic_path
+from .core.rgb_mapping import FragmentTsdf
 from .io.map_files import EsdfMap, replace_directory, write_esdf, write_nav2_map, write_ply
 from .io.preview import write_preview
 from .io.quality_report import QualitySample, write_quality_csv, write_quality_plot
@@ -173,10 +175,12 @@ class ReplayResult:
     """What a replay did.
 
     Attributes:
-        frames_used: frames integrated (``fusion.method: stereo``: keyframe depth maps).
-        depth_messages: depth images in the bag (0 with ``fusion.method: stereo``).
-        drops: reason -> count for frames not integrated (stereo: color images not used,
-            e.g. without a pose).
+        frames_used: frames integrated (``fusion.method: stereo``: keyframe depth maps;
+            ``rgb``: keyframes merged as part of a fragment).
+        depth_messages: depth images in the bag (0 in the color-only modes ``stereo`` and
+            ``rgb``).
+        drops: reason -> count for frames not integrated (color-only modes: color images not
+            used, e.g. without a pose).
         color_drops: reason -> count for frames integrated without color.
         timings: per-stage timing summary (see ``StageTimer.summary``) of the stages the
             config's ``timing`` section has timed (none with ``off``).
@@ -187,12 +191,13 @@ class ReplayResult:
         outputs: name -> written file.
         wall_s: wall-clock duration of the whole replay.
         bag_duration_s: time spanned by the integrated frames' stamps.
-        color_messages: ``fusion.method: stereo`` only: color images in the bag.
-        stereo: ``fusion.method: stereo`` only: ``frames_seen`` (posed color images),
-            ``keyframes``, ``depth_frames`` (keyframes given a stereo depth map) and
-            ``without_sources`` (keyframes with too few source views).
+        color_messages: color-only modes only: color images in the bag.
+        color_only: color-only modes only: ``frames_seen`` (posed color images),
+            ``keyframes``, and for ``stereo`` ``depth_frames`` (keyframes given a stereo depth
+            map) and ``without_sources`` (keyframes with too few source views), for ``rgb``
+            ``fragments`` (fragments predicted and merged).
         quality: the map's agreement with every ``quality_every``-th frame before it was
-            fused (:meth:`Mapper.frame_agreement`; none for stereo or when off).
+            fused (:meth:`Mapper.frame_agreement`; none in the color-only modes or when off).
     """
 
     frames_used: int
@@ -209,7 +214,7 @@ class ReplayResult:
     wall_s: float = 0.0
     bag_duration_s: float = 0.0
     color_messages: int = 0
-    stereo: dict[str, int] = field(default_factory=dict)
+    color_only: dict[str, int] = field(default_factory=dict)
     quality: list[QualitySample] = field(default_factory=list)
 
 
@@ -221,9 +226,9 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
                render_views: int = RENDER_VIEWS) -> ReplayResult:
     """Map a rosbag2 (sqlite3 or MCAP) deterministically and write the map files.
 
-    With ``fusion.method: stereo`` the bag needs color images, their camera_info and TF only:
-    depth topics are ignored (``depth_topic`` too), and the map is made from the color images
-    (:meth:`Mapper.integrate_color`).
+    In the color-only modes (``fusion.method: stereo`` or ``rgb``) the bag needs color images,
+    their camera_info and TF only: depth topics are ignored (``depth_topic`` too), and the map
+    is made from the color images (:meth:`Mapper.integrate_color`).
 
     Args:
         bag: bag directory, ``.db3`` or ``.mcap`` file.
@@ -233,23 +238,26 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
         world_frame: the TF frame the map is built in.
         max_frames: stop after this many integrated frames (stereo: the keyframes still
             waiting for newer ones when the bag ends are integrated too, at most
-            ``stereo.reference_delay`` more).
+            ``stereo.reference_delay`` more; rgb: the fragment of the keyframes since the
+            last one).
         progress: called after each integrated frame as ``progress(image_messages_seen,
-            image_messages_total)`` (depth images; stereo: color images).
+            image_messages_total)`` (depth images; color-only modes: color images).
         quality_every: before fusing every this-many-th depth frame (the first included
             once the map holds a block), score how well the map explains it
             (:meth:`Mapper.frame_agreement`) and write ``quality.csv`` and ``quality.png``;
-            0 = off. Not for stereo (its depth maps are fused as they are made).
+            0 = off. Not in the color-only modes (no measured depth to compare with).
         render_views: write ``renders.png``: the map rendered at this many of the recorded
             camera poses and from as many orbit poses (``io.render_strip``); 0 = off.
 
     Raises:
-        BagTopicError: no depth topic (stereo: no color topic) or camera_info for it.
+        BagTopicError: no depth topic (color-only modes: no color topic) or camera_info for
+            it.
     """
     start = time.perf_counter()
     mapper = Mapper(config)
+    color_only = config.fusion.method in COLOR_METHODS
     source: RosbagSource | RosbagColorSource
-    if mapper.stereo is not None:
+    if color_only:
         source = RosbagColorSource(bag, color_topic=color_topic, world_frame=world_frame)
     else:
         source = RosbagSource(bag, depth_topic=depth_topic, color_topic=color_topic,
@@ -258,13 +266,13 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
     first_ns = last_ns = None
     quality: list[QualitySample] = []
     poses, camera = [], None
-    for frame in _integrate_all(mapper, source, quality, quality_every):
-        poses.append(frame.T_world_cam)
-        camera = frame.camera
+    for view in _integrate_all(mapper, source, quality, quality_every):
+        poses.append(view.T_world_cam)
+        camera = view.camera
         if mapper.frames_integrated % OCCUPANCY_REFRESH_FRAMES == 0:
             mapper.refresh_occupancy()
-        first_ns = frame.stamp_ns if first_ns is None else first_ns
-        last_ns = frame.stamp_ns
+        first_ns = view.stamp_ns if first_ns is None else first_ns
+        last_ns = view.stamp_ns
         if progress is not None:
             progress(source.frames_yielded + sum(source.drops.values()), total)
         if max_frames is not None and mapper.frames_integrated >= max_frames:
@@ -278,9 +286,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
     if render_views and camera is not None:
         outputs["renders"] = Path(out_dir) / RENDERS_FILE
         write_render_strip(outputs["renders"], mapper, camera, np.stack(poses), render_views)
-    stereo = mapper.stereo
     return ReplayResult(
-        frames_used=mapper.frames_integrated, depth_messages=0 if stereo else total,
+        frames_used=mapper.frames_integrated, depth_messages=0 if color_only else total,
         drops=Counter(source.drops),
         color_drops=(Counter(source.color_drops) if isinstance(source, RosbagSource)
                      else Counter()),
@@ -290,30 +297,54 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
         outputs=outputs,
         wall_s=time.perf_counter() - start,
         bag_duration_s=((last_ns - first_ns) * 1e-9) if first_ns is not None else 0.0,
-        color_messages=total if stereo else 0,
-        stereo={} if stereo is None else {
-            "frames_seen": stereo.frames_seen, "keyframes": stereo.keyframes,
-            "depth_frames": stereo.depth_frames, "without_sources": stereo.without_sources},
-        quality=quality)
+        color_messages=total if color_only else 0,
+        color_only=mapper.color_input_counts(), quality=quality)
+
+
+class IntegratedView(NamedTuple):
+    """A view whose data is in the map: a depth frame, a stereo keyframe's depth map, or a
+    keyframe of a merged rgb fragment.
+
+    Attributes:
+        T_world_cam: (4, 4) pose of its optical frame in the map, metres.
+        camera: its intrinsics (rgb: at the model's training resolution).
+        stamp_ns: its stamp, nanoseconds.
+    """
+
+    T_world_cam: np.ndarray
+    camera: PinholeCamera
+    stamp_ns: int
+
+
+def _views(fused: Frame | FragmentTsdf) -> Iterator[IntegratedView]:
+    """The views a depth frame or a merged fragment (its new keyframes) put into the map."""
+    if isinstance(fused, Frame):
+        yield IntegratedView(fused.T_world_cam, fused.camera, fused.stamp_ns)
+        return
+    for kf in fused.keyframes[len(fused.keyframes) - fused.new_keyframes:]:
+        yield IntegratedView(kf.T_world_cam, kf.data.camera, kf.data.stamp_ns)
 
 
 def _integrate_all(mapper: Mapper, source: RosbagSource | RosbagColorSource,
-                   quality: list[QualitySample], quality_every: int) -> Iterator[Frame]:
-    """Feed every frame of ``source`` to ``mapper``; yields each depth frame once it is
-    integrated (stereo: the keyframe depth maps, then those completed at the end). Depth
-    frames number ``0, quality_every, ...`` are scored first into ``quality`` while the map
-    holds anything."""
+                   quality: list[QualitySample], quality_every: int
+                   ) -> Iterator[IntegratedView]:
+    """Feed every frame of ``source`` to ``mapper``; yields each view once it is in the map
+    (stereo: the keyframe depth maps, then those completed at the end; rgb: the new
+    keyframes of each merged fragment, then those of the last one). Depth frames number
+    ``0, quality_every, ...`` are scored first into ``quality`` while the map holds
+    anything."""
     if isinstance(source, RosbagSource):
         for frame in source:
             if mapper.agreement_due(quality_every):
                 quality.append(QualitySample(mapper.frames_integrated, frame.stamp_ns,
                                              mapper.frame_agreement(frame)))
             mapper.integrate(frame)
-            yield frame
+            yield from _views(frame)
         return
     for image in source:
-        frame = mapper.integrate_color(image.color, image.camera, image.T_world_cam,
+        fused = mapper.integrate_color(image.color, image.camera, image.T_world_cam,
                                        image.stamp_ns, image.frame_id)
-        if frame is not None:
-            yield frame
-    yield from mapper.finish_color()
+        if fused is not None:
+            yield from _views(fused)
+    for fused in mapper.finish_color():
+        yield from _views(fused)

@@ -436,3 +436,42 @@ def test_replay_many_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None
         assert r["bags_per_min"] > 0 and 0 < r["bag_median_s"] <= r["bag_max_s"]
         assert r["peak_rss_mb"] > 0
     assert "bags / min" in capsys.readouterr().out
+
+
+def test_eval_rgb_cli_smoke(tmp_path: Path, shared_data: Path) -> None:
+    """``recon-ros eval-rgb`` at tiny size: one fragment, one whole room of 12 poses and the
+    real frames, every method per room / map in the tables and the JSON."""
+    import json
+
+    out = tmp_path / "eval_rgb.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "recon_ros.cli", "eval-rgb", "--rooms", "1", "--map-rooms", "1",
+         "--frames", "12", "--frames-dir", str(shared_data / "3dmatch-seq01"), "--json",
+         str(out)], capture_output=True, text=True, timeout=900,
+        env={**__import__("os").environ, "COLUMNS": "250"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert len(data["fragments"]["rooms"]) == 1
+    assert [m["name"] for m in data["maps"]["maps"]] == ["room 3000000", "3dmatch-seq01"]
+    for m in data["maps"]["maps"]:
+        for method in ("rgb-average", "rgb-context", "plane-sweep", "depth-tsdf"):
+            s = m["scores"][method]
+            assert 0.0 <= s["fscore"]["0.05"] <= 1.0 and 0.0 <= s["marked_free"] <= 1.0
+        # the ceiling: depth TSDF fusion (real frames: the reference is that depth, finer)
+        assert m["scores"]["depth-tsdf"]["fscore"]["0.05"] > 0.8
+    for row in data["fragments"]["rooms"]:
+        assert set(row["marked_free"]) == {"atlas-average", "atlas-context", "plane-sweep",
+                                           "depth-tsdf"}
+    assert "whole maps" in res.stdout and "3dmatch-seq01" in res.stdout
+
+
+def test_bench_rgb_section_smoke(monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+    monkeypatch.setattr(bench, "COLOR_FRAMES", 10)
+    console = Console(record=True, width=250)
+    costs = bench.rgb_section(console, device)
+    text = console.export_text()
+    assert [c.method for c in costs] == ["plane-sweep", "atlas-average", "atlas-context"]
+    for c in costs:
+        assert c.keyframes == 10 and c.ms_per_keyframe > 0 and c.method in text
+    # 8 keyframes per fragment, 4 shared: fragments at keyframes 8 and 10 (finish_color)
+    assert [c.fragments for c in costs] == [0, 2, 2]

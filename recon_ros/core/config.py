@@ -1,7 +1,8 @@
 """Typed, validated configuration of the mapping core.
 
 Sections mirror the ROS parameter file (``config/mapper.yaml``): ``volume``, ``integration``,
-``mesh``, ``occupancy``, ``fusion``, ``stereo``, ``map``, ``esdf``, ``costmap``, ``timing``, ``refine``. Every field name
+``mesh``, ``occupancy``, ``fusion``, ``stereo``, ``rgb``, ``map``, ``esdf``, ``costmap``,
+``timing``, ``refine``. Every field name
 carries its unit.
 ``MapperConfig.from_dict`` rejects unknown keys so that a typo in a YAML file is an error, not
 a silently ignored setting.
@@ -250,7 +251,7 @@ class OccupancyConfig:
                  "must be in [1, 64]", self.free_space_stride_px)
 
 
-FUSION_METHODS = ("tsdf", "latent", "stereo")
+FUSION_METHODS = ("tsdf", "latent", "stereo", "rgb")
 
 
 @dataclass
@@ -263,7 +264,9 @@ class FusionConfig:
             lazily for meshing, occupancy and export; geometry only, no color) or ``stereo``
             (no depth sensor: posed color images, depth by multi-view plane-sweep stereo on
             keyframes, fused by TSDF fusion; see the ``stereo`` section and
-            :meth:`~recon_ros.core.mapper.Mapper.integrate_color`).
+            :meth:`~recon_ros.core.mapper.Mapper.integrate_color`) or ``rgb`` (no depth
+            sensor: posed color keyframes grouped into fragments whose TSDF an Atlas-style
+            network predicts, merged into the map; see the ``rgb`` section).
         weights: weight file of the latent model; ``""`` = the shipped default
             (``recon_ros/models/weights/latent_fusion_small.pt``). The latent feature channels
             and samples per ray are those of the weights.
@@ -272,12 +275,16 @@ class FusionConfig:
         allow_weights_mismatch: run latent weights whose training voxel size or truncation
             (voxels) differ from ``volume.voxel_size_m`` / ``integration.truncation_voxels``
             by more than 1 %, with a warning; false = refuse (ConfigError).
+        occupancy_threshold: latent fusion: an observed voxel is occupied (occupied voxels,
+            the 2D grid) when the decoded occupancy head's probability is at least this
+            (instead of the TSDF sign rule of ``occupancy.occupied_threshold_voxels``).
     """
 
     method: str = "tsdf"
     weights: str = ""
     max_count: float = 64.0
     allow_weights_mismatch: bool = False
+    occupancy_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         s = "fusion"
@@ -288,6 +295,8 @@ class FusionConfig:
         _require(self.max_count >= 1.0, s, "max_count", "must be >= 1", self.max_count)
         _require(isinstance(self.allow_weights_mismatch, bool), s, "allow_weights_mismatch",
                  "must be true or false", self.allow_weights_mismatch)
+        _require(0.0 < self.occupancy_threshold < 1.0, s, "occupancy_threshold",
+                 "must be in (0, 1)", self.occupancy_threshold)
 
 
 #: Fields of :class:`StereoConfig` that are :class:`PlaneSweepConfig` settings (same names).
@@ -370,6 +379,84 @@ class StereoConfig:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Values of ``rgb.view_fusion`` (those of :mod:`recon_ros.models.atlas`).
+RGB_VIEW_FUSIONS = ("average", "context")
+
+
+@dataclass
+class RgbConfig:
+    """Color-only mapping with a learned model (``fusion.method: rgb``): keyframes chosen by
+    camera motion are grouped into fragments; an Atlas-style network predicts each fragment's
+    TSDF from its keyframes, which is merged into the map (:mod:`recon_ros.core.rgb_mapping`).
+
+    The fragment's box, image size and view count come from the weights' training
+    configuration (their metadata); the map's ``volume.voxel_size_m`` must equal the weights'
+    training voxel size.
+
+    Attributes:
+        weights: Atlas weight file; ``""`` = the shipped weights of ``view_fusion``.
+        view_fusion: ``average`` (running mean over views, Atlas) or ``context``
+            (softmax-weighted, Pix2Vox); picks the shipped weights, and must match the
+            architecture of a given file.
+        keyframe_translation_m: a frame becomes a keyframe when its optical centre moved at
+            least this far from the last keyframe's, metres.
+        keyframe_rotation_deg: ... or when it turned at least this much, degrees.
+        views_per_fragment: keyframes per fragment; 0 = the weights' training view count.
+        fragment_overlap: keyframes a fragment shares with the previous one (the last ones of
+            it); a fragment is predicted every ``views_per_fragment - fragment_overlap`` new
+            keyframes.
+        fragment_weight: weight of each fragment's voxels in the map's weighted average (a
+            depth frame's voxels weigh 1 with ``integration.weighting: constant``).
+        floor_height_m: map height of the floor, metres: a fragment's lowest voxel layer sits
+            where the weights' training put it relative to the floor (the synthetic rooms'
+            floor is at z = 0).
+        color: color the fragment's voxels with the mean color of the keyframes they project
+            into (occlusion ignored); false = an uncolored map.
+    """
+
+    weights: str = ""
+    view_fusion: str = "average"
+    keyframe_translation_m: float = 0.2
+    keyframe_rotation_deg: float = 7.5
+    views_per_fragment: int = 0
+    fragment_overlap: int = 4
+    fragment_weight: float = 1.0
+    floor_height_m: float = 0.0
+    color: bool = True
+
+    def __post_init__(self) -> None:
+        s = "rgb"
+        _require(isinstance(self.weights, str), s, "weights", 'must be a path or ""',
+                 self.weights)
+        _require(self.view_fusion in RGB_VIEW_FUSIONS, s, "view_fusion",
+                 f"must be one of {list(RGB_VIEW_FUSIONS)}", self.view_fusion)
+        _require(math.isfinite(self.keyframe_translation_m) and self.keyframe_translation_m >= 0,
+                 s, "keyframe_translation_m", "must be a finite number >= 0 m",
+                 self.keyframe_translation_m)
+        _require(0.0 <= self.keyframe_rotation_deg <= 180.0, s, "keyframe_rotation_deg",
+                 "must be in [0, 180] degrees", self.keyframe_rotation_deg)
+        _require(self.keyframe_translation_m > 0 or self.keyframe_rotation_deg > 0, s,
+                 "keyframe_translation_m",
+                 "and keyframe_rotation_deg cannot both be 0 (every frame a keyframe)",
+                 self.keyframe_translation_m)
+        _require(_is_int(self.views_per_fragment) and 0 <= self.views_per_fragment <= 64, s,
+                 "views_per_fragment", "must be an integer in [0, 64] (0 = the weights')",
+                 self.views_per_fragment)
+        _require(_is_int(self.fragment_overlap) and self.fragment_overlap >= 0
+                 and (self.views_per_fragment == 0
+                      or self.fragment_overlap < self.views_per_fragment), s,
+                 "fragment_overlap", "must be an integer >= 0 and < views_per_fragment",
+                 self.fragment_overlap)
+        _require(isinstance(self.fragment_weight, (int, float))
+                 and math.isfinite(self.fragment_weight) and self.fragment_weight > 0, s,
+                 "fragment_weight", "must be a finite number > 0", self.fragment_weight)
+        _require(isinstance(self.floor_height_m, (int, float))
+                 and math.isfinite(self.floor_height_m), s, "floor_height_m",
+                 "must be a finite number (metres)", self.floor_height_m)
+        _require(isinstance(self.color, bool), s, "color", "must be true or false",
+                 self.color)
 
 
 @dataclass
@@ -544,6 +631,7 @@ SECTIONS: dict[str, type] = {
     "occupancy": OccupancyConfig,
     "fusion": FusionConfig,
     "stereo": StereoConfig,
+    "rgb": RgbConfig,
     "map": MapConfig,
     "esdf": EsdfConfig,
     "costmap": CostmapConfig,
@@ -562,6 +650,7 @@ class MapperConfig:
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     stereo: StereoConfig = field(default_factory=StereoConfig)
+    rgb: RgbConfig = field(default_factory=RgbConfig)
     map: MapConfig = field(default_factory=MapConfig)
     esdf: EsdfConfig = field(default_factory=EsdfConfig)
     costmap: CostmapConfig = field(default_factory=CostmapConfig)

@@ -8,24 +8,30 @@ Per frame (all batched tensor code, any device):
    ``p_k = o + (d * |ray| + k * voxel_size) * r`` for ``k = -n .. n``, where ``ray`` is the
    optical-frame vector ``((u - cx)/fx, (v - cy)/fy, 1)`` and ``d`` the measured z-depth, so
    ``k = 0`` is the measured point. Each sample reads the latent code and update count of its
-   nearest voxel (``round(p / voxel_size)``); blocks are allocated on the way.
+   nearest voxel (``round(p / voxel_size)``); blocks are allocated on the way. Optionally
+   (``free_space_samples = S > 0``, issue 13) ``S`` more samples per ray lie in front of the
+   band (:func:`free_space_sample_voxels`) and update only voxels of allocated blocks: free
+   space seen later can overwrite what an outlier wrote there.
 2. **Fusion network.** The samples are laid out view-aligned over the image grid:
    ``(1, C, H, W)`` with, per sample ``k``, ``F`` features and the confidence
    :func:`~recon_ros.core.latent_volume.encode_count`; then the measured depth
    (``/ DEPTH_SCALE_M``), the unit ray direction in the optical frame (3) and a validity mask.
-   ``C = K * (F + 1) + 5``. The network returns ``(1, K * F, H, W)`` feature updates in
-   ``[-1, 1]``.
+   ``C = K * (F + 1) + 5`` (with free-space samples ``+ S * (F + 2)``: features, confidence
+   and the distance in front of the measured point). The network returns ``(1, K * F, H, W)``
+   (``(K + S) * F``) feature updates in ``[-1, 1]``.
 3. **Integration.** Updates landing in the same voxel are mean-pooled, then fused with a
    count-weighted running average ``f <- (c f + u) / (c + 1)``, ``c <- min(c + 1, max_count)``.
 4. **Translation (lazy).** A translator network decodes normalized TSDF and occupancy logits
-   from each voxel's 3x3x3 feature neighbourhood; :meth:`LatentIntegrator.decode_dirty` does it
-   only for the voxels updated since the last decode dilated by one voxel (the voxels whose
-   neighbourhood changed) and writes TSDF (metres) and weight (the update count) into the
-   shared block volume.
+   from each voxel's 3x3x3 (``translator_context = 5``: 5x5x5) feature neighbourhood;
+   :meth:`LatentIntegrator.decode_dirty` does it only for the voxels updated since the last
+   decode dilated by one (two) voxels (the voxels whose neighbourhood changed) and writes
+   TSDF (metres) and weight (the update count) into the shared block volume.
 
 Host synchronisations (see ``recon_ros.core.sync_audit``): the samples of a frame are grouped
 by block and voxel with one sort over a static ``H * W * K`` layout (invalid samples sort last)
-and compacted with one synchronisation; allocating the frame's blocks costs the hash map's two.
+and compacted with one synchronisation; allocating the frame's blocks costs the hash map's two
+(free-space samples add one to find the blocks to allocate and one to drop the voxels of
+absent blocks).
 A decode costs one to find the dirty blocks and, per ``decode_batch_blocks`` of them, one to
 compact the voxels to decode.
 """
@@ -58,9 +64,66 @@ SizeRange = tuple[tuple[int, int], tuple[int, int]]
 _log = logging.getLogger(__name__)
 
 
-def fusion_input_channels(feature_channels: int, samples_per_side: int) -> int:
-    """``C = (2n + 1) * (F + 1) + 5``, the fusion network's input channels."""
-    return (2 * samples_per_side + 1) * (feature_channels + 1) + EXTRA_INPUT_CHANNELS
+#: Weights of the per-pixel phase of the free-space samples (the R2 low-discrepancy
+#: sequence: ``frac(R2_U * u + R2_V * v)`` spreads the sample depths of neighbouring pixels).
+R2_U, R2_V = 0.7548776662466927, 0.5698402909980532
+
+
+def fusion_input_channels(feature_channels: int, samples_per_side: int,
+                          free_space_samples: int = 0) -> int:
+    """``C = (2n + 1) * (F + 1) + S * (F + 2) + 5``, the fusion network's input channels
+    (a free-space sample also carries its distance in front of the measured point)."""
+    return ((2 * samples_per_side + 1) * (feature_channels + 1)
+            + free_space_samples * (feature_channels + 2) + EXTRA_INPUT_CHANNELS)
+
+
+def free_space_sample_voxels(depth: torch.Tensor, intrinsics: tuple[float, float, float, float],
+                             T_world_cam: torch.Tensor, voxel_size_m: float,
+                             samples_per_side: int, free_space_samples: int,
+                             range_voxels: float
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest voxels of ``S`` free-space samples per pixel, in front of the band.
+
+    Along the pixel's ray (distance ``t`` from the optical centre; the measured point at
+    ``t_d = d * |ray|``), the samples cover ``[t_lo, t_hi]`` with ``t_hi = t_d - (n + 1) *
+    voxel`` (one voxel in front of the band's first sample) and ``t_lo = max(voxel, t_hi -
+    range_voxels * voxel)``, stratified with a per-pixel phase ``phi = frac(R2_U * u + R2_V *
+    v)``: ``t_j = t_hi - (j + phi) * (t_hi - t_lo) / S`` for ``j = 0 .. S - 1``.
+
+    Args:
+        depth: (H, W) z-depth, metres (0 = invalid).
+        intrinsics: ``(fx, fy, cx, cy)`` pixels.
+        T_world_cam: (4, 4) float32 pose of the optical frame in the map frame.
+        voxel_size_m: voxel edge, metres.
+        samples_per_side: ``n`` of the band.
+        free_space_samples: ``S``.
+        range_voxels: length of the sampled stretch, voxels.
+
+    Returns:
+        ``(voxels, inside, ahead)``: (H, W, S, 3) int64 global voxel index of each sample;
+        (H, W, S) bool, the stretch exists (``t_hi > t_lo``); (H, W, S) float32 distance of
+        the sample in front of the measured point, ``t_d - t_j``, metres.
+    """
+    fx, fy, cx, cy = intrinsics
+    h, w = depth.shape
+    dev = depth.device
+    v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
+                          torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    phase = torch.frac(R2_U * u + R2_V * v).to(torch.float32)  # (H, W)
+    u, v = u.to(torch.float32), v.to(torch.float32)
+    ray = torch.stack(((u - cx) / fx, (v - cy) / fy, torch.ones_like(u)), dim=-1)
+    norm = ray.norm(dim=-1, keepdim=True)
+    ray_dir = ray / norm
+    t_d = depth.to(torch.float32) * norm[..., 0]  # (H, W)
+    t_hi = t_d - (samples_per_side + 1) * voxel_size_m
+    t_lo = torch.clamp(t_hi - range_voxels * voxel_size_m, min=voxel_size_m)
+    j = torch.arange(free_space_samples, device=dev, dtype=torch.float32)
+    t = t_hi[..., None] - (j + phase[..., None]) * ((t_hi - t_lo) / free_space_samples)[..., None]
+    inside = (t_hi > t_lo)[..., None].expand(h, w, free_space_samples)
+    R, origin = T_world_cam[:3, :3], T_world_cam[:3, 3]
+    points = t[..., None] * (ray_dir @ R.T)[:, :, None, :] + origin  # (H, W, S, 3)
+    return (torch.round(points / voxel_size_m).to(torch.int64), inside,
+            t_d[..., None] - t)
 
 
 def ray_sample_voxels(depth: torch.Tensor, intrinsics: tuple[float, float, float, float],
@@ -250,9 +313,9 @@ class LatentIntegrator:
     Args:
         fusion_net: ``(1, C, H, W) -> (1, (2n + 1) * F, H, W)`` updates in [-1, 1]
             (see :func:`fusion_input_channels`).
-        translator: ``(N, F + 1, D, D, D) -> (N, 2, D - 2, D - 2, D - 2)``: normalized TSDF in
-            [-1, 1] (units of ``truncation_voxels`` voxels) and occupancy logits; decoding
-            calls it with ``D = 3``.
+        translator: ``(N, F + 1, D, D, D) -> (N, 2, 1, 1, 1)`` for ``D = translator_context``:
+            normalized TSDF in [-1, 1] (units of ``truncation_voxels`` voxels) and occupancy
+            logits.
         samples_per_side: ``n``.
         truncation_voxels: the translator's TSDF scale, voxels.
         max_count: cap of the running-average count.
@@ -266,14 +329,28 @@ class LatentIntegrator:
             available to check their accuracy against float32).
         trained_size_range: the frame sizes the networks were trained on; a frame outside
             this range is fused with a warning, once per frame size (None = no check).
+        free_space_samples: ``S`` free-space samples per ray in front of the band (0 = none;
+            see :func:`free_space_sample_voxels`). They update only voxels of blocks that are
+            allocated (or allocated by the band samples of the same frame); the fusion network
+            then returns ``(2n + 1 + S) * F`` updates.
+        free_space_range_voxels: length of the free-space stretch, voxels.
+        translator_context: ``D`` in {3, 5}: the translator decodes each voxel from its
+            ``D x D x D`` neighbourhood (a decode then covers the updated voxels dilated by
+            ``(D - 1) / 2``).
     """
 
     def __init__(self, fusion_net: nn.Module, translator: nn.Module, samples_per_side: int,
                  truncation_voxels: float, max_count: float, decode_batch_blocks: int = 2048,
                  decode_batch_voxels: int = 65536, cuda_precision: str = "default",
-                 trained_size_range: SizeRange | None = None) -> None:
+                 trained_size_range: SizeRange | None = None, free_space_samples: int = 0,
+                 free_space_range_voxels: float = 32.0, translator_context: int = 3) -> None:
         if cuda_precision not in CUDA_PRECISIONS:
             raise ValueError(f"cuda_precision={cuda_precision!r}: one of {CUDA_PRECISIONS}")
+        if translator_context not in (3, 5):
+            raise ValueError(f"translator_context={translator_context!r}: 3 or 5")
+        self.free_space_samples = int(free_space_samples)
+        self.free_space_range_voxels = float(free_space_range_voxels)
+        self.translator_context = int(translator_context)
         self.fusion_net = fusion_net
         self.translator = translator
         self.samples_per_side = int(samples_per_side)
@@ -288,6 +365,11 @@ class LatentIntegrator:
     @property
     def samples(self) -> int:
         return 2 * self.samples_per_side + 1
+
+    @property
+    def context_radius(self) -> int:
+        """``(D - 1) / 2`` of the translator's ``D^3`` context."""
+        return (self.translator_context - 1) // 2
 
     def to(self, device: torch.device | str) -> "LatentIntegrator":
         """Move both networks to ``device``; returns self."""
@@ -323,6 +405,8 @@ class LatentIntegrator:
         Raises:
             VolumeError: see :func:`group_samples`.
         """
+        if self.free_space_samples:
+            return self._integrate_with_free_space(latent, frame, differentiable)
         valid = frame.valid(frame.depth)
         depth = torch.where(valid, frame.depth, 0.0)
         h, w = depth.shape
@@ -358,6 +442,84 @@ class LatentIntegrator:
         return LatentUpdate(voxel_ids, updates, mean, groups.sample_voxel,
                             int(groups.block_coords.shape[0]))
 
+    def _integrate_with_free_space(self, latent: LatentVolume, frame: FrameTensors,
+                                   differentiable: bool) -> LatentUpdate:
+        """:meth:`integrate` with ``S`` free-space samples per ray after the ``K`` band samples.
+
+        All ``K + S`` samples are grouped with the one sort; blocks holding a band sample are
+        allocated, the others are looked up, and voxels of absent blocks are dropped (their
+        samples read zeros). The fusion network sees per free-space sample its features, its
+        confidence and its distance in front of the measured point (``/ DEPTH_SCALE_M``).
+        Host syncs: the grouping's one, one to find the blocks to allocate (plus the hash
+        map's two when there are any), one to compact the voxels of present blocks."""
+        valid = frame.valid(frame.depth)
+        depth = torch.where(valid, frame.depth, 0.0)
+        h, w = depth.shape
+        self._check_size(w, h)
+        F, K, S = latent.feature_channels, self.samples, self.free_space_samples
+        vol, V = latent.volume, latent.volume.voxels_per_block
+        cam = frame.camera
+        intr = (cam.fx, cam.fy, cam.cx, cam.cy)
+        band, ray_dir = ray_sample_voxels(depth, intr, frame.T_world_cam, vol.voxel_size_m,
+                                          self.samples_per_side)
+        free, inside, ahead = free_space_sample_voxels(
+            depth, intr, frame.T_world_cam, vol.voxel_size_m, self.samples_per_side, S,
+            self.free_space_range_voxels)
+        free_valid = valid[:, :, None] & inside  # (H, W, S)
+        sample_valid = torch.cat((valid[:, :, None].expand(h, w, K), free_valid), dim=2)
+        groups = group_samples(torch.cat((band, free), dim=2).reshape(-1, 3),
+                               sample_valid.reshape(-1), vol.block_size)
+        u = groups.voxel_local.numel()
+        nothing = torch.zeros((0, F), device=depth.device)
+        if u == 0:
+            return LatentUpdate(groups.voxel_local, nothing, nothing, groups.sample_voxel, 0)
+        # blocks holding a band sample are allocated; free-space samples update present ones
+        is_band = (torch.arange(K + S, device=depth.device) < K).to(torch.float32)
+        voxel_band = torch.zeros(u + 1, device=depth.device).scatter_reduce_(
+            0, groups.sample_voxel, is_band.repeat(h * w), reduce="amax")[:u]
+        block_band = torch.zeros(groups.block_coords.shape[0], device=depth.device
+                                 ).scatter_reduce_(0, groups.voxel_block, voxel_band,
+                                                   reduce="amax") > 0
+        keys = pack_coords(groups.block_coords, check=False)  # in range (group_samples)
+        slots = vol.index.lookup(keys)
+        (new_at,) = compact(block_band & (slots < 0))
+        if new_at.numel():
+            slots[new_at] = latent.allocate_keys(keys[new_at])
+        voxel_slot = slots.index_select(0, groups.voxel_block)
+        voxel_ids = torch.where(voxel_slot >= 0, voxel_slot * V + groups.voxel_local, -1)
+        present = voxel_ids >= 0
+        safe = voxel_ids.clamp(min=0)
+        feats = latent.features.reshape(-1, F).index_select(0, safe)
+        conf = encode_count(latent.count.reshape(-1).index_select(0, safe))
+        table = torch.cat((feats, conf[:, None]), dim=1) * present[:, None]
+        table = nn.functional.pad(table, (0, 0, 0, 1))  # a zero row for invalid samples
+        per_sample = table.index_select(0, groups.sample_voxel).reshape(h * w, K + S, F + 1)
+        band_in = per_sample[:, :K].reshape(h * w, K * (F + 1))
+        dist = torch.where(free_valid, ahead / DEPTH_SCALE_M, 0.0).reshape(h * w, S, 1)
+        free_in = torch.cat((per_sample[:, K:], dist), dim=2).reshape(h * w, S * (F + 2))
+        x = torch.cat((band_in.T.reshape(1, K * (F + 1), h, w),
+                       free_in.T.reshape(1, S * (F + 2), h, w),
+                       (depth / DEPTH_SCALE_M)[None, None],
+                       ray_dir.permute(2, 0, 1)[None],
+                       valid.to(torch.float32)[None, None]), dim=1)
+        with network_precision(depth.device, self.cuda_precision):
+            out = self.fusion_net(x)
+        updates = out.to(torch.float32).reshape((K + S) * F, h * w).T.reshape(-1, F)
+        mean = segment_mean(groups.sample_voxel, updates, groups.voxel_samples)  # (U, F)
+        keep, kept_slots = compact(present, slots >= 0)  # one host sync
+        n_kept = keep.numel()
+        if n_kept == 0:
+            return LatentUpdate(keep, updates, nothing, torch.full_like(
+                groups.sample_voxel, 0), 0)
+        voxel_ids, mean = voxel_ids.index_select(0, keep), mean.index_select(0, keep)
+        remap = torch.full((u + 1,), n_kept, dtype=torch.int64, device=depth.device)
+        remap[keep] = torch.arange(n_kept, device=depth.device)
+        self._running_average(latent, voxel_ids, mean, differentiable)
+        block_slots = slots.index_select(0, kept_slots)
+        latent.mark_updated(voxel_ids, block_slots)
+        return LatentUpdate(voxel_ids, updates, mean, remap.index_select(0, groups.sample_voxel),
+                            int(block_slots.numel()))
+
     def _running_average(self, latent: LatentVolume, voxel_ids: torch.Tensor,
                          mean: torch.Tensor, differentiable: bool) -> None:
         """Count-weighted running average of the (U, F) pooled updates into their voxels."""
@@ -386,17 +548,25 @@ class LatentIntegrator:
             ``(tsdf, occupancy_logit)``: (M,) normalized TSDF in [-1, 1] (1 = the translator's
             truncation) and (M,) occupancy logits (> 0: inside a solid).
         """
+        # neighbourhoods read from the halos of the voxels' blocks (hash lookups per block,
+        # not per neighbour); differentiable with respect to the features
+        r, V = self.context_radius, latent.volume.voxels_per_block
+        slots, rows = torch.unique(torch.div(flat, V, rounding_mode="floor"),
+                                   return_inverse=True)
+        channels = latent.halo_channels(latent.halo_flat_index(slots, r))
+        x = latent.halo_neighbourhoods(channels, rows, flat % V, r)
         with network_precision(latent.device, self.cuda_precision):
-            out = self.translator(latent.voxel_neighbourhoods(flat))
+            out = self.translator(x)
         out = out.to(torch.float32).reshape(-1, 2)
         return out[:, 0], out[:, 1]
 
     @torch.no_grad()
     def decode_dirty(self, latent: LatentVolume) -> torch.Tensor:
-        """Decode the voxels updated since the last call, dilated by one voxel (those whose
-        3x3x3 neighbourhood changed), into the shared volume: ``tsdf`` (metres, clamped to the
-        volume's truncation; the volume's truncation where unobserved), ``weight`` (update
-        count) and ``latent.occupancy`` (probability). Other voxels keep what an earlier call
+        """Decode the voxels updated since the last call, dilated by ``(D - 1) / 2`` voxels
+        (those whose ``D^3`` neighbourhood changed; ``D`` = ``translator_context``), into the
+        shared volume: ``tsdf`` (metres, clamped to the volume's truncation; the volume's
+        truncation where unobserved), ``weight`` (update count) and ``latent.occupancy``
+        (probability). Other voxels keep what an earlier call
         wrote, which is what decoding them again would give. Marks the dirty blocks (those
         holding such voxels) changed in the volume for the mesher.
 
@@ -420,16 +590,19 @@ class LatentIntegrator:
         for them."""
         vol = latent.volume
         V = vol.voxels_per_block
-        halo = vol.halo_flat_index(slots)  # (S, (B + 2)^3)
-        todo = latent.dilated_pending(halo) & (latent.count.index_select(0, slots) > 0)
+        r = self.context_radius
+        halo = latent.halo_flat_index(slots, r)  # (S, (B + 2r)^3)
+        todo = latent.dilated_pending(halo, r) & (latent.count.index_select(0, slots) > 0)
         (selected,) = compact(todo.reshape(-1))  # (M,) indices into (S, V)
         channels = latent.halo_channels(halo)
         scale_m = self.truncation_voxels * vol.voxel_size_m
-        for start in range(0, selected.numel(), self.decode_batch_voxels):
-            sel = selected[start:start + self.decode_batch_voxels]
+        # the same memory per batch as 3x3x3 neighbourhoods of decode_batch_voxels voxels
+        batch = max(1, self.decode_batch_voxels * 27 // self.translator_context ** 3)
+        for start in range(0, selected.numel(), batch):
+            sel = selected[start:start + batch]
             rows, local = torch.div(sel, V, rounding_mode="floor"), sel % V
             with network_precision(vol.device, self.cuda_precision):
-                out = self.translator(latent.halo_neighbourhoods(channels, rows, local))
+                out = self.translator(latent.halo_neighbourhoods(channels, rows, local, r))
             out = out.to(torch.float32).reshape(-1, 2)
             flat = slots.index_select(0, rows) * V + local
             tsdf = (out[:, 0] * scale_m).clamp(-vol.truncation_m, vol.truncation_m)

@@ -21,7 +21,7 @@ from torch.nn import functional as nnf
 
 from .block_hash import pack_coords
 from .errors import VolumeError
-from .volume import BlockVolume, neighbour_offsets
+from .volume import BlockVolume
 
 LATENT_FORMAT = "recon_ros.latent_volume.v1"
 #: Update count at which the confidence channel reaches 0.5 (see :func:`encode_count`).
@@ -58,6 +58,13 @@ def voxel_flat_index(volume: BlockVolume, voxels: torch.Tensor, allocate: bool
     return flat.reshape(voxels.shape[:-1])
 
 
+def cube_offsets(radius: int, device: torch.device | str) -> torch.Tensor:
+    """((2r + 1)^3, 3) int64 offsets of a cube of voxels, x-major (x, then y, then z);
+    ``r = 1`` is ``volume.neighbour_offsets``."""
+    r = torch.arange(-radius, radius + 1, device=device)
+    return torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+
+
 class LatentVolume:
     """F feature channels and an update count per voxel, in the blocks of ``volume``.
 
@@ -72,6 +79,7 @@ class LatentVolume:
             raise VolumeError(f"feature_channels must be >= 1, got {feature_channels}")
         self.volume = volume
         self.feature_channels = int(feature_channels)
+        self._halos: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._allocate_storage(volume.capacity)
         volume.listeners.append(self)
 
@@ -149,54 +157,86 @@ class LatentVolume:
                 + self.volume.local_offsets[local])
 
     # ------------------------------------------------------------------ neighbourhoods
-    def voxel_neighbourhoods(self, flat: torch.Tensor) -> torch.Tensor:
-        """Features of the 3x3x3 neighbourhood of voxels, for the translator.
+    def voxel_neighbourhoods(self, flat: torch.Tensor, radius: int = 1) -> torch.Tensor:
+        """Features of the ``(2r + 1)^3`` neighbourhood of voxels, for the translator.
 
         Args:
             flat: (M,) flat indices (see :meth:`voxel_flat_index`) of allocated voxels.
+            radius: ``r`` (1: 3x3x3, 2: 5x5x5).
 
         Returns:
-            (M, F + 1, 3, 3, 3): features and :func:`encode_count` of each neighbour (zeros where a
-            neighbour's block is not allocated); axis order x, y, z (a channels-last view).
+            (M, F + 1, D, D, D), ``D = 2r + 1``: features and :func:`encode_count` of each
+            neighbour (zeros where a neighbour's block is not allocated); axis order x, y, z (a
+            channels-last view).
         """
-        offsets = neighbour_offsets(self.device)
+        offsets = cube_offsets(radius, self.device)
         nbr = self.voxel_flat_index(self.flat_to_voxels(flat)[:, None, :] + offsets[None],
-                                    allocate=False)  # (M, 27)
-        return self._as_neighbourhoods(self._gather_channels(nbr))
+                                    allocate=False)  # (M, D^3)
+        return self._as_neighbourhoods(self._gather_channels(nbr), radius)
+
+    def halo_flat_index(self, slots: torch.Tensor, radius: int = 1) -> torch.Tensor:
+        """(S, (B + 2r)**3) flat voxel index of each of the (S,) blocks grown by an
+        ``r``-voxel halo from its 26 neighbour blocks (-1 where a neighbour block is absent;
+        ``r <= B``). Sample ``(x, y, z)`` in ``-r .. B + r - 1`` is at ``((x + r) * (B + 2r)
+        + y + r) * (B + 2r) + z + r``. ``r = 1`` is ``BlockVolume.halo_flat_index``."""
+        vol = self.volume
+        if radius == 1:
+            return vol.halo_flat_index(slots)
+        B = vol.block_size
+        if radius > B:
+            raise VolumeError(f"a halo of {radius} voxels exceeds the block size {B}")
+        key = (radius, str(self.device))
+        if key not in self._halos:
+            s = torch.arange(-radius, B + radius, device=self.device)
+            sample = torch.stack(torch.meshgrid(s, s, s, indexing="ij"), -1).reshape(-1, 3)
+            block = torch.div(sample, B, rounding_mode="floor")  # in {-1, 0, 1}
+            local = sample - block * B
+            nbr_index = ((block[:, 0] + 1) * 3 + block[:, 1] + 1) * 3 + block[:, 2] + 1
+            linear = (local[:, 0] * B + local[:, 1]) * B + local[:, 2]
+            self._halos[key] = (nbr_index, linear)
+        nbr_index, linear = self._halos[key]
+        sample_slot = vol.neighbour_slots(slots)[:, nbr_index]
+        return torch.where(sample_slot >= 0, sample_slot * vol.voxels_per_block + linear[None],
+                           -1)
 
     def halo_channels(self, halo: torch.Tensor) -> torch.Tensor:
-        """(S, (B + 2)**3, F + 1) features and :func:`encode_count` of S blocks grown by a
-        one-voxel halo, from their (S, (B + 2)**3) ``BlockVolume.halo_flat_index`` (zeros
-        where a neighbour block is absent)."""
+        """(S, (B + 2r)**3, F + 1) features and :func:`encode_count` of S blocks grown by an
+        ``r``-voxel halo, from their (S, (B + 2r)**3) :meth:`halo_flat_index` (zeros where a
+        neighbour block is absent)."""
         return self._gather_channels(halo)
 
     def halo_neighbourhoods(self, channels: torch.Tensor, rows: torch.Tensor,
-                            local: torch.Tensor) -> torch.Tensor:
+                            local: torch.Tensor, radius: int = 1) -> torch.Tensor:
         """:meth:`voxel_neighbourhoods` of voxels of a few blocks, read from their halo
         channels (no hash lookups).
 
         Args:
-            channels: (S, (B + 2)**3, F + 1) :meth:`halo_channels` of S blocks.
+            channels: (S, (B + 2r)**3, F + 1) :meth:`halo_channels` of S blocks (halo
+                ``radius``).
             rows: (M,) int64 row of each voxel's block in ``channels``.
             local: (M,) int64 linear index of each voxel in its block.
+            radius: ``r``.
 
         Returns:
-            (M, F + 1, 3, 3, 3) as :meth:`voxel_neighbourhoods`.
+            (M, F + 1, D, D, D) as :meth:`voxel_neighbourhoods`.
         """
-        n = self.volume.block_size + 2
-        # (V, 27) halo sample of each neighbour of each voxel: voxel (x, y, z) is sample
-        # (x + 1, y + 1, z + 1), its neighbour at offset o is sample (x, y, z) + o + 1
-        sample = self.volume.local_offsets[:, None, :] + neighbour_offsets(self.device)[None] + 1
+        n = self.volume.block_size + 2 * radius
+        # (V, D^3) halo sample of each neighbour of each voxel: voxel (x, y, z) is sample
+        # (x + r, y + r, z + r), its neighbour at offset o is sample (x, y, z) + o + r
+        sample = (self.volume.local_offsets[:, None, :]
+                  + cube_offsets(radius, self.device)[None] + radius)
         sample = (sample[..., 0] * n + sample[..., 1]) * n + sample[..., 2]
-        idx = rows[:, None] * n ** 3 + sample.index_select(0, local)  # (M, 27)
+        idx = rows[:, None] * n ** 3 + sample.index_select(0, local)  # (M, D^3)
         c = self.feature_channels + 1
         return self._as_neighbourhoods(
-            channels.reshape(-1, c).index_select(0, idx.reshape(-1)).reshape(-1, 27, c))
+            channels.reshape(-1, c).index_select(0, idx.reshape(-1)).reshape(
+                -1, (2 * radius + 1) ** 3, c), radius)
 
-    def _as_neighbourhoods(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, 27, F + 1) channels of the x-major neighbours -> (M, F + 1, 3, 3, 3), a view
+    def _as_neighbourhoods(self, x: torch.Tensor, radius: int = 1) -> torch.Tensor:
+        """(M, D^3, F + 1) channels of the x-major neighbours -> (M, F + 1, D, D, D), a view
         (the translator reads it channels-last without a copy)."""
-        return x.reshape(-1, 3, 3, 3, self.feature_channels + 1).permute(0, 4, 1, 2, 3)
+        d = 2 * radius + 1
+        return x.reshape(-1, d, d, d, self.feature_channels + 1).permute(0, 4, 1, 2, 3)
 
     def _gather_channels(self, flat: torch.Tensor) -> torch.Tensor:
         """(...) flat indices (-1 = absent) -> (..., F + 1) features and :func:`encode_count`."""
@@ -223,19 +263,21 @@ class LatentVolume:
         nbr = self.volume.neighbour_slots(slots)
         self.dirty[torch.where(nbr >= 0, nbr, slots[:, None])] = True
 
-    def dilated_pending(self, halo: torch.Tensor) -> torch.Tensor:
-        """Voxels whose 3x3x3 neighbourhood holds a pending voxel.
+    def dilated_pending(self, halo: torch.Tensor, radius: int = 1) -> torch.Tensor:
+        """Voxels whose ``(2r + 1)^3`` neighbourhood holds a pending voxel.
 
         Args:
-            halo: (S, (B + 2)**3) ``BlockVolume.halo_flat_index`` of S blocks.
+            halo: (S, (B + 2r)**3) :meth:`halo_flat_index` of S blocks.
+            radius: ``r``.
 
         Returns:
             (S, V) bool, per voxel of each block.
         """
-        n = self.volume.block_size + 2
+        n = self.volume.block_size + 2 * radius
         pending = self.pending.view(-1).index_select(0, halo.clamp(min=0).reshape(-1))
         pending = (pending & (halo.reshape(-1) >= 0)).to(torch.float32).reshape(-1, 1, n, n, n)
-        return nnf.max_pool3d(pending, kernel_size=3, stride=1).reshape(halo.shape[0], -1) > 0
+        return nnf.max_pool3d(pending, kernel_size=2 * radius + 1,
+                              stride=1).reshape(halo.shape[0], -1) > 0
 
     # ------------------------------------------------------------------ lifecycle
     def detach(self) -> None:
@@ -250,6 +292,7 @@ class LatentVolume:
     def to(self, device: torch.device | str) -> "LatentVolume":
         """Move the latent tensors (and the shared volume) to ``device``; returns self."""
         self.volume.to(device)
+        self._halos.clear()
         for name in ("features", "count", "occupancy", "pending", "dirty"):
             setattr(self, name, getattr(self, name).to(self.volume.device))
         return self

@@ -3,7 +3,7 @@
     >>> from recon_ros.core import Mapper, MapperConfig
     >>> mapper = Mapper(MapperConfig())
     >>> mapper.integrate(frame)          # a recon_ros.core.Frame
-    >>> mapper.integrate_color(rgb, camera, T_world_cam, stamp_ns)  # fusion.method: stereo
+    >>> mapper.integrate_color(rgb, camera, T_world_cam, stamp_ns)  # fusion.method: stereo | rgb
     >>> mesh = mapper.mesh()             # TriangleMesh, map frame
     >>> export = mapper.export_mesh()    # per mesh.method (marching_cubes | poisson)
     >>> grid = mapper.occupancy_grid()   # OccupancyGrid2D for Nav2
@@ -11,8 +11,9 @@
     >>> cost = mapper.costmap()          # Nav2-style inflated costmap
 
 Only :meth:`Mapper.integrate` (:meth:`Mapper.integrate_color` and
-:meth:`Mapper.finish_color` with ``fusion.method: stereo``) changes the map; meshing and occupancy are computed lazily (and
-incrementally for the mesh) when asked, so a node can run them at their own rates.
+:meth:`Mapper.finish_color` with ``fusion.method: stereo`` or ``rgb``) changes the map;
+meshing and occupancy are computed lazily (and incrementally for the mesh) when asked, so a
+node can run them at their own rates.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .occupancy import OccupancyMapper
 from .occupancy_grid import OccupancyGrid2D
 from .poisson import poisson_mesh
 from .refine import TsdfRefiner
+from .rgb_mapping import FragmentTsdf, RgbFragments, fuse_fragment
 from .stereo_mapping import StereoDepthFrames
 from .timing import StageTimer
 from .tsdf_integrator import FrameTensors, IntegrationResult, TsdfIntegrator
@@ -48,6 +50,8 @@ from .upload import HostStaging
 from .volume import BlockVolume
 
 MAPPER_FORMAT = "recon_ros.mapper.v1"
+#: Fusion methods whose map is made from color images (:meth:`Mapper.integrate_color`).
+COLOR_METHODS = ("stereo", "rgb")
 #: Worst-case hash index bytes per block: a rehash sizes the table to the power of two at or
 #: above 4x the blocks (up to 8 cells of 16 bytes per block), plus up to 2 slot keys of 8 bytes.
 _INDEX_BYTES_PER_BLOCK = 144
@@ -57,8 +61,10 @@ class Mapper:
     """Incremental mapping on one torch device: classical TSDF fusion, learned latent fusion
     (``fusion.method: latent``) whose TSDF is decoded lazily into the same block volume before
     any output (mesh, occupancy, checkpoint) is produced, or TSDF fusion of depth computed by
-    plane-sweep stereo from posed color images (``fusion.method: stereo``: frames go to
-    :meth:`integrate_color`, not :meth:`integrate`).
+    plane-sweep stereo from posed color images (``fusion.method: stereo``), or TSDF of
+    keyframe fragments predicted by an Atlas-style network and merged into the map
+    (``fusion.method: rgb``); in both color modes frames go to :meth:`integrate_color`, not
+    :meth:`integrate`.
 
     Args:
         config: the whole mapping configuration (validated on construction).
@@ -93,6 +99,14 @@ class Mapper:
         self.stereo: StereoDepthFrames | None = (
             StereoDepthFrames(self.config.stereo, self.device)
             if self.config.fusion.method == "stereo" else None)
+        #: Keyframe fragments and their predicted TSDF of ``fusion.method: rgb``, else None.
+        self.rgb: RgbFragments | None = None
+        if self.config.fusion.method == "rgb":
+            from ..models.atlas_mapping import load_atlas_for_mapper  # (models import core)
+
+            self.rgb = RgbFragments(self.config.rgb,
+                                    load_atlas_for_mapper(self.config, self.device),
+                                    truncation_m, self.device)
         #: Test-time refinement after each depth frame (``refine.enabled``), else None.
         self.refiner = self._refiner()
         self._limit_capacity()
@@ -116,6 +130,9 @@ class Mapper:
             free_below_m=oc.free_below_m, min_weight=oc.min_weight,
             truncation_m=self.truncation_m, free_space_stride_px=oc.free_space_stride_px)
         self.volume.release_hooks = [self.occupancy.remember_free_space]
+        if self.config.fusion.method == "latent":  # the occupancy head decides (issue 13)
+            self.occupancy.use_probability(self._latent_occupancy,
+                                           self.config.fusion.occupancy_threshold)
         self.esdf: EsdfLayer | None = None
         ec = self.config.esdf
         if ec.enabled:
@@ -151,20 +168,25 @@ class Mapper:
             the number of blocks whose TSDF changed.
 
         Raises:
-            ConfigError: ``fusion.method`` is ``stereo`` (its map is made from color images
-                only, by :meth:`integrate_color`).
+            ConfigError: ``fusion.method`` is ``stereo`` or ``rgb`` (their map is made from
+                color images only, by :meth:`integrate_color`).
         """
-        if self.stereo is not None:
-            raise ConfigError("fusion.method is 'stereo': the map is built from color images "
-                              "by Mapper.integrate_color, depth frames are not integrated")
+        method = self.config.fusion.method
+        if method in COLOR_METHODS:
+            raise ConfigError(f"fusion.method is {method!r}: the map is built from color "
+                              "images by Mapper.integrate_color, depth frames are not "
+                              "integrated")
         return self._fuse(frame, robot_position_m)
 
     def integrate_color(self, color: np.ndarray | torch.Tensor, camera: PinholeCamera,
                         T_world_cam: np.ndarray, stamp_ns: int, frame_id: str = "camera",
-                        robot_position_m: np.ndarray | None = None) -> Frame | None:
+                        robot_position_m: np.ndarray | None = None
+                        ) -> Frame | FragmentTsdf | None:
         """``fusion.method: stereo``: offer one posed color image; when it completes a
         keyframe's depth map (:class:`~recon_ros.core.stereo_mapping.StereoDepthFrames`),
-        fuse that depth frame like :meth:`integrate` does.
+        fuse that depth frame like :meth:`integrate` does. ``fusion.method: rgb``: when it
+        completes a fragment of keyframes (:class:`~recon_ros.core.rgb_mapping.RgbFragments`),
+        merge the fragment's predicted TSDF into the map.
 
         Args:
             color: (H, W, 3) uint8 RGB image.
@@ -175,22 +197,52 @@ class Mapper:
             robot_position_m: as in :meth:`integrate`.
 
         Returns:
-            The depth frame integrated (a keyframe's, possibly an earlier one's), or None.
+            The depth frame integrated (a keyframe's, possibly an earlier one's; stereo) or
+            the fragment merged (rgb), or None.
 
         Raises:
-            ConfigError: ``fusion.method`` is not ``stereo``.
+            ConfigError: ``fusion.method`` is neither ``stereo`` nor ``rgb``.
             FrameError: a malformed image or pose.
         """
+        if self.rgb is not None:
+            self.timer.next_frame()
+            with self.timer("rgb"):
+                fragment = self.rgb.add(color, camera, T_world_cam, stamp_ns, frame_id)
+            if fragment is not None:
+                self._fuse_fragment(fragment, robot_position_m)
+            return fragment
         with self.timer("stereo"):
             frame = self._stereo().add(color, camera, T_world_cam, stamp_ns, frame_id)
         if frame is not None:
             self._fuse(frame, robot_position_m)
         return frame
 
-    def finish_color(self, robot_position_m: np.ndarray | None = None) -> list[Frame]:
-        """``fusion.method: stereo``, at the end of a stream: compute and fuse the depth of
+    def color_input_counts(self) -> dict[str, int]:
+        """What the color-only pipeline did so far (empty for depth input): ``frames_seen``
+        (posed color images), ``keyframes``, then for ``stereo`` ``depth_frames`` (keyframes
+        given a depth map) and ``without_sources`` (keyframes with too few source views), for
+        ``rgb`` ``fragments`` (fragments fused)."""
+        if self.stereo is not None:
+            st = self.stereo
+            return {"frames_seen": st.frames_seen, "keyframes": st.keyframes,
+                    "depth_frames": st.depth_frames, "without_sources": st.without_sources}
+        if self.rgb is not None:
+            return {"frames_seen": self.rgb.frames_seen, "keyframes": self.rgb.keyframes,
+                    "fragments": self.rgb.fragments}
+        return {}
+
+    def finish_color(self, robot_position_m: np.ndarray | None = None
+                     ) -> list[Frame] | list[FragmentTsdf]:
+        """At the end of a stream. ``fusion.method: stereo``: compute and fuse the depth of
         the keyframes still waiting for newer ones (``stereo.reference_delay``); returns the
-        frames integrated."""
+        frames integrated. ``rgb``: predict and merge the fragment of the last keyframes
+        when some arrived after the last fragment; returns it (or nothing)."""
+        if self.rgb is not None:
+            with self.timer("rgb"):
+                fragments = self.rgb.finish()
+            for fragment in fragments:
+                self._fuse_fragment(fragment, robot_position_m)
+            return fragments
         with self.timer("stereo"):
             frames = self._stereo().finish()
         for frame in frames:
@@ -199,9 +251,29 @@ class Mapper:
 
     def _stereo(self) -> StereoDepthFrames:
         if self.stereo is None:
-            raise ConfigError(f"color-only input needs fusion.method: stereo, not "
+            raise ConfigError(f"color-only input needs fusion.method: stereo or rgb, not "
                               f"{self.config.fusion.method!r}")
         return self.stereo
+
+    def _fuse_fragment(self, fragment: FragmentTsdf, robot_position_m: np.ndarray | None
+                       ) -> int:
+        """Merge a predicted fragment (``fusion.method: rgb``) into the map, then apply the
+        map bounds around ``robot_position_m`` (None = the newest keyframe's camera); returns
+        the number of blocks merged. Weight decay applies as for depth frames; there are no
+        depth rays, so nothing is carved (the 2D grid follows the merged TSDF)."""
+        T = fragment.keyframes[-1].T_world_cam
+        centre = torch.as_tensor(np.asarray(
+            T[:3, 3] if robot_position_m is None else robot_position_m, dtype=np.float32),
+            device=self.device)
+        self._decay(fragment.stamp_ns)
+        with self.timer("integrate"):
+            changed = fuse_fragment(self.volume, fragment, self.config.rgb.fragment_weight,
+                                    self.config.integration.max_weight)
+        self.has_color |= fragment.color is not None
+        with self.timer("bound"):
+            self._bound(centre)
+        self.frames_integrated += fragment.new_keyframes
+        return changed
 
     def _fuse(self, frame: Frame, robot_position_m: np.ndarray | None) -> int:
         """:meth:`integrate` without the check of the fusion method."""
@@ -389,10 +461,33 @@ class Mapper:
                                 with_colors=self.has_color)
 
     def occupied_voxels(self) -> np.ndarray:
-        """(N, 3) float32 centres of occupied voxels, map frame, metres."""
+        """(N, 3) float32 centres of occupied voxels, map frame, metres (latent fusion: the
+        observed voxels whose decoded occupancy probability is >= ``fusion.
+        occupancy_threshold``; else those whose TSDF is below the occupancy threshold)."""
         self.decode()
         with self.timer("occupancy"):
             return self.occupancy.occupied_points().cpu().numpy()
+
+    def occupied_voxels_with_probability(self) -> tuple[np.ndarray, np.ndarray]:
+        """Latent fusion only: :meth:`occupied_voxels` and (N,) float32 occupancy probability
+        of each (the decoded occupancy head: a per-voxel confidence; saved maps carry it).
+
+        Raises:
+            ConfigError: the map is not latent fusion (``fusion.method: latent``).
+        """
+        if self.latent is None:
+            raise ConfigError("occupancy probabilities need fusion.method: latent, not "
+                              f"{self.config.fusion.method!r}")
+        self.decode()
+        with self.timer("occupancy"):
+            points, prob = self.occupancy.occupied_points_with_probability()
+        return points.cpu().numpy(), prob.cpu().numpy()
+
+    def _latent_occupancy(self) -> torch.Tensor | None:
+        """The latent map's decoded occupancy probability per voxel slot (None before the
+        latent volume exists)."""
+        latent = getattr(self, "latent", None)  # None while __init__ builds the outputs
+        return latent.occupancy if latent is not None else None
 
     def refresh_occupancy(self) -> None:
         """Bring the occupancy layers up to date with the map (incremental: only blocks
@@ -463,6 +558,8 @@ class Mapper:
             self.esdf.reset()
         if self.stereo is not None:
             self.stereo.reset()
+        if self.rgb is not None:
+            self.rgb.reset()
         self.frames_integrated = 0
         self.has_color = False
         self.blocks_released = dict.fromkeys(self.blocks_released, 0)
@@ -523,6 +620,8 @@ class Mapper:
             self.esdf.to(self.device)
         if self.stereo is not None:
             self.stereo.to(self.device)
+        if self.rgb is not None:
+            self.rgb.to(self.device)
         self.timer.device = self.device
         return self
 

@@ -2,6 +2,10 @@
 
 Map frame z is up. A voxel is *occupied* when it was observed (weight >= ``min_weight``) and its
 TSDF is below ``occupied_threshold_m`` (on or behind a surface), *free* when observed and above.
+With a per-voxel occupancy probability (:meth:`OccupancyMapper.use_probability`; latent fusion's
+decoded occupancy head) a voxel is occupied when observed and its probability is at least the
+given threshold instead; the probability is then also each occupied voxel's confidence
+(:meth:`OccupancyMapper.occupied_points_with_probability`).
 Both outputs derive from the *current* TSDF, so when free-space clearing removes an object from
 the volume it leaves the occupied voxels and the grid too.
 
@@ -28,6 +32,7 @@ column falls in exactly one cell).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -77,7 +82,33 @@ class OccupancyMapper:
         self.stride = int(free_space_stride_px)
         self.batch_blocks = int(batch_blocks)
         self.cells_cleared = 0
+        self._probability: Callable[[], torch.Tensor | None] | None = None
+        self.probability_threshold = 0.5
         self.reset()
+
+    def use_probability(self, source: Callable[[], torch.Tensor | None], threshold: float
+                        ) -> None:
+        """Decide occupancy by a per-voxel probability instead of the TSDF sign rule.
+
+        Args:
+            source: returns the (N, V) occupancy probability aligned with the volume's slots
+                (e.g. ``LatentVolume.occupancy``), or None (then the TSDF rule applies).
+            threshold: an observed voxel is occupied when its probability is >= this.
+        """
+        self._probability = source
+        self.probability_threshold = float(threshold)
+        self._seen_stamp = -1  # rebuild the derived layers by the new rule
+        self._points.clear()
+        self._probs.clear()
+
+    def _occupied(self, slots: torch.Tensor, tsdf: torch.Tensor) -> torch.Tensor:
+        """(..., V) bool, on or behind a surface, of the voxels of (...) ``slots`` whose TSDF
+        is ``tsdf`` (..., V): the probability rule if one is set (:meth:`use_probability`),
+        else ``tsdf < occupied_threshold_m``."""
+        prob = self._probability() if self._probability is not None else None
+        if prob is None:
+            return tsdf.to(torch.float32) < self.occupied_threshold_m
+        return prob[slots] >= self.probability_threshold
 
     @property
     def device(self) -> torch.device:
@@ -89,6 +120,7 @@ class OccupancyMapper:
         self._free_z = self._new_tiles(256, float("inf"), torch.float32)
         self._flags = self._new_tiles(256, 0, torch.uint8)
         self._points: dict[int, torch.Tensor] = {}
+        self._probs: dict[int, torch.Tensor] = {}
         self._seen_stamp = -1
 
     def _new_tiles(self, n: int, value: float, dtype: torch.dtype) -> torch.Tensor:
@@ -250,7 +282,7 @@ class OccupancyMapper:
         high = (blocks[:, 2] + 1) * vol.block_size > k0
         centre = vol.voxel_centers(slots)  # (R, V, 3)
         free = ((low & high)[:, None] & (vol.weight[slots] >= self.min_weight)
-                & (vol.tsdf[slots].to(torch.float32) >= self.occupied_threshold_m)
+                & ~self._occupied(slots, vol.tsdf[slots])
                 & (centre[..., 2] >= self.min_height_m - 1e-6) & (centre[..., 2] <= z_top + 1e-6))
         (at,) = compact(free.reshape(-1))  # one host read
         if at.numel() == 0:
@@ -268,9 +300,11 @@ class OccupancyMapper:
         self._seen_stamp = vol.stamp
         if not changes.complete:
             self._points.clear()
+            self._probs.clear()
             self._flags.zero_()
         for key in changes.released_keys.tolist():
             self._points.pop(key, None)
+            self._probs.pop(key, None)
         for start in range(0, changes.slots.numel(), self.batch_blocks):
             self._update_points(changes.slots[start:start + self.batch_blocks])
         columns = torch.cat((vol.slot_coords(changes.slots), unpack_keys(changes.released_keys)))
@@ -282,16 +316,22 @@ class OccupancyMapper:
         """Recompute the occupied voxel centres of (S,) blocks."""
         vol = self.volume
         occupied = ((vol.weight[slots] >= self.min_weight)
-                    & (vol.tsdf[slots].to(torch.float32) < self.occupied_threshold_m))
+                    & self._occupied(slots, vol.tsdf[slots]))
         block, voxel = torch.nonzero(occupied, as_tuple=True)
         centres = vol.voxel_centers_at(slots, block, voxel)
         counts = torch.bincount(block, minlength=slots.numel()).tolist()
-        for key, count, pts in zip(vol.index.slot_keys[slots].tolist(), counts,
-                                   torch.split(centres, counts)):
+        prob = self._probability() if self._probability is not None else None
+        probs = (torch.split(prob[slots[block], voxel], counts) if prob is not None
+                 else [None] * len(counts))
+        for key, count, pts, p in zip(vol.index.slot_keys[slots].tolist(), counts,
+                                      torch.split(centres, counts), probs):
             if count:
                 self._points[key] = pts
+                if p is not None:
+                    self._probs[key] = p
             else:
                 self._points.pop(key, None)
+                self._probs.pop(key, None)
 
     def _band_voxels(self) -> tuple[int, int]:
         """First and last voxel z index whose centre lies in the height band."""
@@ -332,13 +372,14 @@ class OccupancyMapper:
         slots = vol.find(blocks.reshape(-1, 3)).reshape(-1, nz)  # (C, nz)
         present = slots >= 0
         s = slots.clamp(min=0)
-        tsdf = vol.tsdf[s].to(torch.float32).reshape(-1, nz, B, B, B)  # (C, nz, x, y, z)
+        # (C, nz, x, y, z): on or behind a surface
+        below = self._occupied(s, vol.tsdf[s]).reshape(-1, nz, B, B, B)
         weight = torch.where(present[..., None], vol.weight[s].to(torch.float32), 0.0)
         weight = weight.reshape(-1, nz, B, B, B)
         k = (bz[:, None] * B + torch.arange(B, device=self.device)[None])  # (nz, B) voxel z
         in_band = ((k >= k0) & (k <= k1))[None, :, None, None, :]
         observed = (weight >= self.min_weight) & in_band
-        occupied = observed & (tsdf < self.occupied_threshold_m)
+        occupied = observed & below
         low = (k.to(torch.float32) * vol.voxel_size_m <= self.free_below_m)[None, :, None, None]
         low_free = observed & ~occupied & low
         flags = (occupied.any(dim=(1, 4)).to(torch.uint8) * OCC_BIT
@@ -389,6 +430,21 @@ class OccupancyMapper:
         if not self._points:
             return torch.empty((0, 3), dtype=torch.float32, device=self.device)
         return torch.cat(list(self._points.values()))
+
+    def occupied_points_with_probability(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`occupied_points` and (N,) float32 occupancy probability of each (the
+        source of :meth:`use_probability`).
+
+        Raises:
+            ConfigError: no probability source is set (TSDF maps).
+        """
+        if self._probability is None or self._probability() is None:
+            raise ConfigError("occupancy probabilities exist only for latent fusion maps "
+                              "(fusion.method: latent)")
+        points = self.occupied_points()
+        if not self._points:
+            return points, torch.empty(0, device=self.device)
+        return points, torch.cat([self._probs[k] for k in self._points])
 
     def grid(self) -> OccupancyGrid2D:
         """The 2D grid over the height band: occupied > free > unknown (see module doc)."""

@@ -47,6 +47,17 @@ class ColorImage:
     frame_id: str
 
 
+def check_color_image(color: ArrayLike, camera: PinholeCamera) -> None:
+    """Raise :class:`FrameError` unless ``color`` is an (H, W, 3) uint8 image (numpy or torch)
+    of ``camera``'s size."""
+    if color.ndim != 3 or color.shape[2] != 3 or color.dtype not in (np.uint8, torch.uint8):
+        raise FrameError(f"color must be (H, W, 3) uint8 RGB, got shape "
+                         f"{tuple(color.shape)} dtype {color.dtype}")
+    if tuple(color.shape[:2]) != (camera.height, camera.width):
+        raise FrameError(f"color image is {color.shape[1]}x{color.shape[0]} but its camera "
+                         f"model is {camera.width}x{camera.height}")
+
+
 class StereoDepthFrames:
     """Depth frames from a stream of posed color images (see the module docstring).
 
@@ -98,12 +109,7 @@ class StereoDepthFrames:
             FrameError: a color image that is not (H, W, 3) uint8 of the camera's size, or a
                 pose that is not a rigid transform.
         """
-        if color.ndim != 3 or color.shape[2] != 3 or color.dtype not in (np.uint8, torch.uint8):
-            raise FrameError(f"color must be (H, W, 3) uint8 RGB, got shape "
-                             f"{tuple(color.shape)} dtype {color.dtype}")
-        if tuple(color.shape[:2]) != (camera.height, camera.width):
-            raise FrameError(f"color image is {color.shape[1]}x{color.shape[0]} but its camera "
-                             f"model is {camera.width}x{camera.height}")
+        check_color_image(color, camera)
         self.frames_seen += 1
         keyframe = self.selector.offer(T_world_cam,
                                        ColorImage(color, camera, int(stamp_ns), frame_id))

@@ -14,7 +14,7 @@ Reading is two passes over the bag:
 2. **Stream**: depth and color images are decoded and yielded as frames in depth-stamp order.
 
 :class:`RosbagColorSource` reads posed color images only (no depth needed), for color-only
-mapping (``fusion.method: stereo``).
+mapping (``fusion.method: stereo`` or ``rgb``).
 
 Every depth message that does not become a frame is counted in :attr:`RosbagSource.drops`
 with its reason; color problems do not drop the frame (it is yielded with ``color=None``) and
@@ -841,7 +841,8 @@ class ColorFrame:
 
 class RosbagColorSource:
     """Iterate the posed color images of a rosbag2 bag (sqlite3 or MCAP) without ROS, for
-    color-only mapping (``fusion.method: stereo``); depth topics, if any, are ignored.
+    color-only mapping (``fusion.method: stereo`` or ``rgb``); depth topics, if any, are
+    ignored.
 
     Reading is two passes: TF and the color camera_info first (poses are interpolated at
     every image stamp), then the images, yielded in bag order. Every image that does not
@@ -887,8 +888,8 @@ class RosbagColorSource:
             if color is None or info is None:
                 raise BagTopicError(
                     f"no color image topic in bag {self.path}: color-only mapping "
-                    f"(fusion.method: stereo) needs a {IMAGE} (rgb8, bgr8, rgba8, bgra8 or "
-                    f"mono8) or {COMPRESSED_IMAGE} topic with a sibling camera_info; "
+                    f"(fusion.method: stereo or rgb) needs a {IMAGE} (rgb8, bgr8, rgba8, "
+                    f"bgra8 or mono8) or {COMPRESSED_IMAGE} topic with a sibling camera_info; "
                     f"{_topic_listing(reader)}"
                 )
             self._count = int(reader.topics[color].msgcount)

@@ -5,7 +5,7 @@ Pipeline for one *fragment* (an axis-aligned box of voxels around the current ke
 :class:`Fragment`):
 
 1. :class:`FeatureNet2D`: a small 2D CNN (trained from scratch) maps each ``(H, W)`` RGB view to
-   ``C`` features per pixel at 1/4 resolution, ``(C, H / 4, W / 4)``.
+   ``C`` features per pixel at 1/``feature_stride`` resolution (stride 4 or 2).
 2. :func:`backproject`: every voxel centre is projected into each view; the feature map is
    sampled bilinearly there, so one view's features are copied along the pixel rays through
    the whole box (voxels in front of the camera and inside the image only).
@@ -15,6 +15,15 @@ Pipeline for one *fragment* (an axis-aligned box of voxels around the current ke
    from a small 3D score head (Pix2Vox), kept online with a running log-sum-exp. Both keep the
    weighted first and second moments of the features, so the 3D network sees their (weighted)
    variance across views, a photo-consistency cue, besides their mean.
+3b. :class:`MatchingFusion` (deviation from Atlas, which relies on a pretrained backbone
+   instead): an explicit geometric matching cue from the raw full-resolution images. Every
+   view contributes, per voxel, the colour patch (``(2 r + 1)**2`` pixels at a dilation) sampled
+   around the voxel's projection, zero-mean per channel and scaled to unit RMS
+   (:func:`patch_vectors`); running sums of these vectors give, exactly and in any view order,
+   the mean pairwise ZNCC across all views that saw the voxel (the voxel-space analogue of the
+   plane-sweep cost), one channel per patch dilation, fed to the 3D network next to the fused
+   features. The context score head also sees each new view's mean ZNCC with the views fused
+   before it.
 4. :class:`EncoderDecoder3D`: a 3D encoder-decoder over the fused volume with three heads at
    4x, 2x and 1x the voxel size, each predicting a TSDF (``tanh``; 1 = the level's truncation,
    ``truncation_voxels`` voxels *of that level*) and an occupancy logit. Coarse to fine: a
@@ -50,7 +59,15 @@ LEVEL_SCALES = (4, 2, 1)
 #: Feature-map stride of :class:`FeatureNet2D` (image pixels per feature pixel).
 FEATURE_STRIDE = 4
 VIEW_FUSIONS = ("average", "context")
-WEIGHTS_FORMAT = "recon_ros.atlas.weights.v1"
+#: Current weight-file format. v2 added the matching cue and the 2D feature stride to the config.
+WEIGHTS_FORMAT = "recon_ros.atlas.weights.v2"
+#: The first format (no matching cue, feature stride 4); still readable by :func:`load_atlas`.
+WEIGHTS_FORMAT_V1 = "recon_ros.atlas.weights.v1"
+#: Config values a v1 file implies for fields it predates.
+_V1_DEFAULTS = {"feature_stride": 4, "matching_dilations": []}
+#: ``eps`` of :func:`patch_vectors` (intensity**2 in [0, 1] units): patches with an RMS contrast
+#: well below 1e-3 shrink towards 0 instead of amplifying noise.
+PATCH_EPS = 1.0e-6
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Log-sum-exp of a voxel no view has seen yet (finite, so gradients never meet ``-inf - -inf``).
 _EMPTY_LSE = -1.0e4
@@ -68,6 +85,10 @@ class AtlasConfig:
         view_fusion: ``average`` (running mean) or ``context`` (softmax-weighted, Pix2Vox).
         truncation_voxels: TSDF scale at every level, in voxels of that level.
         mask_threshold: a coarse ``|tsdf|`` at or above this masks the finer levels below it.
+        feature_stride: image pixels per 2D feature pixel, 4 or 2.
+        matching_radius: ``r`` of the ``(2 r + 1)**2``-pixel patches of the matching cue.
+        matching_dilations: pixel spacing of the patch taps, one cue channel each; empty = no
+            matching cue (the v1 model).
     """
 
     feature_channels: int = 12
@@ -77,6 +98,9 @@ class AtlasConfig:
     view_fusion: str = "average"
     truncation_voxels: float = 3.0
     mask_threshold: float = 0.99
+    feature_stride: int = 4
+    matching_radius: int = 3
+    matching_dilations: tuple[int, ...] = (1, 2)
 
     def __post_init__(self) -> None:
         for name in ("feature_channels", "image_hidden", "score_hidden"):
@@ -95,6 +119,18 @@ class AtlasConfig:
         if not 1.0 <= self.truncation_voxels <= 16.0:
             raise ConfigError(f"atlas.truncation_voxels={self.truncation_voxels!r} is invalid: "
                               "must be in [1, 16]")
+        if self.feature_stride not in (2, 4):
+            raise ConfigError(f"atlas.feature_stride={self.feature_stride!r} is invalid: must "
+                              "be 2 or 4")
+        if isinstance(self.matching_radius, bool) or not isinstance(self.matching_radius, int) \
+                or not 1 <= self.matching_radius <= 8:
+            raise ConfigError(f"atlas.matching_radius={self.matching_radius!r} is invalid: "
+                              "must be an int in [1, 8]")
+        md = tuple(self.matching_dilations)
+        if any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 8 for d in md):
+            raise ConfigError(f"atlas.matching_dilations={self.matching_dilations!r} is "
+                              "invalid: must be ints in [1, 8]")
+        object.__setattr__(self, "matching_dilations", md)
         if not 0.0 < self.mask_threshold <= 1.0:
             raise ConfigError(f"atlas.mask_threshold={self.mask_threshold!r} is invalid: must "
                               "be in (0, 1]")
@@ -102,14 +138,16 @@ class AtlasConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["volume_channels"] = list(self.volume_channels)
+        d["matching_dilations"] = list(self.matching_dilations)
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AtlasConfig":
         check_known_keys(cls, data, "atlas")
         d = dict(data)
-        if "volume_channels" in d:
-            d["volume_channels"] = tuple(d["volume_channels"])
+        for name in ("volume_channels", "matching_dilations"):
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
 
 
@@ -187,39 +225,54 @@ def _conv3d(c_in: int, c_out: int, stride: int = 1) -> nn.Module:
 
 
 class FeatureNet2D(nn.Module):
-    """``(V, 3, H, W)`` RGB in [0, 1] -> ``(V, C, H / 4, W / 4)`` features (H, W multiples of
-    4). Feature pixel ``(x, y)`` is centred on image pixel ``(4 x, 4 y)`` (two stride-2
-    convolutions with 3x3 kernels and padding 1).
+    """``(V, 3, H, W)`` RGB in [0, 1] -> ``(V, C, H / s, W / s)`` features (H, W multiples of
+    4; ``s = stride``, 4 or 2). Feature pixel ``(x, y)`` is centred on image pixel
+    ``(s x, s y)`` (stride-2 convolutions with 3x3 kernels and padding 1; with ``s = 2`` the
+    second one has stride 1).
 
     Args:
         feature_channels: ``C``.
-        hidden: channels after the first stride (doubled after the second).
+        hidden: channels after the first stride (doubled after the third layer).
+        stride: ``s``.
     """
 
-    def __init__(self, feature_channels: int, hidden: int) -> None:
+    def __init__(self, feature_channels: int, hidden: int, stride: int = FEATURE_STRIDE
+                 ) -> None:
         super().__init__()
         h2 = 2 * hidden
+        self.stride = stride
         self.net = nn.Sequential(
             _conv2d(3, hidden, stride=2), nn.ReLU(), _conv2d(hidden, hidden), nn.ReLU(),
-            _conv2d(hidden, h2, stride=2), nn.ReLU(), _conv2d(h2, h2), nn.ReLU(),
+            _conv2d(hidden, h2, stride=stride // 2), nn.ReLU(), _conv2d(h2, h2), nn.ReLU(),
             _conv2d(h2, h2, dilation=2), nn.ReLU(), nn.Conv2d(h2, feature_channels, 1))
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         return self.net(rgb - 0.5)
 
 
+def project_points(centres: torch.Tensor, camera: PinholeCamera, T_world_cam: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3) world points -> (N, 2) full-resolution pixel coordinates ``(u, v)`` and (N,)
+    z-depth in the view ``T_world_cam`` (4, 4)."""
+    T = T_world_cam.to(centres.device, torch.float32)
+    p_cam = (centres.reshape(-1, 3) - T[:3, 3]) @ T[:3, :3]  # R^T (p - t)
+    return camera.project(p_cam)
+
+
 def backproject(features: torch.Tensor, centres: torch.Tensor, camera: PinholeCamera,
-                T_world_cam: torch.Tensor, min_depth_m: float = 0.05
+                T_world_cam: torch.Tensor, min_depth_m: float = 0.05,
+                stride: int = FEATURE_STRIDE,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample one view's feature map at the projections of voxel centres.
 
     Args:
-        features: (C, Hf, Wf) feature map with stride :data:`FEATURE_STRIDE` of an image of
+        features: (C, Hf, Wf) feature map with stride ``stride`` of an image of
             ``camera``'s size.
         centres: (..., 3) world points, metres.
         camera: intrinsics of the full-resolution image.
         T_world_cam: (4, 4) pose of the optical frame in the world.
         min_depth_m: points closer than this (or behind the camera) are invalid.
+        stride: image pixels per feature pixel.
 
     Returns:
         ``(values, valid, depth)``: (..., C) bilinearly sampled features (0 where invalid),
@@ -228,10 +281,8 @@ def backproject(features: torch.Tensor, centres: torch.Tensor, camera: PinholeCa
     """
     c, hf, wf = features.shape
     shape = centres.shape[:-1]
-    T = T_world_cam.to(centres.device, torch.float32)
-    p_cam = (centres.reshape(-1, 3) - T[:3, 3]) @ T[:3, :3]  # R^T (p - t)
-    uv, z = camera.project(p_cam)
-    uf = uv / FEATURE_STRIDE
+    uv, z = project_points(centres, camera, T_world_cam)
+    uf = uv / stride
     valid = ((z > min_depth_m) & (uf[:, 0] >= -0.5) & (uf[:, 0] <= wf - 0.5)
              & (uf[:, 1] >= -0.5) & (uf[:, 1] <= hf - 0.5))
     uf = torch.where(valid[:, None], uf, torch.zeros_like(uf))
@@ -243,18 +294,131 @@ def backproject(features: torch.Tensor, centres: torch.Tensor, camera: PinholeCa
     return values.reshape(*shape, c), valid.reshape(shape), z.reshape(shape)
 
 
+def patch_offsets(radius: int, dilation: int = 1) -> torch.Tensor:
+    """((2 r + 1)**2, 2) pixel offsets ``(du, dv)`` of a square patch, ``dilation`` pixels
+    apart, row-major (``dv`` slowest)."""
+    r = torch.arange(-radius, radius + 1, dtype=torch.float32) * dilation
+    dv, du = torch.meshgrid(r, r, indexing="ij")
+    return torch.stack((du.reshape(-1), dv.reshape(-1)), dim=-1)
+
+
+def patch_vectors(patches: torch.Tensor, eps: float = PATCH_EPS) -> torch.Tensor:
+    """(N, K, P) patches -> (N, D = K P) ZNCC vectors: each channel minus its patch mean, the
+    whole vector divided by ``sqrt(mean square + eps)``. So ``a . b / D`` is the zero-mean
+    normalised cross-correlation of two patches (exactly, as ``eps -> 0``; a patch of RMS
+    contrast ``sigma`` has ``|v|**2 = D sigma**2 / (sigma**2 + eps)``)."""
+    z = patches - patches.mean(dim=2, keepdim=True)
+    z = z.reshape(z.shape[0], -1)
+    return z / torch.sqrt(z.square().mean(dim=1, keepdim=True) + eps)
+
+
+def zncc(a: torch.Tensor, b: torch.Tensor, eps: float = PATCH_EPS) -> torch.Tensor:
+    """(N,) ZNCC of (N, K, P) patches ``a`` and ``b`` (the convention of
+    :func:`patch_vectors`)."""
+    va, vb = patch_vectors(a, eps), patch_vectors(b, eps)
+    return (va * vb).sum(dim=1) / va.shape[1]
+
+
+def patch_vector_image(image: torch.Tensor, radius: int, dilation: int = 1,
+                       eps: float = PATCH_EPS) -> torch.Tensor:
+    """(K, H, W) image -> (D = K P, H, W): at every pixel the :func:`patch_vectors` of its
+    patch (taps ``pixel + offset`` in :func:`patch_offsets` order, channel slowest), the
+    image extended by repeating its border pixels."""
+    k, h, w = image.shape
+    pad = radius * dilation
+    padded = nnf.pad(image[None], (pad, pad, pad, pad), mode="replicate")
+    taps = nnf.unfold(padded, 2 * radius + 1, dilation=dilation)  # (1, K P, H W)
+    vec = patch_vectors(taps[0].T.reshape(h * w, k, -1), eps)
+    return vec.T.reshape(-1, h, w)
+
+
+def sample_vectors(vectors: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """(D, H, W) per-pixel vectors read bilinearly at (N, 2) full-resolution pixel positions
+    ``(u, v)`` (pixel centres at integers; clamped to the image). Returns (N, D)."""
+    _, h, w = vectors.shape
+    grid = torch.stack((2.0 * uv[:, 0] / max(w - 1, 1) - 1.0,
+                        2.0 * uv[:, 1] / max(h - 1, 1) - 1.0), dim=-1)
+    return nnf.grid_sample(vectors[None], grid[None, None], mode="bilinear",
+                           padding_mode="border", align_corners=True)[0, :, 0].T
+
+
+class MatchingFusion:
+    """The explicit matching cue, online over views (deviation from Atlas).
+
+    A view contributes to a voxel it sees the vector ``v_i`` of its patch around the voxel's
+    projection: :func:`patch_vector_image` (the ZNCC vector of the patch centred on every
+    pixel) read bilinearly there (:func:`sample_vectors`; exactly the patch's
+    :func:`patch_vectors` when the projection falls on a pixel centre). For each patch
+    dilation and voxel the state is the number ``n`` of views that saw the voxel, the sum
+    ``S`` of their vectors and the sum ``Q`` of ``|v_i|**2``. Since
+    ``|S|**2 = Q + 2 sum_{i<j} v_i . v_j``, the mean pairwise ZNCC over all pairs of those
+    views is ``(|S|**2 - Q) / (D n (n - 1))`` whatever the view order (0 where ``n < 2``).
+    The state is updated in place and carries no gradient (a function of the images only).
+
+    Args:
+        num_voxels: ``N``.
+        dims: ``D`` per dilation (patch channels x taps).
+        device: torch device of the state.
+    """
+
+    def __init__(self, num_voxels: int, dims: list[int], device: torch.device | str) -> None:
+        self.count = torch.zeros(num_voxels, device=device)
+        self.sums = [torch.zeros(num_voxels, d, device=device) for d in dims]
+        self.squares = [torch.zeros(num_voxels, device=device) for _ in dims]
+
+    @property
+    def channels(self) -> int:
+        """Channels of :meth:`fused`: one mean ZNCC per dilation, plus ``n >= 2``."""
+        return len(self.sums) + 1
+
+    @torch.no_grad()
+    def add(self, vectors: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+        """Fuse one view: per dilation (M, D) vectors of the M voxels ``index`` (M,) it sees.
+        Returns (N, dilations): this view's mean ZNCC with each view fused before it, at those
+        voxels (0 elsewhere and where no view came before)."""
+        agree = self.count.new_zeros(self.count.shape[0], len(vectors))
+        prev = self.count[index]
+        for i, vec in enumerate(vectors):
+            dots = (vec * self.sums[i][index]).sum(dim=1)
+            agree[index, i] = torch.where(prev > 0, dots / (vec.shape[1] * prev.clamp(min=1)),
+                                          0.0)
+            self.sums[i].index_add_(0, index, vec)
+            self.squares[i].index_add_(0, index, vec.square().sum(dim=1))
+        self.count[index] += 1.0
+        return agree
+
+    @torch.no_grad()
+    def mean_zncc(self) -> torch.Tensor:
+        """(N, dilations) mean pairwise ZNCC over the views that saw each voxel (0 if < 2)."""
+        n = self.count
+        pairs = (n * (n - 1.0)).clamp(min=1.0)
+        cols = [torch.where(n >= 2, (s.square().sum(dim=1) - q) / (s.shape[1] * pairs), 0.0)
+                for s, q in zip(self.sums, self.squares)]
+        return torch.stack(cols, dim=1)
+
+    @torch.no_grad()
+    def fused(self) -> torch.Tensor:
+        """(N, dilations + 1): :meth:`mean_zncc` and ``n >= 2`` (0 / 1)."""
+        return torch.cat((self.mean_zncc(), (self.count >= 2).to(self.count.dtype)[:, None]),
+                         dim=1)
+
+
 class ScoreHead3D(nn.Module):
-    """Pix2Vox context score: ``(1, C + 1, X, Y, Z)`` one view's back-projected features and
-    validity -> ``(X, Y, Z)`` score (the log of its unnormalised fusion weight).
+    """Pix2Vox context score: ``(1, C + 1 + M, X, Y, Z)`` one view's back-projected features,
+    validity and ``M`` matching channels (its mean ZNCC with the views before it, one per
+    dilation) -> ``(X, Y, Z)`` score (the log of its unnormalised fusion weight).
 
     Args:
         feature_channels: ``C``.
         hidden: hidden channels.
+        matching_channels: ``M``.
     """
 
-    def __init__(self, feature_channels: int, hidden: int) -> None:
+    def __init__(self, feature_channels: int, hidden: int, matching_channels: int = 0
+                 ) -> None:
         super().__init__()
-        self.net = nn.Sequential(_conv3d(feature_channels + 1, hidden), nn.ReLU(),
+        self.net = nn.Sequential(_conv3d(feature_channels + 1 + matching_channels, hidden),
+                                 nn.ReLU(),
                                  nn.Conv3d(hidden, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -442,10 +606,12 @@ class AtlasModel(nn.Module):
         super().__init__()
         self.config = config
         c = config.feature_channels
-        self.features = FeatureNet2D(c, config.image_hidden)
-        self.score = ScoreHead3D(c, config.score_hidden) if config.view_fusion == "context" \
-            else None
-        self.volume = EncoderDecoder3D(2 * c + 1, config.volume_channels)
+        m = len(config.matching_dilations)
+        self.features = FeatureNet2D(c, config.image_hidden, config.feature_stride)
+        self.score = ScoreHead3D(c, config.score_hidden, m) \
+            if config.view_fusion == "context" else None
+        self.volume = EncoderDecoder3D(2 * c + 1 + (m + 1 if m else 0), config.volume_channels)
+
 
     @property
     def device(self) -> torch.device:
@@ -453,10 +619,14 @@ class AtlasModel(nn.Module):
 
     def begin(self, fragment: Fragment) -> "FragmentState":
         """An empty fusion state for ``fragment``."""
+        taps = (2 * self.config.matching_radius + 1) ** 2
+        matching = MatchingFusion(fragment.num_voxels,
+                                  [taps] * len(self.config.matching_dilations),
+                                  self.device) if self.config.matching_dilations else None
         return FragmentState(fragment, ViewFusion(fragment.num_voxels,
                                                   self.config.feature_channels,
                                                   self.config.view_fusion, self.device),
-                             fragment.centres(1, self.device).reshape(-1, 3))
+                             fragment.centres(1, self.device).reshape(-1, 3), matching)
 
     def add_views(self, state: "FragmentState", images: torch.Tensor | np.ndarray,
                   camera: PinholeCamera, poses: list[np.ndarray]) -> None:
@@ -476,21 +646,36 @@ class AtlasModel(nn.Module):
         if rgb.shape[1] % FEATURE_STRIDE or rgb.shape[2] % FEATURE_STRIDE:
             raise ReconError(f"image size {rgb.shape[2]}x{rgb.shape[1]} must be a multiple of "
                              f"{FEATURE_STRIDE}")
-        feats = self.features(rgb.permute(0, 3, 1, 2).to(torch.float32) / 255.0)
+        colour = rgb.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        feats = self.features(colour)
         dims = state.fragment.dims
-        for f, T in zip(feats, poses):
-            values, valid, _ = backproject(f, state.centres, camera,
-                                           torch.as_tensor(np.asarray(T, np.float64)))
+        stride = self.config.feature_stride
+        r = self.config.matching_radius
+        for image, f, T in zip(colour, feats, poses):
+            T = torch.as_tensor(np.asarray(T, np.float64))
+            values, valid, _ = backproject(f, state.centres, camera, T, stride=stride)
+            agree = values.new_zeros(values.shape[0], 0)
+            if state.matching is not None:
+                with torch.no_grad():  # a function of the images only
+                    index = valid.nonzero()[:, 0]
+                    uv, _ = project_points(state.centres[index], camera, T)
+                    grey = image.mean(dim=0, keepdim=True)
+                    vectors = [sample_vectors(patch_vector_image(grey, r, d), uv)
+                               for d in self.config.matching_dilations]
+                    agree = state.matching.add(vectors, index)
             score = None
             if self.score is not None:
-                vol = torch.cat((values, valid[:, None].to(values.dtype)), dim=1)
+                vol = torch.cat((values, valid[:, None].to(values.dtype), agree), dim=1)
                 score = self.score(vol.T.reshape(1, -1, *dims)).reshape(-1)
             state.fusion.add(values, valid, score)
 
     def decode(self, state: "FragmentState") -> AtlasOutput:
         """Run the 3D network on the fused volume of ``state``."""
         dims = state.fragment.dims
-        x = state.fusion.fused().T.reshape(1, -1, *dims)
+        fused = state.fusion.fused()
+        if state.matching is not None:
+            fused = torch.cat((fused, state.matching.fused()), dim=1)
+        x = fused.T.reshape(1, -1, *dims)
         levels = coarse_to_fine(self.volume(x), self.config.mask_threshold)
         count = state.fusion.count.reshape(dims)
         return AtlasOutput(levels, count > 0, count)
@@ -518,11 +703,13 @@ class FragmentState:
         fragment: the box.
         fusion: the running view fusion over its voxels (flattened ``[i, j, k]`` order).
         centres: (X * Y * Z, 3) float32 world voxel centres, on the model's device.
+        matching: the running matching cue (None for a model without one).
     """
 
     fragment: Fragment
     fusion: ViewFusion
     centres: torch.Tensor
+    matching: MatchingFusion | None = None
 
 
 def save_atlas_weights(model: AtlasModel, path: str | Path, meta: dict[str, Any]) -> None:
@@ -542,9 +729,22 @@ def default_weights(view_fusion: str) -> Path:
 def load_atlas(path: str | Path = "", device: torch.device | str = "cpu",
                view_fusion: str = "average") -> tuple[AtlasModel, dict[str, Any]]:
     """A model in eval mode on ``device`` and its metadata; ``path=""`` = the shipped weights
-    of ``view_fusion``. Read with ``weights_only=True`` (no pickled code runs)."""
+    of ``view_fusion``. Read with ``weights_only=True`` (no pickled code runs). Files of the
+    current format and of the first one (:data:`WEIGHTS_FORMAT_V1`, no matching cue) load.
+
+    Raises:
+        ReconError: unreadable, of another format, or weights that do not fit the config.
+    """
     p = Path(path) if str(path) else default_weights(view_fusion)
-    return load_model(p, WEIGHTS_FORMAT, lambda c: AtlasModel(AtlasConfig.from_dict(c)), device)
+    try:
+        return load_model(p, WEIGHTS_FORMAT, lambda c: AtlasModel(AtlasConfig.from_dict(c)),
+                          device)
+    except ReconError as exc:
+        try:
+            return load_model(p, WEIGHTS_FORMAT_V1, lambda c: AtlasModel(
+                AtlasConfig.from_dict({**_V1_DEFAULTS, **c})), device)
+        except ReconError:
+            raise exc from None
 
 
 def log_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -556,6 +756,7 @@ def log_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["AtlasConfig", "AtlasModel", "AtlasOutput", "FEATURE_STRIDE", "Fragment",
-           "FragmentState", "LEVEL_SCALES", "LevelOutput", "ViewFusion", "backproject",
-           "coarse_to_fine", "default_weights", "load_atlas", "log_l1", "save_atlas_weights",
-           "upsample_nearest"]
+           "FragmentState", "LEVEL_SCALES", "LevelOutput", "MatchingFusion", "ViewFusion",
+           "WEIGHTS_FORMAT", "WEIGHTS_FORMAT_V1", "backproject", "coarse_to_fine",
+           "default_weights", "load_atlas", "log_l1", "patch_offsets", "patch_vectors",
+           "patch_vector_image", "project_points", "sample_vectors", "save_atlas_weights", "upsample_nearest", "zncc"]

@@ -21,7 +21,13 @@ scored against the ground-truth surface the views saw (exact ray hits,
 :func:`~recon_ros.io.synthetic.visible_surface_points`) inside the box: accuracy (mean distance
 mesh -> truth), completeness (truth -> mesh), precision / recall / F-score at the thresholds
 (:func:`recon_ros.evaluation.point_metrics` on points sampled by area on the mesh, cropped to
-the box).
+the box). The same box volume gives each method's 2D grid (:func:`box_grid`: occupancy from
+the TSDF alone, as ``fusion.method: rgb`` maps have it), scored by the fraction of the
+ground-truth obstacle cells of the box (:func:`~recon_ros.io.synthetic.gt_occupancy_grid`)
+that it marks free (:func:`recon_ros.evaluation.grid_metrics`).
+
+Whole maps (the product modes through :class:`~recon_ros.core.mapper.Mapper`, and real
+frames) are evaluated by :mod:`recon_ros.models.evaluate_rgb_maps`.
 """
 
 from __future__ import annotations
@@ -33,15 +39,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..core.config import MapperConfig
+from ..core.config import MapperConfig, OccupancyConfig
 from ..core.frame import Frame
-from ..core.latent_volume import voxel_flat_index
 from ..core.mapper import Mapper
 from ..core.marching_cubes import IncrementalMesher
 from ..core.mesh import TriangleMesh
+from ..core.occupancy import OccupancyMapper
+from ..core.occupancy_grid import OccupancyGrid2D
+from ..core.rgb_mapping import FragmentTsdf, fragment_volume
 from ..core.volume import BlockVolume
-from ..evaluation import MeshMetrics, point_metrics, sample_mesh_points
-from ..io.synthetic import render_depth, visible_surface_points
+from ..evaluation import MeshMetrics, grid_metrics, point_metrics, sample_mesh_points
+from ..io.synthetic import gt_occupancy_grid, render_depth, visible_surface_points
 from .atlas import AtlasModel, Fragment, load_atlas
 from .data import EVALUATION_SEED_BASE
 from .evaluate import read_voxels
@@ -87,16 +95,49 @@ def dense_mesh(tsdf_m: torch.Tensor, observed: torch.Tensor, fragment: Fragment,
         fragment: the box (its voxels' global indices place the mesh in the world).
         truncation_m: the TSDF's truncation, metres.
     """
-    volume = BlockVolume(fragment.voxel_size_m, 8, truncation_m, "cpu",
-                         initial_capacity_blocks=64)
-    flat = voxel_flat_index(volume, fragment.voxel_indices().reshape(-1, 3), allocate=True)
-    volume.tsdf.view(-1)[flat] = tsdf_m.detach().cpu().reshape(-1).clamp(
-        -truncation_m, truncation_m)
-    volume.weight.view(-1)[flat] = observed.detach().cpu().reshape(-1).to(volume.dtype)
+    volume = box_volume(tsdf_m, observed, fragment, truncation_m)
     volume.mark_changed(torch.arange(volume.num_blocks))
     mesher = IncrementalMesher(volume, min_weight=0.5)
     mesher.update()
     return mesher.mesh(with_colors=False)
+
+
+def box_volume(tsdf_m: torch.Tensor, observed: torch.Tensor, fragment: Fragment,
+               truncation_m: float) -> BlockVolume:
+    """The observed voxels of a dense fragment TSDF (metres) as a CPU block volume of 8^3
+    blocks, weight 1 (:func:`~recon_ros.core.rgb_mapping.fragment_volume`)."""
+    box = FragmentTsdf(fragment.origin_index, tsdf_m.detach().cpu(), observed.detach().cpu())
+    return fragment_volume(box, fragment.voxel_size_m, truncation_m, 8, 1.0)
+
+
+def occupancy_of(volume: BlockVolume, config: OccupancyConfig = OccupancyConfig()
+                 ) -> OccupancyMapper:
+    """The occupancy layers a mapper with the ``occupancy`` section ``config`` keeps over
+    ``volume`` (2D cells at the voxel size unless ``resolution_m`` says otherwise)."""
+    v = volume.voxel_size_m
+    return OccupancyMapper(
+        volume, resolution_m=config.resolution_m or v, min_height_m=config.min_height_m,
+        max_height_m=config.max_height_m,
+        occupied_threshold_m=config.occupied_threshold_voxels * v,
+        free_below_m=config.free_below_m, min_weight=config.min_weight,
+        truncation_m=volume.truncation_m, free_space_stride_px=config.free_space_stride_px)
+
+
+def box_grid(tsdf_m: torch.Tensor, observed: torch.Tensor, fragment: Fragment,
+             truncation_m: float) -> OccupancyGrid2D:
+    """The default-band 2D grid of a dense fragment TSDF (from its voxels alone)."""
+    return occupancy_of(box_volume(tsdf_m, observed, fragment, truncation_m)).grid()
+
+
+def box_truth_grid(sample: FragmentSample) -> OccupancyGrid2D:
+    """Ground-truth default-band grid over the fragment's columns (cells centred on the
+    voxel columns)."""
+    oc, frag = OccupancyConfig(), sample.fragment
+    lo, hi = frag.bounds_m()
+    half = 0.5 * frag.voxel_size_m
+    return gt_occupancy_grid(sample.scene, frag.voxel_size_m, oc.min_height_m,
+                             oc.max_height_m, (lo[0] - half, lo[1] - half, hi[0] + half,
+                                               hi[1] + half))
 
 
 def in_box(points: np.ndarray, fragment: Fragment) -> np.ndarray:
@@ -140,12 +181,22 @@ def mapper_tsdf(sample: FragmentSample, method: str, truncation_voxels: float,
 
 @dataclass
 class FragmentResult:
-    """Every method on one held-out fragment."""
+    """Every method on one held-out fragment.
+
+    Attributes:
+        scene_seed: the room.
+        gt_points: truth points (surface the views saw, inside the box).
+        metrics: method -> mesh metrics.
+        seconds: method -> wall time of its reconstruction (not the scoring).
+        marked_free: method -> fraction of the box's true obstacle cells its grid calls
+            free.
+    """
 
     scene_seed: int
     gt_points: int
     metrics: dict[str, MeshMetrics]
     seconds: dict[str, float]
+    marked_free: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_fragment(sample: FragmentSample, scene_seed: int, cfg: RgbEvalConfig,
@@ -155,7 +206,8 @@ def evaluate_fragment(sample: FragmentSample, scene_seed: int, cfg: RgbEvalConfi
     model of each ``atlas-*`` method)."""
     frag = sample.fragment
     gt = in_box(visible_surface_points(sample.scene, sample.poses, sample.camera), frag)
-    metrics, seconds = {}, {}
+    truth_grid = box_truth_grid(sample)
+    metrics, seconds, marked_free = {}, {}, {}
     for method in METHODS:
         t0 = time.perf_counter()
         if method in models:
@@ -167,7 +219,9 @@ def evaluate_fragment(sample: FragmentSample, scene_seed: int, cfg: RgbEvalConfi
         mesh = dense_mesh(tsdf, seen, frag, trunc)
         pred = in_box(sample_mesh_points(mesh, cfg.mesh_samples), frag)
         metrics[method] = point_metrics(pred, gt, cfg.thresholds_m)
-    return FragmentResult(scene_seed, len(gt), metrics, seconds)
+        marked_free[method] = grid_metrics(box_grid(tsdf, seen, frag, trunc),
+                                           truth_grid).obstacles_marked_free
+    return FragmentResult(scene_seed, len(gt), metrics, seconds, marked_free)
 
 
 def evaluate_rgb(cfg: RgbEvalConfig, log: Callable[[str], None] = print
@@ -195,9 +249,10 @@ def evaluate_rgb(cfg: RgbEvalConfig, log: Callable[[str], None] = print
 def summary(results: list[FragmentResult], thresholds_m: tuple[float, ...]
             ) -> dict[str, dict[str, float]]:
     """Per method, means over fragments: ``accuracy_cm``, ``completeness_cm``,
-    ``precision@t``, ``recall@t``, ``fscore@t`` (t in cm) and ``seconds``. A method that
-    produced no surface in a fragment contributes accuracy / completeness ``inf``; the means
-    of those two are over the fragments where it did (``meshed`` counts them)."""
+    ``precision@t``, ``recall@t``, ``fscore@t`` (t in cm), ``marked_free`` and ``seconds``.
+    A method that produced no surface in a fragment contributes accuracy / completeness
+    ``inf``; the means of those two are over the fragments where it did (``meshed`` counts
+    them)."""
     out = {}
     for m in METHODS:
         rows = [r.metrics[m] for r in results]
@@ -207,6 +262,7 @@ def summary(results: list[FragmentResult], thresholds_m: tuple[float, ...]
              "completeness_cm": 100 * float(np.mean([x.completeness_m for x in finite]))
              if finite else float("inf"),
              "meshed": float(len(finite)),
+             "marked_free": float(np.mean([r.marked_free[m] for r in results])),
              "seconds": float(np.mean([r.seconds[m] for r in results]))}
         for t in thresholds_m:
             key = f"{100 * t:g}"

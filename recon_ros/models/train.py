@@ -74,6 +74,9 @@ class TrainConfig:
         validation_sequences: held-out sequences per validation pass.
         time_limit_s: stop (after a checkpoint) once this much wall time was spent over all
             resumed runs (0 = no limit).
+        init_weights: start from these latent weights instead of a random initialisation
+            (``""`` = random; see :func:`warm_start`: the feature channels and samples per
+            side must match, free-space samples and a 5^3 translator context may be added).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -103,6 +106,7 @@ class TrainConfig:
     validate_every: int = 50
     validation_sequences: int = 2
     time_limit_s: float = 0.0
+    init_weights: str = ""
 
     def __post_init__(self) -> None:
         positive = ("sequences", "frames_per_sequence", "tbptt_frames", "frames_per_loop",
@@ -292,6 +296,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = LatentFusionModel(cfg.model).to(cfg.device).train()
+    if cfg.init_weights:
+        warm_start(model, cfg.init_weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     history: dict[str, list[float]] = {k: [] for k in (
         "loss", "l1", "l2", "bce", "variance", "lr", "seconds", "val_sequence", "val_l1",
@@ -356,6 +362,61 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         save_weights(model, weights, training_meta(cfg, history, done),
                      trained_for=cfg.trained_for())
     return TrainResult(out, weights, done, spent, history, finished)
+
+
+def warm_start(model: LatentFusionModel, path: str | Path) -> None:
+    """Initialise ``model`` from the weights at ``path`` so that it computes what they compute
+    on the band samples, whatever new options ``model`` adds:
+
+    - free-space samples (``model.config.free_space_samples > 0``, none in the weights): the
+      fusion network's input weights of the new per-sample channels start at zero (the band
+      updates are unchanged), and each free-space sample's output rows copy those of band
+      sample ``0`` (the one a truncation in front of the measurement), so a free-space voxel
+      first gets the update of a voxel observed a truncation in front of a surface;
+    - a 5^3 translator context over a 3^3 one: the 3^3 kernel in the centre of a zero 5^3 one
+      (the same output).
+
+    Raises:
+        ConfigError: feature channels, samples per side or hidden widths differ, or the
+            weights already have free-space samples of another count.
+    """
+    from .checkpoint import load_weights
+
+    old, _ = load_weights(path, "cpu")
+    oc, nc = old.config, model.config
+    for name in ("feature_channels", "samples_per_side", "fusion_hidden", "translator_hidden",
+                 "truncation_voxels"):
+        if getattr(oc, name) != getattr(nc, name):
+            raise ConfigError(f"init_weights {path}: model.{name} is {getattr(oc, name)} there, "
+                              f"{getattr(nc, name)} here")
+    if oc.free_space_samples not in (0, nc.free_space_samples):
+        raise ConfigError(f"init_weights {path}: {oc.free_space_samples} free-space samples "
+                          f"there, {nc.free_space_samples} here")
+    F, K, S = nc.feature_channels, 2 * nc.samples_per_side + 1, nc.free_space_samples
+    src = old.state_dict()
+    dst = model.state_dict()
+    with torch.no_grad():
+        for name, value in src.items():
+            target = dst[name]
+            if target.shape == value.shape:
+                target.copy_(value)
+            elif name == "fusion.encode.0.weight":  # (hidden, C_in, 1, 1)
+                band = K * (F + 1)
+                target.zero_()
+                target[:, :band] = value[:, :band]
+                target[:, -(value.shape[1] - band):] = value[:, band:]  # depth, ray, valid
+            elif name.startswith("fusion.decode.2."):  # (K F [+ S F], ...) outputs
+                target[:K * F] = value[:K * F]
+                for j in range(S):
+                    target[(K + j) * F:(K + j + 1) * F] = value[:F]  # band sample 0
+            elif name == "translator.net.0.weight":  # 3^3 kernel -> centre of 5^3
+                pad = (target.shape[-1] - value.shape[-1]) // 2
+                target.zero_()
+                target[..., pad:pad + value.shape[-1], pad:pad + value.shape[-1],
+                       pad:pad + value.shape[-1]] = value
+            else:
+                raise ConfigError(f"init_weights {path}: {name} {tuple(value.shape)} does not "
+                                  f"fit {tuple(target.shape)}")
 
 
 #: Settings that may change when a run is resumed (they do not change what is learned).

@@ -25,7 +25,8 @@ Runs are seeded and resumable exactly like :mod:`recon_ros.models.train`: the mo
 initialisation and every fragment are pure functions of the seed and the fragment index;
 ``checkpoint.pt`` in the output folder is rewritten every ``checkpoint_every`` fragments and
 picked up by the next run with the same folder (and the same configuration, up to
-:data:`~recon_ros.models.train.OPERATIONAL_FIELDS`); the result is a
+:data:`~recon_ros.models.train.OPERATIONAL_FIELDS` and ``sequences``: a resumed run with
+another total follows the learning-rate schedule of the new total from then on); the result is a
 :class:`~recon_ros.models.train.TrainResult`.
 """
 
@@ -85,6 +86,9 @@ class AtlasTrainConfig:
             cosine decay).
         grad_clip: gradient norm clip.
         weight_bce: weight of the occupancy BCE (the TSDF terms have weight 1 per level).
+        weight_band: weight of an extra log-L1 term per level averaged over the supervised
+            voxels inside the true truncation band only (where the surface is placed; the
+            all-voxel mean is dominated by free space); 0 = off (the first version).
         render_loss_weight: weight of :func:`fragment_render_loss` (depth L1 in metres of the
             finest level rendered at the views); 0 = off.
         render_stride: that loss renders every ``render_stride``-th pixel of each view.
@@ -112,6 +116,7 @@ class AtlasTrainConfig:
     warmup_sequences: int = 30
     grad_clip: float = 1.0
     weight_bce: float = 0.5
+    weight_band: float = 0.0
     render_loss_weight: float = 0.0
     render_stride: int = 2
     seed: int = 0
@@ -158,8 +163,12 @@ class AtlasTrainConfig:
         return cls(**d)
 
 
-#: Trains on one thread of a 2-core CPU VM in about 8 (average) / 14 (context) minutes.
-SMALL = AtlasTrainConfig(time_limit_s=14 * 60)
+#: The shipped v2 models: 2D features at stride 2, the ZNCC matching cue at patch dilations 1
+#: and 2, the in-band loss term; trains on one thread of a shared 2-core CPU VM in about 26
+#: minutes per view fusion (docs/rgb_model.md).
+SMALL = AtlasTrainConfig(model=AtlasConfig(feature_stride=2, matching_dilations=(1, 2)),
+                         sequences=900, weight_band=1.0, validate_every=150,
+                         time_limit_s=26 * 60)
 #: Meant for a lent GPU: finer voxels, more and larger views, wider networks, longer.
 FULL = AtlasTrainConfig(
     model=AtlasConfig(feature_channels=32, image_hidden=32, volume_channels=(32, 64, 96),
@@ -268,10 +277,12 @@ def supervised_masks(out: AtlasOutput, targets: list[torch.Tensor]) -> list[torc
     return masks
 
 
-def fragment_loss(out: AtlasOutput, targets: list[torch.Tensor], weight_bce: float
-                  ) -> dict[str, torch.Tensor]:
+def fragment_loss(out: AtlasOutput, targets: list[torch.Tensor], weight_bce: float,
+                  weight_band: float = 0.0) -> dict[str, torch.Tensor]:
     """Loss terms (with grad): ``loss`` (total), ``l1_<s>`` and ``bce_<s>`` per level scale
-    ``s`` (log-L1 of the TSDF and occupancy BCE, means over the supervised voxels)."""
+    ``s`` (log-L1 of the TSDF and occupancy BCE, means over the supervised voxels) and, with
+    ``weight_band > 0``, ``band_<s>`` (the log-L1 mean over the supervised voxels inside the
+    true band, added with that weight)."""
     terms: dict[str, torch.Tensor] = {}
     total = out.levels[0].tsdf.new_zeros(())
     for level, target, mask in zip(out.levels, targets, supervised_masks(out, targets)):
@@ -282,6 +293,10 @@ def fragment_loss(out: AtlasOutput, targets: list[torch.Tensor], weight_bce: flo
                                                    (target[mask] < 0).to(torch.float32))
         terms[f"l1_{level.scale}"], terms[f"bce_{level.scale}"] = l1, bce
         total = total + l1 + weight_bce * bce
+        band = mask & (target.abs() < 1.0)
+        if weight_band > 0 and bool(band.any()):
+            terms[f"band_{level.scale}"] = log_l1(level.tsdf[band], target[band]).mean()
+            total = total + weight_band * terms[f"band_{level.scale}"]
     terms["loss"] = total
     return terms
 
@@ -372,7 +387,7 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
     ckpt = out / CHECKPOINT_NAME
     if resume and ckpt.is_file():
         state = read_state(ckpt, TRAINING_FORMAT)
-        if _identity(state["train_config"]) != _identity(cfg.to_dict()):
+        if _run_identity(state["train_config"]) != _run_identity(cfg.to_dict()):
             raise ConfigError(f"{ckpt} was written with another training configuration; "
                               "use a new output folder or --no-resume")
         model.load_state_dict(state["state_dict"])
@@ -395,7 +410,7 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
             g["lr"] = lr
         sample = training_sample(cfg, done)
         pred = model(sample.images, sample.camera, sample.poses, sample.fragment)
-        terms = fragment_loss(pred, sample.targets, cfg.weight_bce)
+        terms = fragment_loss(pred, sample.targets, cfg.weight_bce, cfg.weight_band)
         if cfg.render_loss_weight > 0:
             terms["render"] = fragment_render_loss(pred, sample,
                                                    model.truncation_m(cfg.voxel_size_m),
@@ -442,6 +457,15 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
         weights = out / WEIGHTS_NAME
         save_atlas_weights(model, weights, training_meta(cfg, history, done))
     return TrainResult(out, weights, done, spent, history, done >= cfg.sequences)
+
+
+def _run_identity(train_config: dict[str, Any]) -> dict[str, Any]:
+    """What must match to resume a run: the configuration without the operational fields of
+    :func:`~recon_ros.models.train._identity` and without ``sequences`` (a run may be resumed
+    with another total; the learning-rate schedule from then on is that of the new total,
+    e.g. to anneal a run that a time limit stopped early). Deterministic given the same
+    sequence of commands."""
+    return {k: v for k, v in _identity(train_config).items() if k != "sequences"}
 
 
 def _write_progress(out: Path, model: AtlasModel, optimizer: torch.optim.Optimizer, done: int,

@@ -7,6 +7,13 @@ camera_info and its pose in the map frame (TF at the image stamp) are available;
 *waits* for them up to ``timeout_ns`` (steady clock) from the first time the tick tried it, so
 time spent queued behind other frames does not count; everything else is decided at once.
 
+A *color-only* stream (``color_only``: the node's color-only fusion methods, e.g.
+``fusion.method: stereo``) has no depth: its queue is the color images, and the head becomes a
+posed color image (:class:`~recon_ros.io.rosbag_source.ColorFrame`: RGB, the intrinsics of the
+color camera_info, the pose of the image's optical frame in the map frame at its stamp) by
+the same rules: the same waits for camera_info and TF, the same drop reasons (the encoding is
+a color one, the sizes are compared with the color camera_info; there is no depth check).
+
 Color is optional per frame. Until the stream's first color image arrives, frames do not wait
 for color at all (a depth-only camera, a wrong color topic, a color stream that starts late).
 Once color flows, the head waits for a color image within ``max_color_offset_ns`` of its stamp
@@ -24,8 +31,9 @@ and the reason is counted in :attr:`CameraStream.robot_frame_fallbacks`. An unkn
 not make frames wait (a misconfigured name would otherwise hold every frame for the timeout and
 overflow the queue).
 
-Every depth message that does not become a frame is counted in :attr:`CameraStream.drops`
-under a short, stable reason (the detail goes to the ``on_drop`` callback for logging):
+Every depth message (color-only: color message) that does not become a frame is counted in
+:attr:`CameraStream.drops` under a short, stable reason (the detail goes to the ``on_drop``
+callback for logging):
 
 ==========================================  =================================================
 reason                                      cause
@@ -34,17 +42,23 @@ reason                                      cause
 ``header stamp is 0``                       a driver that does not stamp its images
 ``stamp not newer than the last frame``     stamps going backwards (or repeated)
 ``empty frame_id``                          no frame to look the pose up for
-``unsupported encoding X``                  not 16UC1 / mono16 / 32FC1
+``unsupported encoding X``                  not 16UC1 / mono16 / 32FC1 (color-only: not
+                                            rgb8 / bgr8 / rgba8 / bgra8 / mono8)
+``undecodable compressed image``            color-only: a CompressedImage that is not jpeg
+                                            or png
 ``malformed image (...)``                   step or data length inconsistent with the size
 ``no camera_info received``                 none within the timeout
 ``camera_info K is all zero``               an uncalibrated camera
-``depth size differs from camera_info``     image and camera_info disagree
+``depth size differs from camera_info``     image and camera_info disagree (color-only:
+                                            ``color size ...``)
 ``invalid camera_info``                     e.g. a negative focal length
 ``TF lookup failed: <tf reason>``           TF missing, or late (not there within the
                                             timeout), or older than the TF cache
 ``no valid depth pixels``                   every pixel is 0, NaN, Inf, negative or outside
                                             [min_depth_m, max_depth_m]
 ``invalid frame``                           the assembled frame failed the core's checks
+``integration failed``                      the core refused the frame (counted by the node,
+                                            :meth:`CameraStream.record_drop`)
 ==========================================  =================================================
 
 NaN, Inf and negative depths are not a reason to drop a frame: those pixels are set to 0 (no
@@ -67,6 +81,7 @@ import numpy as np
 from recon_ros.core.errors import FrameError
 from recon_ros.core.frame import Frame, PinholeCamera
 from recon_ros.io.image_codec import (
+    COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
     CameraInfoError,
     ImageDecodeError,
@@ -74,6 +89,7 @@ from recon_ros.io.image_codec import (
     decode_color,
     decode_depth,
 )
+from recon_ros.io.rosbag_source import ColorFrame
 from recon_ros.io.tf_buffer import ExtrapolationError, TfLookupError, format_stamp
 
 from .conversions import stamp_ns
@@ -82,9 +98,9 @@ __all__ = ["AssembledFrame", "AssemblySettings", "CameraStream", "DropCallback",
 
 #: ``lookup(target, source, stamp_ns) -> T_target_source (4, 4)``; raises TfLookupError.
 LookupFn = Callable[[str, str, int], np.ndarray]
-#: ``on_drop(camera, kind, reason, detail)``; kind is ``"depth"`` (frame dropped), ``"color"``
-#: (integrated without color) or ``"robot"`` (integrated centred on the camera: robot_frame
-#: not available).
+#: ``on_drop(camera, kind, reason, detail)``; kind is ``"frame"`` (a depth image, color-only: a
+#: color image, dropped), ``"color"`` (integrated without color) or ``"robot"`` (integrated
+#: centred on the camera: robot_frame not available).
 DropCallback = Callable[[str, str, str, str], None]
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -98,7 +114,7 @@ class AssemblySettings:
 
     Attributes:
         map_frame: frame the poses are looked up in.
-        timeout_ns: how long a queued depth image waits for camera_info and TF.
+        timeout_ns: how long a queued image waits for camera_info and TF.
         max_color_offset_ns: largest |color stamp - depth stamp| for pairing, and the
             longest (steady time) a depth image waits for its color once color flows.
         min_depth_m, max_depth_m: the valid depth range (the core's integration range).
@@ -119,13 +135,14 @@ class AssembledFrame:
     """A frame ready for integration.
 
     Attributes:
-        frame: the posed frame.
+        frame: the posed depth frame, or of a color-only stream the posed color image
+            (``T_world_cam``: its optical frame in the map frame, metres).
         robot_position_m: (3,) origin of ``robot_frame`` in the map frame at the frame's
             stamp, metres; None without a robot frame or when it was not available (then the
             core centres the clearing radius and memory eviction on the camera).
     """
 
-    frame: Frame
+    frame: Frame | ColorFrame
     robot_position_m: np.ndarray | None
 
 
@@ -170,23 +187,32 @@ class CameraStream:
         name: the camera namespace (used in drop reports).
         queue_size: depth and color messages kept; the oldest is dropped when full.
         color: whether color is used (paired to depth by stamp).
-        on_drop: called for every dropped depth frame and every frame integrated without
-            color, with a detailed message.
+        on_drop: called for every dropped frame and every frame integrated without color,
+            with a detailed message.
         color_optional: frames before the first color image go without color uncounted
             (color may never come).
+        color_only: frames are posed color images, no depth (see the module docstring);
+            ``color`` and ``color_optional`` do not apply.
+
+    Attributes:
+        input: ``"depth"`` or, color-only, ``"color"``: the images that become frames.
     """
 
     def __init__(self, name: str, queue_size: int, color: bool,
-                 on_drop: DropCallback | None = None, color_optional: bool = False) -> None:
+                 on_drop: DropCallback | None = None, color_optional: bool = False,
+                 color_only: bool = False) -> None:
         self.name = name
         self.queue_size = int(queue_size)
-        self.color_enabled = color
+        self.color_only = color_only
+        self.input = "color" if color_only else "depth"
+        self.color_enabled = color and not color_only
         self.color_optional = color_optional
         self._color_seen = False
         self._on_drop = on_drop
         self._lock = threading.RLock()
         self._depth: deque[_Queued] = deque()
         self._color: deque[_Queued] = deque()
+        self._frames = self._color if color_only else self._depth  # what becomes frames
         self._depth_info: Any = None
         self._color_info: Any = None
         self.last_stamp_ns = -1
@@ -212,7 +238,7 @@ class CameraStream:
                           "integrates slower than the camera publishes)")
             else:
                 return
-        self._report(kind, "queue overflow", detail)
+        self._report("frame" if queue is self._frames else kind, "queue overflow", detail)
 
     def push_depth(self, msg: Any) -> None:
         """Queue a depth ``Image`` (callback side)."""
@@ -223,7 +249,7 @@ class CameraStream:
         """Queue a color ``Image`` or ``CompressedImage`` (``msgtype`` says which)."""
         self._color_seen = True
         self._push(self._color, _Queued(msg, msgtype, stamp_ns(msg.header.stamp)),
-                   self.color_drops, "color")
+                   self.drops if self.color_only else self.color_drops, "color")
 
     def set_depth_info(self, msg: Any) -> None:
         """Keep the latest depth ``CameraInfo``."""
@@ -238,9 +264,9 @@ class CameraStream:
             self._color_info = msg
 
     def queued(self) -> int:
-        """Depth images waiting in the queue."""
+        """Images waiting to become frames (depth; color-only: color)."""
         with self._lock:
-            return len(self._depth)
+            return len(self._frames)
 
     def clear(self) -> None:
         """Forget queued messages and the last stamp (after a backwards jump of time)."""
@@ -262,19 +288,19 @@ class CameraStream:
         the way. The returned frame's stamp becomes :attr:`last_stamp_ns`."""
         while True:
             with self._lock:
-                if not self._depth:
+                if not self._frames:
                     return None
-                head = self._depth[0]
+                head = self._frames[0]
                 try:
                     frame, robot = self._assemble(head, lookup, settings, now_ns)
                 except _Wait:
                     return None
                 except _Drop as drop:
-                    self._depth.popleft()
+                    self._frames.popleft()
                     self.drops[drop.reason] += 1
-                    report = ("depth", drop.reason, drop.detail)
+                    report = ("frame", drop.reason, drop.detail)
                 else:
-                    self._depth.popleft()
+                    self._frames.popleft()
                     self.last_stamp_ns = frame.stamp_ns
                     self.integrated += 1
                     if isinstance(robot, _RobotFallback):
@@ -291,42 +317,60 @@ class CameraStream:
         with self._lock:
             self.integrated -= 1
             self.drops[reason] += 1
-        self._report("depth", reason, detail)
+        self._report("frame", reason, detail)
 
     def _report(self, kind: str, reason: str, detail: str) -> None:
         if self._on_drop is not None:
             self._on_drop(self.name, kind, reason, detail)
 
     def _assemble(self, q: _Queued, lookup: LookupFn, s: AssemblySettings, now_ns: int
-                  ) -> tuple[Frame, np.ndarray | _RobotFallback | None]:
+                  ) -> tuple[Frame | ColorFrame, np.ndarray | _RobotFallback | None]:
         """The frame of the head message and its robot position (see :meth:`_robot_position`).
 
         Raises:
             _Wait: camera_info, TF or color may still arrive.
             _Drop: the message cannot become a frame.
         """
-        msg, stamp = q.msg, q.stamp_ns
         if q.first_try_ns is None:
             q.first_try_ns = now_ns
         expired = now_ns - q.first_try_ns > s.timeout_ns
+        frame_id = self._check_header(q)
+        if self.color_only:
+            return self._assemble_color(q, frame_id, lookup, s, expired)
+        return self._assemble_depth(q, frame_id, lookup, s, now_ns, expired)
+
+    def _check_header(self, q: _Queued) -> str:
+        """The head message's frame id, after the checks of its header.
+
+        Raises:
+            _Drop: a zero stamp, a stamp not newer than the last frame's, no frame id.
+        """
+        stamp = q.stamp_ns
         if stamp == 0:
             raise _Drop("header stamp is 0")
         if stamp <= self.last_stamp_ns:
             raise _Drop("stamp not newer than the last frame",
-                        f"depth stamp {format_stamp(stamp)} is not newer than the last "
+                        f"{self.input} stamp {format_stamp(stamp)} is not newer than the last "
                         f"integrated frame's {format_stamp(self.last_stamp_ns)}")
-        frame_id = _clean(str(msg.header.frame_id))
+        frame_id = _clean(str(q.msg.header.frame_id))
         if not frame_id:
             raise _Drop("empty frame_id")
-        if str(msg.encoding) not in DEPTH_ENCODINGS:
-            raise _Drop(f"unsupported encoding {msg.encoding}",
-                        f"depth encoding '{msg.encoding}' is not one of "
-                        f"{sorted(DEPTH_ENCODINGS)}")
-        info = self._depth_info
+        return frame_id
+
+    def _pose(self, info: Any, frame_id: str, stamp: int, lookup: LookupFn,
+              s: AssemblySettings, expired: bool
+              ) -> tuple[np.ndarray, np.ndarray | _RobotFallback | None]:
+        """``(T_map_cam (4, 4), robot position)`` of the head image at ``stamp``, once its
+        camera_info ``info`` is there.
+
+        Raises:
+            _Wait: camera_info or TF may still arrive (within the timeout).
+            _Drop: no camera_info or no TF within the timeout, or TF older than the cache.
+        """
         if info is None:
             if expired:
                 raise _Drop("no camera_info received",
-                            f"no depth camera_info within {s.timeout_ns / 1e9:g} s")
+                            f"no {self.input} camera_info within {s.timeout_ns / 1e9:g} s")
             raise _Wait
         try:
             T_map_cam = lookup(s.map_frame, frame_id, stamp)
@@ -339,12 +383,24 @@ class CameraStream:
                 raise _Drop(f"TF lookup failed: {err.reason}",
                             f"{err} (waited {s.timeout_ns / 1e9:g} s)") from err
             raise _Wait from err
-        robot = self._robot_position(stamp, lookup, s, expired)
+        return T_map_cam, self._robot_position(stamp, lookup, s, expired)
+
+    def _assemble_depth(self, q: _Queued, frame_id: str, lookup: LookupFn,
+                        s: AssemblySettings, now_ns: int, expired: bool
+                        ) -> tuple[Frame, np.ndarray | _RobotFallback | None]:
+        """:meth:`_assemble` of a depth image (with its color, if paired)."""
+        msg, stamp = q.msg, q.stamp_ns
+        if str(msg.encoding) not in DEPTH_ENCODINGS:
+            raise _Drop(f"unsupported encoding {msg.encoding}",
+                        f"depth encoding '{msg.encoding}' is not one of "
+                        f"{sorted(DEPTH_ENCODINGS)}")
+        info = self._depth_info
+        T_map_cam, robot = self._pose(info, frame_id, stamp, lookup, s, expired)
         try:
             depth = decode_depth(msg)
             camera = camera_from_info(info.k, info.width, info.height, depth.shape[1],
                                       depth.shape[0], "depth")
-        except (ImageDecodeError, CameraInfoError) as err:
+        except ImageDecodeError as err:  # CameraInfoError included
             raise _Drop(err.reason, str(err)) from err
         depth = self._sanitize(depth, s)
         color = self._pair_color(q, frame_id, lookup, s, now_ns)
@@ -357,6 +413,24 @@ class CameraStream:
         except FrameError as err:
             raise _Drop("invalid frame", str(err)) from err
         return frame, robot
+
+    def _assemble_color(self, q: _Queued, frame_id: str, lookup: LookupFn,
+                        s: AssemblySettings, expired: bool
+                        ) -> tuple[ColorFrame, np.ndarray | _RobotFallback | None]:
+        """:meth:`_assemble` of a color-only stream's color image."""
+        if q.msgtype == IMAGE and str(q.msg.encoding) not in COLOR_ENCODINGS:
+            raise _Drop(f"unsupported encoding {q.msg.encoding}",
+                        f"color encoding '{q.msg.encoding}' is not one of "
+                        f"{sorted(COLOR_ENCODINGS)}")
+        info = self._color_info
+        T_map_cam, robot = self._pose(info, frame_id, q.stamp_ns, lookup, s, expired)
+        try:
+            rgb = decode_color(q.msg, q.msgtype)
+            camera = camera_from_info(info.k, info.width, info.height, rgb.shape[1],
+                                      rgb.shape[0], "color")
+        except ImageDecodeError as err:  # CameraInfoError included
+            raise _Drop(err.reason, str(err)) from err
+        return ColorFrame(rgb, camera, T_map_cam, q.stamp_ns, frame_id), robot
 
     @staticmethod
     def _robot_position(stamp: int, lookup: LookupFn, s: AssemblySettings, expired: bool
@@ -458,6 +532,7 @@ class CameraStream:
         """Counters and queue depths for the status topic."""
         with self._lock:
             return {
+                "input": self.input,
                 "received": dict(self.received),
                 "integrated": self.integrated,
                 "queue": {"depth": len(self._depth), "color": len(self._color)},

@@ -20,6 +20,10 @@ WARN       camera: depth frames were dropped since the previous report (the mess
 OK         otherwise; the map is always OK
 =========  ====================================================================================
 
+A camera of a color-only mode (its status's ``input`` is ``color``) is judged by its color
+images the same way: those are the images that become frames ("integrated": handed to the
+color pipeline, keyframe or not).
+
 A camera that goes quiet is WARN, not STALE: STALE is what diagnostic_aggregator reports for a
 status that is no longer *published*, while here the node is alive and knows its input
 stopped (a paused bag or a stopped robot may do that on purpose). The silence is measured on
@@ -86,10 +90,10 @@ def _top(counts: Counter[str]) -> str:
 class _Previous:
     """A camera's counters at the previous report."""
 
-    depth_received: int = 0
+    received: int = 0
     integrated: int = 0
     drops: Counter[str] = field(default_factory=Counter)
-    last_depth_ns: int | None = None  # caller's steady clock when depth images last arrived
+    last_image_ns: int | None = None  # caller's steady clock when images last arrived
 
 
 class MapperDiagnostics:
@@ -97,8 +101,8 @@ class MapperDiagnostics:
 
     Args:
         node_name: the node's name: ``hardware_id`` and the prefix of every status name.
-        depth_timeout_s: a camera that received depth images and then none for this long
-            (seconds, steady clock) is WARN.
+        depth_timeout_s: a camera that received depth images (color-only: color images) and
+            then none for this long (seconds, steady clock) is WARN.
     """
 
     def __init__(self, node_name: str, depth_timeout_s: float = 5.0) -> None:
@@ -144,37 +148,38 @@ class MapperDiagnostics:
 
     def _camera(self, name: str, camera: Mapping[str, Any], now_ns: int) -> DiagnosticStatus:
         before = self._cameras.setdefault(name, _Previous())
-        received = int(camera["received"].get("depth", 0))
+        kind = str(camera.get("input", "depth"))  # the images that become frames
+        received = int(camera["received"].get(kind, 0))
         integrated = int(camera["integrated"])
         drops = Counter(camera["drops"])
-        new_received = _since(received, before.depth_received)
+        new_received = _since(received, before.received)
         new_integrated = _since(integrated, before.integrated)
         new_drops = _since(drops, before.drops)
         if new_received:
-            before.last_depth_ns = now_ns
-        before.depth_received, before.integrated, before.drops = received, integrated, drops
+            before.last_image_ns = now_ns
+        before.received, before.integrated, before.drops = received, integrated, drops
 
         values = dict(camera)
         problems: list[tuple[bytes, str]] = []
         if new_received and not new_integrated:
             problems.append((DiagnosticStatus.ERROR,
-                             f"{new_received} depth images received, none integrated"))
+                             f"{new_received} {kind} images received, none integrated"))
         if new_drops:
             problems.append((DiagnosticStatus.WARN,
-                             f"{new_drops.total()} depth frames dropped, most {_top(new_drops)}"))
-        if before.last_depth_ns is not None:
-            silent_s = (now_ns - before.last_depth_ns) / 1e9
-            values["seconds since last depth image"] = silent_s
-            if now_ns - before.last_depth_ns >= self.depth_timeout_ns:
-                problems.append((DiagnosticStatus.WARN, f"no depth image for {silent_s:.1f} s"))
+                             f"{new_drops.total()} {kind} frames dropped, most {_top(new_drops)}"))
+        if before.last_image_ns is not None:
+            silent_s = (now_ns - before.last_image_ns) / 1e9
+            values[f"seconds since last {kind} image"] = silent_s
+            if now_ns - before.last_image_ns >= self.depth_timeout_ns:
+                problems.append((DiagnosticStatus.WARN, f"no {kind} image for {silent_s:.1f} s"))
         if problems:
             level = max(level for level, _ in problems)
             message = "; ".join(text for _, text in problems)
-        elif before.last_depth_ns is None:
-            level, message = DiagnosticStatus.OK, "waiting for the first depth image"
+        elif before.last_image_ns is None:
+            level, message = DiagnosticStatus.OK, f"waiting for the first {kind} image"
         else:
             level = DiagnosticStatus.OK
-            message = f"integrated {new_integrated} of {new_received} new depth images"
+            message = f"integrated {new_integrated} of {new_received} new {kind} images"
         return self._status(f"camera {name}", level, message, values)
 
     def _tf(self, tf: Mapping[str, Any]) -> DiagnosticStatus:

@@ -12,6 +12,19 @@ sensor-data QoS):
   ``robot_frame`` set, the robot position (centre of the map's clearing radius and memory
   eviction) at its stamp.
 
+Color-only modes (``fusion.method`` in :data:`~recon_ros.core.mapper.COLOR_METHODS`:
+``stereo``, ``rgb``): no depth topic is subscribed; each camera's color image (raw, or
+compressed with ``color_transport: compressed``) and color camera_info are, and each color
+image, posed by TF at its stamp like a depth image, goes to
+:meth:`~recon_ros.core.mapper.Mapper.integrate_color`; the map (and every output) changes when
+the color pipeline fuses something (a keyframe's depth: with ``stereo.reference_delay`` newer
+keyframes, later than the keyframe's own image). A save (``~/save_map``, ``~/save_map_as``)
+writes a copy of the map whose pending keyframes were flushed
+(:meth:`~recon_ros.core.mapper.Mapper.finish_color`), while the live map keeps them waiting
+for their newer source views; autosave at shutdown flushes the live map (the stream ended).
+The input kind (depth or color-only) is fixed at start-up: a parameter change or
+``~/load_map`` of a map of the other kind is refused.
+
 Outputs (map frame): ``map`` (``nav_msgs/OccupancyGrid``, transient-local, in the node's
 namespace: the name Nav2's StaticLayer and map_saver use) with ``map_updates``
 (``map_msgs/OccupancyGridUpdate``: the box of changed cells while the grid keeps its size and
@@ -99,10 +112,12 @@ from visualization_msgs.msg import MarkerArray
 from recon_ros.core.block_hash import unpack_keys
 from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.frame import Frame, PinholeCamera
-from recon_ros.core.mapper import Mapper
+from recon_ros.core.mapper import COLOR_METHODS, Mapper
 from recon_ros.core.occupancy_grid import OccupancyGrid2D
 from recon_ros.core.render import RayStatus, RenderOptions, render
+from recon_ros.core.rgb_mapping import FragmentTsdf
 from recon_ros.io.image_codec import COMPRESSED_IMAGE
+from recon_ros.io.rosbag_source import ColorFrame
 from recon_ros.io.tf_buffer import TfBuffer
 from recon_ros.offline import CHECKPOINT_FILE, MeshExport, write_map_outputs
 
@@ -168,7 +183,7 @@ def _stats_ms(samples: list[float]) -> dict[str, float]:
 
 
 class _View(NamedTuple):
-    """Where the latest integrated depth frame was taken: ``~/render``'s default view."""
+    """Where the latest integrated image was taken: ``~/render``'s default view."""
 
     camera: PinholeCamera
     T_world_cam: np.ndarray
@@ -258,6 +273,10 @@ class MapperNode(Node):
                                    f"({self.mapper.frames_integrated} frames)")
         else:
             self.mapper = Mapper(self._config_target)
+        #: Color images only, no depth (fusion.method of the map, loaded or new): fixed for
+        #: the node's life, as its subscriptions are.
+        self.color_only = self.mapper.config.fusion.method in COLOR_METHODS
+        P.check_color_input(self.mapper.config.fusion.method, values["color_transport"])
         self._map_frame = str(values["map_frame"]).removeprefix("/")
         # Held by every callback that touches the map (the map group) and by a save while it
         # copies the map, or a load while it swaps one in.
@@ -361,10 +380,12 @@ class MapperNode(Node):
                           on_clock_change=False),
             post_callback=self._on_time_jump)
         self._intake.start()
+        inputs = (f"color images only (fusion.method {self.mapper.config.fusion.method})"
+                  if self.color_only else "depth images")
         self.get_logger().info(
             f"mapping {len(self.streams)} camera(s) {list(values['cameras'])} into frame "
             f"'{self._map_frame}' at {self.mapper.config.volume.voxel_size_m:g} m voxels on "
-            f"{self.mapper.device}")
+            f"{self.mapper.device} from {inputs}")
 
     def _exclusive(self, callback: Callable[..., Any]) -> Callable[..., Any]:
         """``callback`` holding the map lock while it runs."""
@@ -382,6 +403,9 @@ class MapperNode(Node):
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         values = self._values()
         values.update({p.name: p.value for p in params if p.name in values})
+        refusal = self._input_kind_refusal(str(values["fusion.method"]), "fusion.method")
+        if refusal:
+            return SetParametersResult(successful=False, reason=refusal)
         try:
             P.validate(values)
         except ConfigError as err:
@@ -389,6 +413,16 @@ class MapperNode(Node):
         except (TypeError, ValueError) as err:
             return SetParametersResult(successful=False, reason=f"invalid value: {err}")
         return SetParametersResult(successful=True)
+
+    def _input_kind_refusal(self, method: str, what: str) -> str:
+        """Why ``method`` (from ``what``) cannot be the node's fusion method: it maps another
+        input (depth vs color only) than the node subscribed at start-up; "" if it can."""
+        if (method in COLOR_METHODS) == self.color_only:
+            return ""
+        return (f"{what}: fusion.method={method!r} maps "
+                f"{'color images only' if method in COLOR_METHODS else 'depth images'}, "
+                f"but this node subscribed {'color' if self.color_only else 'depth'} images at "
+                "start-up; restart it with that fusion.method")
 
     def _validate_and_apply(self, params: list[Parameter]) -> SetParametersResult:
         """Humble's set-parameters path (no post-set callback): validate, then apply the new
@@ -424,17 +458,21 @@ class MapperNode(Node):
     # ------------------------------------------------------------------ inputs
 
     def _subscribe_camera(self, ns: str, values: dict[str, Any]) -> CameraStream:
+        """The inputs of camera namespace ``ns``: depth image and camera_info unless
+        :attr:`color_only`, color image (per ``color_transport``) and camera_info."""
         transport = values["color_transport"]
         stream = CameraStream(ns, int(values["queue_size"]), transport != "none",
-                              on_drop=self._on_drop, color_optional=transport == "auto")
+                              on_drop=self._on_drop, color_optional=transport == "auto",
+                              color_only=self.color_only)
         # The DDS history only buffers bursts until the callbacks run; the node's queue (and
         # its counted overflow) is the policy, so the history is deeper than the queue.
         qos = _input_qos(values["input_qos"], 2 * int(values["queue_size"]))
         info_qos = _input_qos(values["input_qos"], 5)
         subscribe = self._intake.subscribe
-        subscribe(Image, f"{ns}/{values['depth_image_topic']}", stream.push_depth, qos)
-        subscribe(CameraInfo, f"{ns}/{values['depth_info_topic']}", stream.set_depth_info,
-                  info_qos)
+        if not self.color_only:
+            subscribe(Image, f"{ns}/{values['depth_image_topic']}", stream.push_depth, qos)
+            subscribe(CameraInfo, f"{ns}/{values['depth_info_topic']}", stream.set_depth_info,
+                      info_qos)
         if transport in ("raw", "auto"):
             subscribe(Image, f"{ns}/{values['color_image_topic']}",
                       lambda m: stream.push_color(m, IMAGE), qos)
@@ -487,7 +525,8 @@ class MapperNode(Node):
             self._drop_totals[key] += 1
             first = self._drop_totals[key] == 1
             summary = ", ".join(f"{k} x{n}" for k, n in self._drop_totals.most_common())
-        what = "dropped depth frame" if kind == "depth" else "integrating without color"
+        what = (f"dropped {'color image' if self.color_only else 'depth frame'}"
+                if kind == "frame" else "integrating without color")
         if first:
             self.get_logger().warning(f"[{camera}] {what}: {detail}")
         else:
@@ -524,20 +563,42 @@ class MapperNode(Node):
                     progress = True
 
     def _integrate(self, stream: CameraStream, ready: AssembledFrame) -> None:
-        frame = ready.frame
-        self._score_quality(frame)
+        """Hand ``ready`` to the map (:meth:`_fuse`); a core error drops it (counted). The
+        image becomes ``~/render``'s default view and the robot's position; the stamp of
+        what was fused (color-only: possibly an earlier keyframe's) is owed a mesh update."""
+        image = ready.frame
         try:
-            self.mapper.integrate(frame, ready.robot_position_m)
+            fused = self._fuse(ready)
         except ReconError as err:  # e.g. a pose far outside the volume's index range
             stream.record_drop("integration failed", str(err))
             return
-        self._last_stamp_ns = max(self._last_stamp_ns, frame.stamp_ns)
-        self._last_view = _View(frame.camera, frame.T_world_cam, frame.stamp_ns, frame.frame_id)
-        robot = frame.T_world_cam[:3, 3] if ready.robot_position_m is None \
+        self._last_stamp_ns = max(self._last_stamp_ns, image.stamp_ns)
+        self._last_view = _View(image.camera, image.T_world_cam, image.stamp_ns, image.frame_id)
+        robot = image.T_world_cam[:3, 3] if ready.robot_position_m is None \
             else ready.robot_position_m
         self._robot_xy = (float(robot[0]), float(robot[1]))
-        self._unmeshed_stamps.append(frame.stamp_ns)
-        self._latency["integrated"].append(self._age_ms(frame.stamp_ns))
+        if fused is not None:
+            self._unmeshed_stamps.append(fused.stamp_ns)
+            self._latency["integrated"].append(self._age_ms(fused.stamp_ns))
+
+    def _fuse(self, ready: AssembledFrame) -> Frame | FragmentTsdf | None:
+        """A depth frame: scored (``quality_every_frames``), then integrated; returned. A
+        posed color image: offered to the color pipeline
+        (:meth:`~recon_ros.core.mapper.Mapper.integrate_color`); returns what it fused (stereo:
+        a keyframe's depth frame; rgb: a fragment), or None (not a keyframe, or keyframes
+        waiting for newer ones).
+
+        Raises:
+            ReconError: the core refused the frame.
+        """
+        if isinstance(ready.frame, ColorFrame):
+            image = ready.frame
+            return self.mapper.integrate_color(image.color, image.camera, image.T_world_cam,
+                                               image.stamp_ns, image.frame_id,
+                                               ready.robot_position_m)
+        self._score_quality(ready.frame)
+        self.mapper.integrate(ready.frame, ready.robot_position_m)
+        return ready.frame
 
     def _score_quality(self, frame: Frame) -> None:
         """Before ``frame`` is fused, if it is a ``quality_every_frames``-th frame and the map
@@ -802,6 +863,7 @@ class MapperNode(Node):
             "render": dict(self._renders),
             "map_sharing": self._sharing.status(),
             "cameras": {s.name: s.status() for s in self.streams},
+            "color_pipeline": self.mapper.color_input_counts(),
             "tf": {"frames": tf_frames, "refused": tf_refused},
             "timings_ms": timings,
             "latency_ms": {k: _stats_ms(v) for k, v in self._latency.items() if v},
@@ -828,14 +890,38 @@ class MapperNode(Node):
         integrated into the saved map, the mesh written with its mesher and time).
 
         The map is copied under the map lock (a deep copy of its tensors: the map's memory
-        once more on its device while the files are written) and the files are written from the copy, so integration
-        goes on while they are written, by a thread of lower CPU priority (nice
-        +:data:`SAVE_NICENESS`) so that integration keeps the cores it needs."""
+        once more on its device while the files are written) and the files are written from
+        the copy, so integration goes on while they are written, by a thread of lower CPU
+        priority (nice +:data:`SAVE_NICENESS`) so that integration keeps the cores it needs.
+        In a color-only mode that thread first flushes the copy's color pipeline
+        (:meth:`_finish_color`): the saved map holds every keyframe seen, while the live map's
+        pending keyframes keep waiting for their newer source views. (With
+        ``map_sharing.peer_topics`` the copy is the shared view, which holds no pending
+        keyframes: they are not in the save.)"""
         with self._map_lock:
             snapshot = copy.deepcopy(self._map())
-        paths, export = run_niced(lambda: write_map_outputs(snapshot, directory),
-                                  SAVE_NICENESS)
+
+        def write() -> tuple[dict[str, Path], MeshExport]:
+            self._finish_color(snapshot)
+            return write_map_outputs(snapshot, directory)
+
+        paths, export = run_niced(write, SAVE_NICENESS)
         return paths, snapshot.frames_integrated, export
+
+    def _finish_color(self, mapper: Mapper) -> None:
+        """In a color-only mode, fuse the keyframes ``mapper``'s color pipeline still holds
+        back (:meth:`~recon_ros.core.mapper.Mapper.finish_color`), logged; a core error is
+        logged and the map saved without them."""
+        if not self.color_only:
+            return
+        before = mapper.frames_integrated
+        try:
+            mapper.finish_color()
+        except ReconError as err:
+            self.get_logger().error(f"pending keyframes not fused before the save: {err}")
+            return
+        self.get_logger().info(f"fused {mapper.frames_integrated - before} pending keyframe(s) "
+                               "into the saved map")
 
     def _directory(self, path: str) -> Path:
         """A request's path, or the ``map_dir`` parameter if it is empty."""
@@ -890,6 +976,9 @@ class MapperNode(Node):
         try:
             checkpoint, mapper = self._read_map(directory,
                                                 device=self._config_target.volume.device)
+            refusal = self._input_kind_refusal(mapper.config.fusion.method, "the map's config")
+            if refusal:
+                raise ConfigError(refusal)
         except (OSError, ReconError) as err:
             message = f"cannot load map {directory}: {err}"
             self.get_logger().error(message)
@@ -1037,6 +1126,7 @@ class MapperNode(Node):
         directory = Path(setting).expanduser().resolve()
         self.get_logger().info(f"autosaving the map to {directory} (checkpoint first)")
         start = time.perf_counter()
+        self._finish_color(self.mapper)  # the stream ended: fuse what the live map holds back
 
         def checkpoint_in_place(path: Path) -> None:
             self.get_logger().info(f"autosave: checkpoint {path} in place after "

@@ -22,6 +22,7 @@ from typing import Any
 
 from recon_ros.core.config import SECTIONS, MapperConfig
 from recon_ros.core.errors import ConfigError
+from recon_ros.core.mapper import COLOR_METHODS
 
 __all__ = [
     "COLOR_TRANSPORTS",
@@ -29,6 +30,7 @@ __all__ = [
     "PARAMETERS",
     "Param",
     "by_name",
+    "check_color_input",
     "config_values",
     "core_config",
     "defaults",
@@ -94,10 +96,11 @@ _NODE_PARAMS: tuple[Param, ...] = (
           "\"\" = the camera's position. When it is not available the frame is still "
           "integrated, centred on the camera (counted in the status, logged)."),
     Param("cameras", ["camera"],
-          "Namespaces of the depth cameras, relative to the node's namespace; the topics "
-          "below are subscribed inside each.", read_only=True),
+          "Namespaces of the cameras, relative to the node's namespace; the topics below are "
+          "subscribed inside each.", read_only=True),
     Param("depth_image_topic", "depth/image_raw",
-          "Depth image topic inside each camera namespace (16UC1 mm or 32FC1 m).",
+          "Depth image topic inside each camera namespace (16UC1 mm or 32FC1 m); not "
+          "subscribed with a color-only fusion.method (stereo, rgb), nor its camera_info.",
           read_only=True),
     Param("depth_info_topic", "depth/camera_info",
           "Depth CameraInfo topic inside each camera namespace.", read_only=True),
@@ -109,7 +112,8 @@ _NODE_PARAMS: tuple[Param, ...] = (
     Param("color_transport", "auto",
           "How color arrives: auto (Image, used once it arrives; depth-only cameras need no "
           "setting), raw (Image, expected: frames without it are counted), compressed "
-          "(CompressedImage, jpeg/png, expected) or none (depth only).",
+          "(CompressedImage, jpeg/png, expected) or none (depth only). With a color-only "
+          "fusion.method color is what is mapped: auto = raw, none is invalid.",
           read_only=True),
     Param("input_qos", "sensor_data",
           "QoS of the image and camera_info subscriptions: sensor_data (best effort, matches "
@@ -267,8 +271,10 @@ _CORE_PARAMS: tuple[Param, ...] = (
           "Pixel stride of the rays that carve free space into the 2D grid.", "px"),
     _core("fusion", "method",
           "tsdf (classical fusion, with color) or latent (learned latent fusion, geometry "
-          "only); stereo (color-only mapping) is refused by the node, it runs in "
-          "`recon-ros replay` only."),
+          "only) map depth images; stereo (plane-sweep stereo on keyframes) and rgb (learned, "
+          "Atlas-style fragments) map color images only: the node then subscribes color "
+          "image and camera_info, no depth. Changed at run time only within the same input "
+          "kind (depth or color-only); the inputs are subscribed at start-up."),
     _core("fusion", "weights",
           "Weight file of the latent model (\"\" = the shipped default)."),
     _core("fusion", "max_count",
@@ -276,8 +282,11 @@ _CORE_PARAMS: tuple[Param, ...] = (
     _core("fusion", "allow_weights_mismatch",
           "Run latent weights trained for another voxel size or truncation (more than 1 % "
           "apart) with a warning; false = refuse them."),
-    _core("stereo", "min_depth_m", "fusion.method stereo (replay only): nearest depth "
-          "hypothesis of the plane sweep.", "m"),
+    _core("fusion", "occupancy_threshold",
+          "Latent fusion: an observed voxel is occupied (occupied voxels, 2D grid) when the "
+          "decoded occupancy head's probability is at least this."),
+    _core("stereo", "min_depth_m", "fusion.method stereo: nearest depth hypothesis of the "
+          "plane sweep.", "m"),
     _core("stereo", "max_depth_m", "Farthest depth hypothesis of the plane sweep.", "m"),
     _core("stereo", "num_depths", "Depth hypotheses, uniform in inverse depth."),
     _core("stereo", "window_radius_px", "Half size of the ZNCC matching window, at the "
@@ -307,6 +316,23 @@ _CORE_PARAMS: tuple[Param, ...] = (
           "the reference.", "deg"),
     _core("stereo", "reference_delay", "A keyframe's depth is computed once this many newer "
           "keyframes exist (source views on both sides; 0 = at once).", "keyframes"),
+    _core("rgb", "weights", "fusion.method rgb: Atlas weight file (\"\" = the shipped "
+          "weights of view_fusion); volume.voxel_size_m must equal its training voxel size."),
+    _core("rgb", "view_fusion", "average (running mean over views) or context (Pix2Vox "
+          "softmax weighting); must match the weights."),
+    _core("rgb", "keyframe_translation_m", "A frame becomes a keyframe when the camera moved "
+          "this far since the last keyframe.", "m"),
+    _core("rgb", "keyframe_rotation_deg", "... or turned this much.", "deg"),
+    _core("rgb", "views_per_fragment", "Keyframes per fragment (0 = the weights' training "
+          "view count).", "keyframes"),
+    _core("rgb", "fragment_overlap", "Keyframes a fragment shares with the previous one.",
+          "keyframes"),
+    _core("rgb", "fragment_weight", "Weight of a fragment's voxels in the map's weighted "
+          "average."),
+    _core("rgb", "floor_height_m", "Map height of the floor; fragments sit on it as in "
+          "training.", "m"),
+    _core("rgb", "color", "Color voxels with the mean color of the keyframes they project "
+          "into (occlusion ignored)."),
     _core("map", "clearing_radius_m",
           "Blocks whose centre is farther than this from the robot (robot_frame, else the "
           "camera) are dropped after every frame, and so are 2D free-space tiles farther "
@@ -429,6 +455,20 @@ def _check_map_sharing(values: dict[str, Any]) -> None:
         _check_topic("map_sharing.peer_topics", topic.removeprefix("/"))
 
 
+def check_color_input(method: str, color_transport: str) -> None:
+    """A color-only ``fusion.method`` (:data:`~recon_ros.core.mapper.COLOR_METHODS`: the node
+    subscribes color image and camera_info, no depth) needs color: ``color_transport`` must
+    not be ``none``.
+
+    Raises:
+        ConfigError: it is.
+    """
+    if method in COLOR_METHODS and color_transport == "none":
+        raise ConfigError(f"color_transport='none' is invalid with fusion.method={method!r}: "
+                          "color-only mapping needs the color images (auto, raw or "
+                          "compressed)")
+
+
 def validate(values: dict[str, Any]) -> MapperConfig:
     """Check a complete set of parameter values; returns the core config they describe.
 
@@ -481,10 +521,7 @@ def validate(values: dict[str, Any]) -> MapperConfig:
     if not str(values["map_dir"]):
         raise ConfigError("map_dir='' is invalid: must be a directory")
     _check_map_sharing(values)
-    if values["fusion.method"] == "stereo":
-        raise ConfigError("fusion.method='stereo' is invalid for the node: color-only mapping "
-                          "runs offline only (recon-ros replay BAG --config ...); the node "
-                          "needs a depth camera (fusion.method tsdf or latent)")
+    check_color_input(values["fusion.method"], values["color_transport"])
     return core_config(values)
 
 

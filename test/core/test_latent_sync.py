@@ -14,10 +14,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from recon_ros.core import Mapper, MapperConfig
 from recon_ros.core.block_hash import fixed_probing
 from recon_ros.core.latent_integrator import LatentIntegrator
-from recon_ros.core.latent_volume import LatentVolume
+from recon_ros.core.latent_volume import LatentVolume, cube_offsets
 from recon_ros.core.sync_audit import SyncOpCounter
 from recon_ros.core.volume import neighbour_offsets
-from recon_ros.models.networks import Translator
+from recon_ros.models.checkpoint import save_weights
+from recon_ros.models.networks import LatentFusionModel, ModelConfig, Translator
 
 #: Host syncs per steady-state frame of the latent path on the scene below, measured when the
 #: path was rebuilt (before: 7 in integrate, 4 in decode). Integrate: one compaction of the
@@ -25,6 +26,11 @@ from recon_ros.models.networks import Translator
 #: one of the voxels to decode. Lower these when a change removes syncs.
 INTEGRATE_SYNCS = 3
 DECODE_SYNCS = 2
+#: The same with free-space samples (``ModelConfig.free_space_samples``, issue 13 item 3):
+#: the grouping's compaction, one to find the blocks holding band samples that need
+#: allocating, the hash map's two when some do, one to compact the voxels of present blocks.
+#: The 5^3 translator context decodes with the same two.
+INTEGRATE_SYNCS_FREE_SPACE = 5
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,9 +45,20 @@ def _frames(count: int) -> list:
                             color=False))[:count]
 
 
-def _latent_mapper(device: str) -> Mapper:
+@pytest.fixture(scope="module")
+def context5_weights(tmp_path_factory) -> str:
+    """Untrained (seeded) weights with the 5^3 translator context and free-space samples."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "context5_free_space.pt"
+    save_weights(LatentFusionModel(ModelConfig(free_space_samples=8, translator_context=5)),
+                 path, {})
+    return str(path)
+
+
+def _latent_mapper(device: str, weights: str = "") -> Mapper:
     return Mapper(MapperConfig.from_dict({"volume": {"voxel_size_m": 0.05, "device": device},
-                                          "fusion": {"method": "latent"}}))
+                                          "fusion": {"method": "latent",
+                                                     "weights": weights}}))
 
 
 def _full_decode(latent: LatentVolume, integ: LatentIntegrator
@@ -50,8 +67,10 @@ def _full_decode(latent: LatentVolume, integ: LatentIntegrator
     the translator's convolutions. Returns (n, V) TSDF (metres), weight, occupancy."""
     vol = latent.volume
     n = vol.num_blocks
-    x = latent.voxel_neighbourhoods(torch.arange(n * vol.voxels_per_block, device=vol.device))
-    out = integ.translator.net(x.contiguous()).reshape(n, -1, 2)
+    flat = torch.arange(n * vol.voxels_per_block, device=vol.device)
+    out = torch.cat([integ.translator.net(latent.voxel_neighbourhoods(
+        chunk, integ.context_radius).contiguous()).reshape(-1, 2)
+        for chunk in torch.split(flat, 8192)]).reshape(n, -1, 2)
     count = latent.count[:n]
     seen = count > 0
     tsdf = (torch.tanh(out[..., 0]) * integ.truncation_voxels * vol.voxel_size_m).clamp(
@@ -60,20 +79,24 @@ def _full_decode(latent: LatentVolume, integ: LatentIntegrator
             torch.where(seen, torch.sigmoid(out[..., 1]), 0.0))
 
 
-def _dilated(latent: LatentVolume, flat: torch.Tensor) -> torch.Tensor:
-    """(n, V) bool: voxels within one voxel (3x3x3) of the voxels ``flat``."""
+def _dilated(latent: LatentVolume, flat: torch.Tensor, radius: int) -> torch.Tensor:
+    """(n, V) bool: voxels within ``radius`` voxels (a cube) of the voxels ``flat``."""
     vol = latent.volume
     nbr = latent.voxel_flat_index(latent.flat_to_voxels(flat)[:, None, :]
-                                  + neighbour_offsets(vol.device)[None], allocate=False)
+                                  + cube_offsets(radius, vol.device)[None], allocate=False)
     mask = torch.zeros(vol.num_blocks * vol.voxels_per_block, dtype=torch.bool,
                        device=vol.device)
     mask[nbr[nbr >= 0]] = True
     return mask.reshape(vol.num_blocks, -1)
 
 
-@pytest.mark.parametrize("batch_blocks, batch_voxels", [(2048, 65536), (16, 1000)])
-def test_lazy_decode_equals_decoding_every_voxel(device, batch_blocks, batch_voxels):
-    mapper = _latent_mapper(device)
+@pytest.mark.parametrize("model, batch_blocks, batch_voxels", [
+    ("shipped", 2048, 65536), ("shipped", 16, 1000), ("context5", 16, 1000)])
+def test_lazy_decode_equals_decoding_every_voxel(device, batch_blocks, batch_voxels, model,
+                                                 context5_weights):
+    """For the 5^3 context (with free-space samples) a decode covers the updated voxels
+    dilated by two; it must still equal decoding every voxel."""
+    mapper = _latent_mapper(device, context5_weights if model == "context5" else "")
     latent, integ, vol = mapper.latent, mapper.latent_integrator, mapper.volume
     integ.decode_batch_blocks, integ.decode_batch_voxels = batch_blocks, batch_voxels
     updated = []
@@ -94,7 +117,7 @@ def test_lazy_decode_equals_decoding_every_voxel(device, batch_blocks, batch_vox
         assert torch.equal(after[1], weight)
         assert torch.allclose(after[2], occupancy, rtol=0, atol=1e-5)
         # nothing outside the updated voxels dilated by one was written
-        outside = ~_dilated(latent, torch.cat(updated))
+        outside = ~_dilated(latent, torch.cat(updated), integ.context_radius)
         for old, new in zip(before, after):
             assert torch.equal(old[outside], new[outside])
         assert not latent.pending.any() and not latent.dirty.any()
@@ -167,8 +190,10 @@ class _SortCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_latent_syncs_and_sorts_per_frame_stay_within_the_ratchet():
-    mapper = _latent_mapper("cpu")
+@pytest.mark.parametrize("model", ["shipped", "context5"])
+def test_latent_syncs_and_sorts_per_frame_stay_within_the_ratchet(model, context5_weights):
+    mapper = _latent_mapper("cpu", context5_weights if model == "context5" else "")
+    limit = INTEGRATE_SYNCS_FREE_SPACE if model == "context5" else INTEGRATE_SYNCS
     latent, integ = mapper.latent, mapper.latent_integrator
     for i, frame in enumerate(_frames(6)):
         ft = mapper._to_device(frame)
@@ -180,7 +205,7 @@ def test_latent_syncs_and_sorts_per_frame_stay_within_the_ratchet():
                 integ.decode_dirty(latent)
         if i == 0:
             continue  # the first frame allocates the storage
-        assert syncs.total <= INTEGRATE_SYNCS, (i, syncs.ops, syncs.sites)
+        assert syncs.total <= limit, (i, syncs.ops, syncs.sites)
         assert decode_syncs.total <= DECODE_SYNCS, (i, decode_syncs.ops, decode_syncs.sites)
         assert sum(sorts.ops.values()) == 1, sorts.ops
 

@@ -66,7 +66,7 @@ def test_config_accepts_stereo_and_rejects_a_motionless_keyframe_rule() -> None:
     with pytest.raises(ConfigError, match="cannot both be 0"):
         StereoConfig(keyframe_translation_m=0.0, keyframe_rotation_deg=0.0)
     with pytest.raises(ConfigError, match=r"fusion.method='sgm' is invalid: must be one of "
-                                          r"\['tsdf', 'latent', 'stereo'\]"):
+                                          r"\['tsdf', 'latent', 'stereo', 'rgb'\]"):
         MapperConfig.from_dict({"fusion": {"method": "sgm"}})
     with pytest.raises(ConfigError, match="unknown key"):
         MapperConfig.from_dict({"stereo": {"keyframes": 3}})

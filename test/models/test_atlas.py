@@ -1,6 +1,7 @@
-"""Atlas-style RGB TSDF model: shapes, back-projection by hand, online view fusion against the
-batch formulas, coarse-to-fine masking, a tiny overfit, resumable training, and the shipped
-weights against an untrained network on a held-out fragment."""
+"""Atlas-style RGB TSDF model: shapes, back-projection by hand, the ZNCC matching cue (exact
+values, sampling by hand, online == batch), online view fusion against the batch formulas,
+coarse-to-fine masking, a tiny overfit, resumable training, reading v1 weight files, and the
+shipped weights against an untrained network and an F-score floor on a held-out fragment."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import torch
 
 from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.frame import PinholeCamera
-from recon_ros.models.atlas import (LEVEL_SCALES, AtlasConfig, AtlasModel, Fragment, ViewFusion,
-                                    backproject, coarse_to_fine, default_weights, load_atlas,
-                                    save_atlas_weights)
+from recon_ros.models.atlas import (LEVEL_SCALES, WEIGHTS_FORMAT_V1, AtlasConfig, AtlasModel,
+                                    Fragment, MatchingFusion, ViewFusion, backproject,
+                                    coarse_to_fine, default_weights, load_atlas,
+                                    patch_offsets, patch_vector_image, patch_vectors,
+                                    sample_vectors, save_atlas_weights, zncc)
+from recon_ros.models.checkpoint import save_weights
 from recon_ros.models.data import EVALUATION_SEED_BASE
 from recon_ros.models.train_atlas import (AtlasTrainConfig, fragment_loss, heldout_sample,
                                           training_sample, tsdf_errors, train)
@@ -47,11 +51,14 @@ def test_forward_shapes_and_streaming_equals_batch():
         T[:3, 3] = (-2.0, 0.0, 0.6)
         poses.append(T)
     images = np.random.default_rng(0).integers(0, 256, (3, 24, 32, 3), dtype=np.uint8)
-    for fusion in ("average", "context"):
+    for fusion, stride, matching in (("average", 4, ()), ("context", 4, ()),
+                                     ("average", 2, (1, 2)), ("context", 2, (1, 3))):
         model = AtlasModel(AtlasConfig(feature_channels=4, image_hidden=4,
                                        volume_channels=(4, 6, 8), score_hidden=2,
-                                       view_fusion=fusion)).eval()
-        assert model.features(torch.zeros(2, 3, 24, 32)).shape == (2, 4, 6, 8)
+                                       view_fusion=fusion, feature_stride=stride,
+                                       matching_dilations=matching)).eval()
+        assert model.features(torch.zeros(2, 3, 24, 32)).shape == (2, 4, 24 // stride,
+                                                                    32 // stride)
         with torch.no_grad():
             out = model(images, camera, poses, frag)
             state = model.begin(frag)
@@ -68,6 +75,14 @@ def test_forward_shapes_and_streaming_equals_batch():
         assert int(out.view_count.max()) == 3
         for a, b in zip(out.levels, streamed.levels):
             assert torch.allclose(a.tsdf, b.tsdf, atol=1e-5)
+        if matching:  # the mean pairwise ZNCC does not depend on the view order
+            reverse = model.begin(frag)
+            with torch.no_grad():
+                model.add_views(reverse, images[::-1].copy(), camera, poses[::-1])
+            assert state.matching.mean_zncc().shape == (frag.num_voxels, 2)
+            assert torch.allclose(state.matching.mean_zncc(), reverse.matching.mean_zncc(),
+                                  atol=1e-5)
+            assert float(state.matching.mean_zncc().abs().max()) <= 1.0 + 1e-5
     with pytest.raises(ReconError):
         model.add_views(model.begin(frag), images[:, :22], camera, poses)  # not a multiple of 4
 
@@ -112,6 +127,119 @@ def test_backprojection_by_hand():
     values, valid, _ = backproject(feats, torch.tensor([[2.0, 2.0, 2.0], [3.0, 2.0, 1.0]]),
                                    camera, torch.as_tensor(T))
     assert valid.all() and torch.allclose(values[:, 0], torch.ones(2), atol=1e-6)
+
+
+# ------------------------------------------------------------------------- matching cue
+def test_zncc_exact_values():
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(6, 1, 49, generator=g)
+    assert torch.allclose(zncc(a, a), torch.ones(6), atol=1e-4)          # identical
+    assert torch.allclose(zncc(a, -a), -torch.ones(6), atol=1e-4)        # negative
+    assert torch.allclose(zncc(a, 0.3 * a + 0.2), torch.ones(6), atol=1e-3)  # gain, offset
+    b = torch.rand(6, 1, 49, generator=g)
+    za, zb = a - a.mean(2, keepdim=True), b - b.mean(2, keepdim=True)
+    textbook = (za * zb).sum((1, 2)) / (za.square().sum((1, 2)) * zb.square().sum((1, 2))).sqrt()
+    assert torch.allclose(zncc(a, b), textbook, atol=1e-4)
+    flat = torch.zeros(1, 1, 49)                                           # no texture: 0
+    assert float(zncc(flat, a[:1])) == 0.0
+    assert torch.allclose(patch_vectors(a).square().sum(1), torch.full((6,), 49.0), rtol=1e-3)
+
+
+def test_patch_vector_image_and_sampling_by_hand():
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(1, 10, 12, generator=g)
+    offsets = patch_offsets(1, 2)  # 3 x 3 taps, 2 pixels apart, dv slowest
+    assert offsets.tolist()[:4] == [[-2.0, -2.0], [0.0, -2.0], [2.0, -2.0], [-2.0, 0.0]]
+    vec = patch_vector_image(image, 1, 2)
+    assert vec.shape == (9, 10, 12)
+    # interior pixel (u, v) = (5, 4): taps image[v + dv, u + du]
+    patch = torch.stack([image[0, 4 + int(dv), 5 + int(du)] for du, dv in offsets])
+    assert torch.allclose(vec[:, 4, 5], patch_vectors(patch[None, None])[0], atol=1e-5)
+    # corner pixel (0, 0): taps outside read the border pixel (replicated)
+    patch = torch.stack([image[0, max(int(dv), 0), max(int(du), 0)] for du, dv in offsets])
+    assert torch.allclose(vec[:, 0, 0], patch_vectors(patch[None, None])[0], atol=1e-5)
+    # bilinear reading: on a pixel centre exactly that pixel's vector, half-way the mean
+    uv = torch.tensor([[5.0, 4.0], [5.5, 4.0], [11.0, 9.0]])
+    got = sample_vectors(vec, uv)
+    assert torch.allclose(got[0], vec[:, 4, 5], atol=1e-6)
+    assert torch.allclose(got[1], 0.5 * (vec[:, 4, 5] + vec[:, 4, 6]), atol=1e-6)
+    assert torch.allclose(got[2], vec[:, 9, 11], atol=1e-6)
+
+
+def _brute_force_matching(vectors: torch.Tensor, valid: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean pairwise ZNCC and each view's mean ZNCC with the views before it, by loops."""
+    v, n, d = vectors.shape
+    mean = torch.zeros(n)
+    agree = torch.zeros(v, n)
+    for k in range(n):
+        seen = [i for i in range(v) if valid[i, k]]
+        pairs = [(i, j) for a, i in enumerate(seen) for j in seen[a + 1:]]
+        if pairs:
+            mean[k] = sum(float(vectors[i, k] @ vectors[j, k]) / d for i, j in pairs) / len(pairs)
+        for a, i in enumerate(seen):
+            if a:
+                agree[i, k] = sum(float(vectors[i, k] @ vectors[j, k]) / d
+                                  for j in seen[:a]) / a
+    return mean, agree
+
+
+def test_matching_fusion_incremental_equals_batch():
+    g = torch.Generator().manual_seed(5)
+    v, n, d = 5, 40, 9
+    vectors = patch_vectors(torch.rand(v * n, 1, d, generator=g)).reshape(v, n, d)
+    vectors[:, :4] = vectors[0, :4]                    # voxels 0-3: all views agree
+    valid = torch.rand(v, n, generator=g) < 0.7
+    valid[:, :4] = True
+    valid[:, 4] = False                                # never seen
+    valid[1:, 5] = False                               # seen once
+    mean, agree = _brute_force_matching(vectors, valid)
+    fusion = MatchingFusion(n, [d], "cpu")
+    for i in range(v):
+        index = valid[i].nonzero()[:, 0]
+        got = fusion.add([vectors[i, index]], index)
+        assert torch.allclose(got[:, 0], agree[i], atol=1e-5)
+    out = fusion.fused()
+    assert torch.allclose(out[:, 0], mean, atol=1e-5)
+    assert torch.allclose(out[:4, 0], torch.ones(4), atol=1e-4)
+    assert out[4, 0] == 0 and out[5, 0] == 0
+    assert torch.equal(out[:, 1], (valid.sum(0) >= 2).to(torch.float32))
+    assert torch.equal(fusion.count, valid.sum(0).to(torch.float32))
+    backwards = MatchingFusion(n, [d], "cpu")       # any view order: the same mean
+    for i in reversed(range(v)):
+        index = valid[i].nonzero()[:, 0]
+        backwards.add([vectors[i, index]], index)
+    assert torch.allclose(backwards.mean_zncc(), fusion.mean_zncc(), atol=1e-5)
+
+
+def test_matching_cue_samples_the_projections_by_hand():
+    # Camera of _identity_camera (f = 4, principal point (4, 4), 16 x 16). Voxel (1, 1, 1)
+    # of the fragment is global index (2, 0, 2), centre (1, 0, 1) m: it projects to pixel
+    # (8, 4) from the identity pose and to (7, 4) from a camera moved 0.25 m along +x.
+    camera = _identity_camera()
+    frag = Fragment((1, -1, 1), (4, 4, 4), 0.5)
+    T1 = np.eye(4)
+    T1[0, 3] = 0.25
+    g = torch.Generator().manual_seed(6)
+    images = torch.randint(0, 256, (2, 16, 16, 3), generator=g, dtype=torch.uint8)
+    model = AtlasModel(AtlasConfig(feature_channels=2, image_hidden=2,
+                                   volume_channels=(2, 2, 2), matching_radius=2,
+                                   matching_dilations=(1, 2))).eval()
+    state = model.begin(frag)
+    with torch.no_grad():
+        model.add_views(state, images.numpy(), camera, [np.eye(4), T1])
+    k = int(np.ravel_multi_index((1, 1, 1), frag.dims))
+    grey = images.permute(0, 3, 1, 2).to(torch.float32).div(255.0).mean(1, keepdim=True)
+    assert state.matching.count[k] == 2
+    for i, dil in enumerate((1, 2)):
+        a = patch_vector_image(grey[0], 2, dil)[:, 4, 8]
+        b = patch_vector_image(grey[1], 2, dil)[:, 4, 7]
+        assert torch.allclose(state.matching.sums[i][k], a + b, atol=1e-5)
+        assert torch.allclose(state.matching.mean_zncc()[k, i], a @ b / 25, atol=1e-5)
+        # the same patches taken out of the image by hand
+        pa = torch.stack([grey[0, 0, 4 + dv * dil, 8 + du * dil]
+                          for dv in range(-2, 3) for du in range(-2, 3)])
+        assert torch.allclose(a, patch_vectors(pa[None, None])[0], atol=1e-5)
 
 
 # ------------------------------------------------------------------------- view fusion
@@ -234,6 +362,17 @@ def test_weights_round_trip(tmp_path):
     save_atlas_weights(model, tmp_path / "w.pt", {"note": "x"})
     loaded, meta = load_atlas(tmp_path / "w.pt")
     assert meta == {"note": "x"} and loaded.config == TINY
+    # a file of the first format (no matching cue, stride 4; its config predates the fields)
+    v1 = AtlasModel(AtlasConfig(feature_channels=4, image_hidden=4, volume_channels=(4, 4, 4),
+                                score_hidden=2, matching_dilations=()))
+    save_weights(v1, tmp_path / "v1.pt", {"note": "v1"}, WEIGHTS_FORMAT_V1)
+    state = torch.load(tmp_path / "v1.pt", weights_only=True)
+    for name in ("feature_stride", "matching_radius", "matching_dilations"):
+        del state["model_config"][name]
+    torch.save(state, tmp_path / "v1.pt")
+    old, meta = load_atlas(tmp_path / "v1.pt")
+    assert meta == {"note": "v1"} and old.config.matching_dilations == ()
+    assert old.config.feature_stride == 4
     (tmp_path / "bad.pt").write_bytes(b"not a file")
     with pytest.raises(ReconError):
         load_atlas(tmp_path / "bad.pt")

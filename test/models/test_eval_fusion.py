@@ -176,3 +176,35 @@ def test_command_end_to_end(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 * len(conds)
     assert {r["method"] for r in rows} == {*CLASSICAL, "latent"}
+
+
+def test_goal_checks_per_compared_weights() -> None:
+    means = _means(0.6, 0.81)
+    means["latent:new"] = dict(means["latent"]) | {"outlier-caused MAD cm": 0.7}
+    checks = goal_checks(FusionEvalConfig(), {"sigma 0.01, 5% outliers": means})
+    assert [(name.split(":")[0], ok) for name, ok, _ in checks] == [
+        ("sigma 0.01, 5% outliers", True), ("sigma 0.01, 5% outliers", True),
+        ("[latent", False), ("[latent", True)]
+    assert checks[2][0].startswith("[latent:new] ") and "latent:new 0.70" in checks[2][2]
+
+
+def test_compare_weights_end_to_end(tmp_path: Path) -> None:
+    """``--compare`` adds a latent method per weight file; the shipped weights compared with
+    themselves give the same numbers as ``latent``."""
+    from recon_ros.models.checkpoint import DEFAULT_WEIGHTS
+
+    args = ["--out-md", str(tmp_path / "report.md"), "--json-out", str(tmp_path / "r.json"),
+            "--csv-out", str(tmp_path / "r.csv"), "--conditions", "rects", "--scenes", "1",
+            "--frames", "3", "--width", "32", "--height", "24", "--compare",
+            f"again={DEFAULT_WEIGHTS}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "recon_ros.models.evaluate_fusion", *args],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    for run in data["runs"]:
+        a, b = run["methods"]["latent"], run["methods"]["latent:again"]
+        for key in ("mad_gt_m", "accuracy_m", "obstacles_marked_free"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    assert any(g["goal"].startswith("[latent:again] ") for g in data["goals"])
+    assert "| latent:again |" in (tmp_path / "report.md").read_text()

@@ -15,7 +15,8 @@ from torch import nn
 from recon_ros.core import Mapper, MapperConfig
 from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.frame import PinholeCamera
-from recon_ros.core.latent_integrator import (LatentIntegrator, group_samples, ray_sample_voxels,
+from recon_ros.core.latent_integrator import (LatentIntegrator, free_space_sample_voxels,
+                                              group_samples, ray_sample_voxels,
                                               segment_mean)
 from recon_ros.core.latent_volume import LatentVolume
 from recon_ros.core.volume import BlockVolume
@@ -151,6 +152,135 @@ def test_invalid_pixels_are_skipped(device):
     ft = frame_tensors(np.array([[0.0, np.nan, 9.0]], np.float32), cam, np.eye(4), 0.1, 5.0,
                        device)
     assert integ.integrate(latent, ft).voxels.numel() == 0 and vol.num_blocks == 0
+
+
+# ------------------------------------------------- free-space samples (issue 13, item 3)
+def test_free_space_samples_land_where_computed_by_hand(device):
+    # 3 x 1 image, fx = 1000, cx = 2: pixel 2 looks along the optical axis. Voxel 0.1 m,
+    # n = 2, S = 4, range 8 voxels. Pixel phase phi = frac(R2_U * u + R2_V * v).
+    depth = torch.tensor([[0.5, 0.35, 2.0]], device=device)
+    voxels, inside, ahead = free_space_sample_voxels(
+        depth, (1000.0, 1000.0, 2.0, 0.0), torch.eye(4, device=device), 0.1, 2, 4, 8.0)
+    assert voxels.shape == (1, 3, 4, 3) and inside.shape == ahead.shape == (1, 3, 4)
+    # pixel 2, depth 2 m: t_hi = 2 - 3 * 0.1 = 1.7, t_lo = max(0.1, 1.7 - 0.8) = 0.9,
+    # phi = frac(2 * 0.75487766) = 0.50975533, t_j = 1.7 - (j + phi) * 0.2
+    phi = (2 * 0.7548776662466927) % 1.0
+    t = [1.7 - (j + phi) * 0.2 for j in range(4)]  # 1.598, 1.398, 1.198, 0.998
+    assert [round(10 * v) for v in t] == [16, 14, 12, 10]
+    assert voxels[0, 2].tolist() == [[0, 0, 16], [0, 0, 14], [0, 0, 12], [0, 0, 10]]
+    assert inside[0, 2].all()
+    assert torch.allclose(ahead[0, 2], torch.tensor([2.0 - v for v in t], device=device),
+                          atol=1e-5)
+    # pixel 0 (phi = 0), depth 0.5 m: t_hi = 0.2, t_lo = 0.1 (clamped): 0.2, 0.175, 0.15, 0.125
+    assert inside[0, 0].all()
+    r = math.sqrt(1 + 0.002 ** 2)  # |ray| of pixel 0
+    assert torch.allclose(ahead[0, 0], torch.tensor(
+        [0.5 * r - v for v in (0.2, 0.175, 0.15, 0.125)], device=device), atol=1e-5)
+    # pixel 1, depth 0.35 m: t_hi = 0.05 < t_lo = 0.1: no free-space stretch
+    assert not inside[0, 1].any()
+
+
+class _BandAndFreeSpace(nn.Module):
+    """A hand-set fusion network (F = 1): band sample ``k`` of ``2n + 1`` gets the observed
+    normalized SDF ``-(k - n) / n``, every free-space sample ``+1`` (free): the latent code is
+    then the running average of classical TSDF observations."""
+
+    def __init__(self, n: int, free_samples: int) -> None:
+        super().__init__()
+        band = [-(k - n) / n for k in range(2 * n + 1)]
+        self.values = torch.tensor(band + [1.0] * free_samples)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        return self.values.to(x.device)[None, :, None, None].expand(1, -1, h, w)
+
+
+class _CentreFeature(nn.Module):
+    """A hand-set translator: normalized TSDF = the centre voxel's feature (channel 0),
+    occupancy logit = -10 x it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[2] // 2
+        f = x[:, 0, c, c, c]
+        return torch.stack((f, -10.0 * f), 1)[:, :, None, None, None]
+
+
+def _floater_run(device: str, free_samples: int) -> tuple[list[float], LatentVolume, int]:
+    """A 5 x 5 camera on the map's z axis sees a 'floater' at 1 m in frame 1, then the true
+    wall at 3 m in frames 2-6. Returns the decoded TSDF (metres) of voxel (0, 0, 11), one
+    voxel behind the floater's surface, after each frame, the latent map and its blocks after
+    frame 1."""
+    n, voxel = 1, 0.1
+    cam = _camera(5, 5, 100.0, 2.0, 2.0)
+    vol = BlockVolume(voxel, 8, n * voxel, device)
+    latent = LatentVolume(vol, 1)
+    # S = 32 samples over 32 voxels: at most one voxel apart, every voxel on the axis is hit
+    integ = LatentIntegrator(_BandAndFreeSpace(n, free_samples), _CentreFeature(), n, float(n),
+                             max_count=64.0, free_space_samples=free_samples,
+                             free_space_range_voxels=32.0)
+    target = latent.voxel_flat_index(torch.tensor([[0, 0, 11]], device=device), allocate=True)
+    out, blocks_after_floater = [], 0
+    for i, d in enumerate([1.0] + [3.0] * 5):
+        ft = frame_tensors(np.full((5, 5), d, np.float32), cam, np.eye(4), 0.1, 5.0, device)
+        integ.integrate(latent, ft)
+        integ.decode_dirty(latent)
+        out.append(float(vol.tsdf.reshape(-1)[target]))
+        if i == 0:
+            blocks_after_floater = vol.num_blocks
+    return out, latent, blocks_after_floater
+
+
+def test_free_space_observations_overwrite_a_floater(device):
+    # Frame 1 writes the floater: voxel (0, 0, 11) is one voxel behind its surface, -1
+    # normalized = -0.1 m. Each wall frame's free-space samples pass it (+1): the running
+    # average after k wall frames is (-1 + k) / (1 + k), e.g. 4 / 6 after five.
+    tsdf, latent, blocks = _floater_run(device, free_samples=32)
+    expected = [0.1 * (-1 + k) / (1 + k) for k in range(6)]
+    assert tsdf == pytest.approx(expected, abs=1e-6)
+    # Without free-space samples the floater stays as it was written.
+    kept, _, _ = _floater_run(device, free_samples=0)
+    assert kept == pytest.approx([-0.1] * 6, abs=1e-6)
+    # Free-space samples never allocate: the wall frames' blocks come from their band only
+    # (the floater's blocks, plus the wall's), and the floater's blocks got no new block.
+    vol = latent.volume
+    z = vol.slot_coords(torch.arange(vol.num_blocks, device=device))[:, 2].tolist()
+    assert sorted(set(z)) == [1, 3] and blocks > 0  # z blocks of 0.8 m: 1 m and 3 m walls
+
+
+def test_free_space_samples_update_only_allocated_blocks(device):
+    # One frame into an empty map allocates exactly what the band alone allocates, and every
+    # updated voxel lies in those blocks; the update count of the frame covers both kinds.
+    cam = _camera(6, 4, 50.0, 3.0, 2.0)
+    ft = frame_tensors(np.full((4, 6), 2.0, np.float32), cam, np.eye(4), 0.1, 5.0, device)
+    vols = []
+    for s in (0, 8):
+        vol = BlockVolume(0.05, 8, 0.1, device)
+        latent = LatentVolume(vol, 1)
+        integ = LatentIntegrator(_BandAndFreeSpace(2, s), _CentreFeature(), 2, 2.0, 64.0,
+                                 free_space_samples=s, free_space_range_voxels=16.0)
+        update = integ.integrate(latent, ft)
+        vols.append((vol.num_blocks, update.voxels.numel(), update.blocks))
+    (b0, u0, k0), (b1, u1, k1) = vols
+    assert b0 == b1 and k0 == k1 == b0  # no block allocated for free-space samples
+    assert u1 > u0  # free-space samples in the band's blocks update further voxels
+
+
+def test_model_config_new_fields_default_off_for_old_weights(tmp_path):
+    model, _ = load_weights(DEFAULT_WEIGHTS)
+    assert model.config.free_space_samples == 0 and model.config.translator_context == 3
+    integ = model.integrator(64.0)
+    assert integ.free_space_samples == 0 and integ.translator_context == 3
+    with pytest.raises(ConfigError):
+        ModelConfig(translator_context=4)
+    with pytest.raises(ConfigError):
+        ModelConfig(free_space_samples=-1)
+    cfg = ModelConfig(feature_channels=2, samples_per_side=1, fusion_hidden=4,
+                      translator_hidden=4, free_space_samples=3, translator_context=5)
+    torch.manual_seed(0)
+    save_weights(LatentFusionModel(cfg), tmp_path / "w.pt", {})
+    again, _ = load_weights(tmp_path / "w.pt")
+    assert again.config == cfg
+    assert again.translator.net[0].kernel_size == (5, 5, 5)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -409,3 +539,84 @@ def test_mapper_latent_path_meshes_saves_and_loads(tmp_path, device):
     mapper.reset()
     assert mapper.volume.num_blocks == 0 and float(mapper.latent.count.sum()) == 0.0
 
+
+
+# ------------------------------------------------ occupancy from the head (issue 13, item 5)
+@pytest.fixture(scope="module")
+def latent_room_map() -> tuple[Mapper, object]:
+    from recon_ros.io.synthetic import (default_camera, iter_frames, make_random_scene,
+                                        room_scan_trajectory)
+
+    scene = make_random_scene(3_000_011)  # a held-out room
+    frames = list(iter_frames(scene, default_camera(64, 48), room_scan_trajectory(scene, 40),
+                              color=False))[:8]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    mapper = Mapper(_latent_config(volume={"voxel_size_m": 0.05}))
+    for f in frames:
+        mapper.integrate(f)
+    mapper.decode()
+    torch.set_num_threads(threads)
+    return mapper, scene
+
+
+def test_latent_occupied_voxels_come_from_the_occupancy_head(latent_room_map, tmp_path):
+    mapper, scene = latent_room_map
+    points, prob = mapper.occupied_voxels_with_probability()
+    vol, n = mapper.volume, mapper.volume.num_blocks
+    observed = vol.weight[:n] >= mapper.config.occupancy.min_weight
+    head = observed & (mapper.latent.occupancy[:n] >= 0.5)
+    sign = observed & (vol.tsdf[:n] < mapper.occupancy.occupied_threshold_m)
+    # exactly the head's voxels, with their probabilities as confidence, in the same order
+    expected = vol.voxel_centers(torch.arange(n))[head].numpy()
+    assert points.shape == expected.shape and prob.shape == (len(points),)
+    assert np.array_equal(np.unique(points, axis=0), np.unique(expected, axis=0))
+    assert prob.min() >= 0.5 and prob.max() <= 1.0
+    assert np.array_equal(mapper.occupied_voxels(), points)
+    # the head and the TSDF sign rule disagree on this map (measured: 8,134 of ~37k voxels)
+    assert int((head ^ sign).sum()) > 1000
+    # against ground truth: occupied voxels lie on or inside a surface (true SDF < one voxel);
+    # measured 99.6 % for the head, 98.4 % for the TSDF sign rule on the same map
+    sdf = scene.sdf(torch.as_tensor(points, dtype=torch.float64)).numpy()
+    assert (sdf < 0.05).mean() >= 0.99
+    # saved maps carry the probabilities
+    mapper.save(tmp_path / "map.pt")
+    again = Mapper.load(tmp_path / "map.pt")
+    p2, prob2 = again.occupied_voxels_with_probability()
+    assert np.array_equal(np.unique(p2, axis=0), np.unique(points, axis=0))
+    assert prob2.sum() == pytest.approx(prob.sum(), rel=1e-6)
+
+
+def test_latent_grid_obstacles_come_from_the_head(latent_room_map):
+    from recon_ros.evaluation import grid_metrics
+    from recon_ros.io.synthetic import gt_occupancy_grid
+
+    mapper, scene = latent_room_map
+    oc = mapper.config.occupancy
+    gt = gt_occupancy_grid(scene, 0.05, oc.min_height_m, oc.max_height_m)
+    head_grid = mapper.occupancy_grid()
+    # measured 0.018 of the true obstacle cells marked free
+    assert grid_metrics(head_grid, gt).obstacles_marked_free < 0.03
+    # a stricter threshold marks fewer voxels and cells occupied; the sign rule differs
+    n_head = len(mapper.occupied_voxels())
+    try:
+        mapper.occupancy.use_probability(mapper._latent_occupancy, 0.95)
+        strict = len(mapper.occupied_voxels())
+        strict_cells = int((mapper.occupancy_grid().data == 100).sum())
+        mapper.occupancy.use_probability(lambda: None, 0.5)  # the TSDF sign rule
+        sign_grid = mapper.occupancy_grid()
+    finally:
+        mapper.occupancy.use_probability(mapper._latent_occupancy, 0.5)
+    assert strict < n_head
+    assert strict_cells < int((head_grid.data == 100).sum())
+    assert sign_grid.data.shape != head_grid.data.shape or not np.array_equal(
+        sign_grid.data, head_grid.data)
+
+
+def test_occupancy_threshold_config_and_tsdf_maps():
+    with pytest.raises(ConfigError, match="occupancy_threshold"):
+        MapperConfig.from_dict({"fusion": {"occupancy_threshold": 1.0}})
+    assert MapperConfig.from_dict({"fusion": {"occupancy_threshold": 0.7}}
+                                  ).fusion.occupancy_threshold == 0.7
+    with pytest.raises(ConfigError, match="fusion.method: latent"):
+        Mapper(MapperConfig()).occupied_voxels_with_probability()

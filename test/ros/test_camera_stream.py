@@ -149,7 +149,7 @@ def test_queue_overflow_drops_the_oldest() -> None:
         rig.stream.push_depth(depth_msg(DEPTH, T + k * MS, "cam"))
     assert rig.stream.drops == {"queue overflow": 2}
     assert [rig.next().frame.stamp_ns for _ in range(4)] == [T + k * MS for k in range(2, 6)]
-    assert rig.drops == [("depth", "queue overflow")] * 2
+    assert rig.drops == [("frame", "queue overflow")] * 2
 
 
 def test_robot_position_waits_like_the_pose_then_falls_back_to_the_camera() -> None:

@@ -95,6 +95,7 @@ NON_DEFAULT: dict[str, Any] = {
     "fusion.weights": "",
     "fusion.max_count": 32.0,
     "fusion.allow_weights_mismatch": True,  # the weights' 5 cm voxels vs 4 cm here
+    "fusion.occupancy_threshold": 0.6,
     "stereo.min_depth_m": 0.3,
     "stereo.max_depth_m": 6.0,
     "stereo.num_depths": 64,
@@ -113,6 +114,15 @@ NON_DEFAULT: dict[str, Any] = {
     "stereo.min_baseline_m": 0.05,
     "stereo.max_source_rotation_deg": 45.0,
     "stereo.reference_delay": 2,
+    "rgb.weights": "",
+    "rgb.view_fusion": "context",
+    "rgb.keyframe_translation_m": 0.3,
+    "rgb.keyframe_rotation_deg": 10.0,
+    "rgb.views_per_fragment": 6,
+    "rgb.fragment_overlap": 2,
+    "rgb.fragment_weight": 2.0,
+    "rgb.floor_height_m": 0.1,
+    "rgb.color": False,
     "map.clearing_radius_m": 10.0,
     "map.max_memory_mb": 512.0,
     "esdf.enabled": False,
@@ -136,7 +146,7 @@ NON_DEFAULT: dict[str, Any] = {
     "refine.eikonal_weight": 0.1,
 }
 #: (load_map_on_start needs a saved map: test_map_services.py starts a node with one.)
-SAME = {"volume.device", "fusion.weights", "load_map_on_start",
+SAME = {"volume.device", "fusion.weights", "rgb.weights", "load_map_on_start",
         "refine.enabled"}  # (refinement needs fusion.method tsdf; NON_DEFAULT has latent)
 
 
@@ -230,8 +240,6 @@ def test_docs_carry_the_generated_table() -> None:
     ("timing.mode", "always", "timing.mode='always' is invalid: must be one of"),
     ("timing.sample_every", 0, "timing.sample_every=0 is invalid: must be >= 1"),
     ("stereo.num_depths", 2, "stereo.num_depths=2 is invalid: must be an integer >= 3"),
-    ("fusion.method", "stereo", "fusion.method='stereo' is invalid for the node: color-only "
-     "mapping runs offline only"),
     ("mesh.method", "tetrahedra", "mesh.method='tetrahedra' is invalid: must be one of "
      "['marching_cubes', 'poisson']"),
     ("mesh.poisson_depth", 1, "mesh.poisson_depth=1 is invalid: must be 0 (automatic) or an "
