@@ -17,9 +17,9 @@ Pipeline for one *fragment* (an axis-aligned box of voxels around the current ke
    variance across views, a photo-consistency cue, besides their mean.
 3b. :class:`MatchingFusion` (deviation from Atlas, which relies on a pretrained backbone
    instead): an explicit geometric matching cue from the raw full-resolution images. Every
-   view contributes, per voxel, the colour patch (``(2 r + 1)**2`` pixels at a dilation) sampled
-   around the voxel's projection, zero-mean per channel and scaled to unit RMS
-   (:func:`patch_vectors`); running sums of these vectors give, exactly and in any view order,
+   view contributes, per voxel, the grey-level patch (``(2 r + 1)**2`` pixels at a dilation)
+   around the voxel's projection, zero-mean and scaled to unit RMS (:func:`patch_vectors`,
+   read bilinearly from the per-pixel vectors, :func:`patch_vector_image`); running sums of these vectors give, exactly and in any view order,
    the mean pairwise ZNCC across all views that saw the voxel (the voxel-space analogue of the
    plane-sweep cost), one channel per patch dilation, fed to the 3D network next to the fused
    features. The context score head also sees each new view's mean ZNCC with the views fused
@@ -56,7 +56,8 @@ from .checkpoint import load_model, save_weights
 
 #: Coarsening factors of the three output levels, coarsest first.
 LEVEL_SCALES = (4, 2, 1)
-#: Feature-map stride of :class:`FeatureNet2D` (image pixels per feature pixel).
+#: Default feature-map stride of :class:`FeatureNet2D` (image pixels per feature pixel; v2
+#: models use ``AtlasConfig.feature_stride`` 2). Images must be a multiple of it.
 FEATURE_STRIDE = 4
 VIEW_FUSIONS = ("average", "context")
 #: Current weight-file format. v2 added the matching cue and the 2D feature stride to the config.
@@ -759,4 +760,5 @@ __all__ = ["AtlasConfig", "AtlasModel", "AtlasOutput", "FEATURE_STRIDE", "Fragme
            "FragmentState", "LEVEL_SCALES", "LevelOutput", "MatchingFusion", "ViewFusion",
            "WEIGHTS_FORMAT", "WEIGHTS_FORMAT_V1", "backproject", "coarse_to_fine",
            "default_weights", "load_atlas", "log_l1", "patch_offsets", "patch_vectors",
-           "patch_vector_image", "project_points", "sample_vectors", "save_atlas_weights", "upsample_nearest", "zncc"]
+           "patch_vector_image", "project_points", "sample_vectors", "save_atlas_weights",
+           "upsample_nearest", "zncc"]

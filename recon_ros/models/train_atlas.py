@@ -16,7 +16,9 @@ the occupancy logit (truth: SDF < 0), both averaged over the *supervised* voxels
 voxels seen by at least one view, and, below the coarsest level, either refined by the
 prediction (the coarser level did not mask them) or within the coarser level's truncation band
 in the ground truth. Targets outside the band are +-1, so the network learns to call far
-voxels far, which is what the masking relies on. Optionally (``render_loss_weight`` > 0, off by
+voxels far, which is what the masking relies on. Plus (``weight_band`` > 0; 1 for the shipped
+v2 models) the log-L1 averaged over the supervised voxels inside the true band only, so the
+surface region is not drowned by free space. Optionally (``render_loss_weight`` > 0, off by
 default) plus a rendering loss: the finest level's final TSDF rendered at every view
 (:func:`fragment_render_loss`, the renderer and loss shared with the test-time refiner,
 :mod:`recon_ros.core.render_loss`) against that view's depth, metres.
@@ -50,8 +52,8 @@ from ..core.frame import PinholeCamera
 from ..core.render_loss import (dense_grid_volume, free_space_loss, free_space_samples,
                                 render_loss)
 from ..io.synthetic import Scene, default_camera, make_random_scene, render
-from .atlas import (LEVEL_SCALES, AtlasConfig, AtlasModel, AtlasOutput, Fragment, log_l1,
-                    save_atlas_weights, upsample_nearest)
+from .atlas import (LEVEL_SCALES, WEIGHTS_FORMAT, AtlasConfig, AtlasModel, AtlasOutput,
+                    Fragment, log_l1, save_atlas_weights, upsample_nearest)
 from .checkpoint import read_state, save_training_state
 from .data import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, scan_poses, truncated_sdf
 from .train import TrainResult, _identity, learning_rate, plot_history
@@ -92,6 +94,10 @@ class AtlasTrainConfig:
         render_loss_weight: weight of :func:`fragment_render_loss` (depth L1 in metres of the
             finest level rendered at the views); 0 = off.
         render_stride: that loss renders every ``render_stride``-th pixel of each view.
+        init_weights: an Atlas weight file whose parameters (those of the same name and
+            shape) initialise the model instead of the seeded random ones, e.g. the average
+            model for a context run (its score head then starts from the seeded init);
+            ``""`` = from scratch.
         seed: run seed; threads: torch CPU threads; device: torch device.
         checkpoint_every, validate_every: fragments between checkpoints / validations.
         validation_fragments: fixed held-out fragments per validation.
@@ -119,6 +125,7 @@ class AtlasTrainConfig:
     weight_band: float = 0.0
     render_loss_weight: float = 0.0
     render_stride: int = 2
+    init_weights: str = ""
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
@@ -372,15 +379,23 @@ HISTORY_KEYS = ("loss", "l1", "bce", "l1_4", "l1_2", "lr", "seconds", "val_seque
 
 
 def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, stop_after: int = 0) -> TrainResult:
     """Train (or resume) into ``out_dir``: checkpoint.pt, weights.pt, history.json, loss.png,
     train_config.json. History ``l1`` / ``bce`` are the finest level's terms, ``val_l1`` the
-    held-out finest-level TSDF MAE (truncation units, seen voxels)."""
+    held-out finest-level TSDF MAE (truncation units, seen voxels). ``stop_after`` > 0: stop
+    (with a checkpoint) once that many fragments are done, like a time limit but
+    deterministic."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = AtlasModel(cfg.model).to(cfg.device).train()
+    if cfg.init_weights:
+        init = read_state(Path(cfg.init_weights), WEIGHTS_FORMAT)["state_dict"]
+        own = model.state_dict()
+        taken = {k: v for k, v in init.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict({**own, **taken})
+        log(f"initialised {len(taken)} of {len(own)} tensors from {cfg.init_weights}")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     done = 0
@@ -401,6 +416,9 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
     val = [heldout_sample(cfg, VALIDATION_SEED_BASE, j) for j in range(cfg.validation_fragments)]
     spent = float(sum(history["seconds"]))
     while done < cfg.sequences:
+        if stop_after and done >= stop_after:
+            log(f"stopping after {done} fragments (stop_after)")
+            break
         if cfg.time_limit_s and spent >= cfg.time_limit_s:
             log(f"time limit {cfg.time_limit_s:.0f} s reached after {done} fragments")
             break
@@ -505,14 +523,22 @@ def main(argv: list[str] | None = None) -> TrainResult:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--init-weights", help="initialise from this Atlas weight file")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate")
+    parser.add_argument("--warmup-sequences", type=int)
     parser.add_argument("--render-loss-weight", type=float,
                         help="weight of the rendering loss (depth L1, metres; 0 = off)")
+    parser.add_argument("--stop-after", type=int, default=0,
+                        help="stop (with a checkpoint) after this many fragments in all")
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args(argv)
     cfg = preset(args.preset, view_fusion=args.view_fusion, sequences=args.sequences,
                  time_limit_s=args.time_limit_s, threads=args.threads, device=args.device,
-                 seed=args.seed, render_loss_weight=args.render_loss_weight)
-    result = train(cfg, args.out, resume=not args.no_resume, log=lambda s: print(s, flush=True))
+                 seed=args.seed, render_loss_weight=args.render_loss_weight,
+                 init_weights=args.init_weights, learning_rate=args.learning_rate,
+                 warmup_sequences=args.warmup_sequences)
+    result = train(cfg, args.out, resume=not args.no_resume, log=lambda s: print(s, flush=True),
+                   stop_after=args.stop_after)
     print(f"{result.sequences_done} fragments in {result.wall_s / 60:.1f} min; weights "
           f"{result.weights}", flush=True)
     return result

@@ -407,12 +407,14 @@ def test_shipped_weights_beat_an_untrained_network(fusion):
         scores[name] = (tsdf_errors(out, sample.targets[-1]),
                         point_metrics(pred, gt, (0.05,)).fscore[0.05])
     (err_t, f_t), (err_u, f_u) = scores["trained"], scores["untrained"]
-    # Over the seen voxels (mostly free space and solids beyond the truncation band) the
-    # trained network must at least halve the error, and its mesh must score higher. Inside
-    # the band it is NOT better than an untrained network, whose outputs are all near 0
-    # (docs/rgb_model.md reports it), so that is not asserted.
+    # The trained network must at least halve the error over the seen voxels and inside the
+    # truncation band, and its mesh must clear an F-score floor on this held-out fragment:
+    # 0.5 at 5 cm. The v1 weights (no matching cue) scored 0.045 / 0.048 here and the untrained
+    # network about 0; the shipped v2 weights about 0.70 (docs/rgb_model.md).
+    assert model.config.matching_dilations, "the shipped models use the matching cue"
     assert err_t["mae"] < 0.5 * err_u["mae"], scores
-    assert f_t > f_u, scores
+    assert err_t["mae_band"] < 0.5 * err_u["mae_band"], scores
+    assert f_t > 0.5 and f_t > f_u, scores
 
 
 def test_rgb_eval_benchmark_smoke(capsys):
