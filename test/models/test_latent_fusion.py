@@ -266,10 +266,21 @@ def test_free_space_samples_update_only_allocated_blocks(device):
 
 
 def test_model_config_new_fields_default_off_for_old_weights(tmp_path):
-    model, _ = load_weights(DEFAULT_WEIGHTS)
+    # a file written before the fields existed: its model_config lacks them
+    torch.manual_seed(0)
+    save_weights(LatentFusionModel(TINY_MODEL), tmp_path / "old.pt", {})
+    state = torch.load(tmp_path / "old.pt", weights_only=True)
+    for key in ("free_space_samples", "free_space_range_voxels", "translator_context"):
+        del state["model_config"][key]
+    torch.save(state, tmp_path / "old.pt")
+    model, _ = load_weights(tmp_path / "old.pt")
     assert model.config.free_space_samples == 0 and model.config.translator_context == 3
     integ = model.integrator(64.0)
     assert integ.free_space_samples == 0 and integ.translator_context == 3
+    # the shipped weights (2026-11-29) use free-space samples with a 3^3 context
+    shipped, meta = load_weights()
+    assert shipped.config.free_space_samples == 8 and shipped.config.translator_context == 3
+    assert meta["warm_start_from"]["sequences_done"] == 225
     with pytest.raises(ConfigError):
         ModelConfig(translator_context=4)
     with pytest.raises(ConfigError):
@@ -505,13 +516,16 @@ def test_outlier_metric_is_met_only_with_outlier_handling(outlier_run):
 
 
 def test_shipped_weights_against_tsdf_fusion_with_outliers(outlier_run):
-    """What is true of the shipped small model (docs/latent_fusion.md): its outlier-caused
-    error is larger than plain TSDF fusion's (about 1.5x here, 1.4-2.8x in distribution in
-    docs/latent_fusion_eval2.md), so it fails the goal; its mesh F-score at 5 cm is higher."""
+    """What is true of the shipped small model (docs/latent_fusion.md; free-space updates
+    since 2026-11-29): its outlier-caused error is below plain TSDF fusion's (measured 0.79
+    vs 0.89 cm here, ratio 0.89; the weights before free-space updates had 1.5x) but not
+    the goal's 0.75x, and far above speckle-filtered TSDF fusion's; its mesh F-score at 5 cm
+    is higher than plain TSDF fusion's (0.777 vs 0.604)."""
     ratio = _outlier_ratio(outlier_run, "latent")
-    assert ratio > 1.0, (
+    assert 0.75 < ratio < 1.0, (
         f"the latent model's outlier-caused error is now {ratio:.2f}x plain TSDF fusion's: "
-        f"update docs/latent_fusion.md and assert the goal (<= {OUTLIER_GOAL}x) here")
+        f"update docs/latent_fusion.md and this test (goal <= {OUTLIER_GOAL}x)")
+    assert ratio > _outlier_ratio(outlier_run, "tsdf+speckle")
     lat, tsdf = outlier_run["latent"], outlier_run["tsdf"]
     assert lat.fscore[0.05] > tsdf.fscore[0.05], (lat.fscore, tsdf.fscore)
 
@@ -565,20 +579,24 @@ def test_latent_occupied_voxels_come_from_the_occupancy_head(latent_room_map, tm
     points, prob = mapper.occupied_voxels_with_probability()
     vol, n = mapper.volume, mapper.volume.num_blocks
     observed = vol.weight[:n] >= mapper.config.occupancy.min_weight
-    head = observed & (mapper.latent.occupancy[:n] >= 0.5)
+    threshold = mapper.config.fusion.occupancy_threshold
+    assert threshold == 0.1  # the default
+    head = observed & (mapper.latent.occupancy[:n] >= threshold)
     sign = observed & (vol.tsdf[:n] < mapper.occupancy.occupied_threshold_m)
     # exactly the head's voxels, with their probabilities as confidence, in the same order
     expected = vol.voxel_centers(torch.arange(n))[head].numpy()
     assert points.shape == expected.shape and prob.shape == (len(points),)
     assert np.array_equal(np.unique(points, axis=0), np.unique(expected, axis=0))
-    assert prob.min() >= 0.5 and prob.max() <= 1.0
+    assert prob.min() >= threshold and prob.max() <= 1.0
     assert np.array_equal(mapper.occupied_voxels(), points)
-    # the head and the TSDF sign rule disagree on this map (measured: 8,134 of ~37k voxels)
+    # the head and the TSDF sign rule disagree on this map (measured: 6,326 voxels; the
+    # head marks 32,947 occupied, the sign rule 36,857)
     assert int((head ^ sign).sum()) > 1000
     # against ground truth: occupied voxels lie on or inside a surface (true SDF < one voxel);
-    # measured 99.6 % for the head, 98.4 % for the TSDF sign rule on the same map
+    # measured 95.7 % for the head at p >= 0.1, 98.1 % for the TSDF sign rule on the same map
+    # (a low threshold trades some of this for fewer obstacle cells marked free)
     sdf = scene.sdf(torch.as_tensor(points, dtype=torch.float64)).numpy()
-    assert (sdf < 0.05).mean() >= 0.99
+    assert (sdf < 0.05).mean() >= 0.95
     # saved maps carry the probabilities
     mapper.save(tmp_path / "map.pt")
     again = Mapper.load(tmp_path / "map.pt")
@@ -595,8 +613,8 @@ def test_latent_grid_obstacles_come_from_the_head(latent_room_map):
     oc = mapper.config.occupancy
     gt = gt_occupancy_grid(scene, 0.05, oc.min_height_m, oc.max_height_m)
     head_grid = mapper.occupancy_grid()
-    # measured 0.018 of the true obstacle cells marked free
-    assert grid_metrics(head_grid, gt).obstacles_marked_free < 0.03
+    # measured 0.010 of the true obstacle cells marked free at p >= 0.1
+    assert grid_metrics(head_grid, gt).obstacles_marked_free < 0.02
     # a stricter threshold marks fewer voxels and cells occupied; the sign rule differs
     n_head = len(mapper.occupied_voxels())
     try:
@@ -606,7 +624,7 @@ def test_latent_grid_obstacles_come_from_the_head(latent_room_map):
         mapper.occupancy.use_probability(lambda: None, 0.5)  # the TSDF sign rule
         sign_grid = mapper.occupancy_grid()
     finally:
-        mapper.occupancy.use_probability(mapper._latent_occupancy, 0.5)
+        mapper.occupancy.use_probability(mapper._latent_occupancy, 0.1)
     assert strict < n_head
     assert strict_cells < int((head_grid.data == 100).sum())
     assert sign_grid.data.shape != head_grid.data.shape or not np.array_equal(
