@@ -25,8 +25,9 @@ from .core import Mapper, MapperConfig, TriangleMesh
 from .core.frame import PinholeCamera
 from .core.poisson import PoissonConfig, poisson_mesh
 from .core.render import RenderOptions, render
+from .io import synthetic
 from .io.synthetic import (Scene, Trajectory, default_camera, iter_frames, make_demo_scene,
-                           render, render_depth, room_scan_trajectory)
+                           render_depth, room_scan_trajectory)
 
 
 def demo_map(frames: int, width: int, height: int, device: str = "cpu"
@@ -166,7 +167,7 @@ def color_mode_costs(frames: int, width: int, height: int, device: str = "cpu"
     scene = make_demo_scene()
     camera = default_camera(width, height)
     poses = [np.asarray(T) for T in room_scan_trajectory(scene, frames).poses]
-    images = [render(scene, camera, T).color for T in poses]
+    images = [synthetic.render(scene, camera, T).color for T in poses]
     out = []
     for method, sections in COLOR_MODES.items():
         mapper = Mapper(MapperConfig.from_dict({
