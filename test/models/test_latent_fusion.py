@@ -280,7 +280,10 @@ def test_model_config_new_fields_default_off_for_old_weights(tmp_path):
     # the shipped weights (2026-11-29) use free-space samples with a 3^3 context
     shipped, meta = load_weights()
     assert shipped.config.free_space_samples == 8 and shipped.config.translator_context == 3
-    assert meta["warm_start_from"]["sequences_done"] == 225
+    # lineage: 225 sequences from scratch, +12, +400 with free-space samples
+    assert meta["sequences_done"] == 400
+    assert meta["warm_start_from"]["sequences_done"] == 12
+    assert meta["warm_start_from"]["warm_start_from"]["sequences_done"] == 225
     with pytest.raises(ConfigError):
         ModelConfig(translator_context=4)
     with pytest.raises(ConfigError):
