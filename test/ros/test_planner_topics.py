@@ -176,8 +176,18 @@ def test_map_updates_reproduce_the_full_map(mapper_run, mapped: list[int],
     h = mapper_run.harness
     base, cells, applied = _held_grid(grid_log)
     # frames that changed cells without growing the grid came as updates (when the last
-    # frames grew it, the last full map is newer than them)
-    assert applied >= 1, [type(m).__name__ for m in grid_log]
+    # frames grew it, the last full map is newer than them). On a loaded machine the node may
+    # publish the grid only a few times in the pass, each time after growth: then no update
+    # was owed, and every full map of a new stamp must have a new size or origin.
+    geometry: dict[int, tuple] = {}
+    for m in grid_log:
+        if isinstance(m, OccupancyGrid):
+            geometry.setdefault(stamp_ns(m.header.stamp),
+                                (m.info.width, m.info.height, m.info.origin.position.x,
+                                 m.info.origin.position.y))
+    shapes = list(geometry.values())
+    assert applied >= 1 or all(a != b for a, b in zip(shapes, shapes[1:])), \
+        [type(m).__name__ for m in grid_log]
     updates = [m for m in grid_log if isinstance(m, OccupancyGridUpdate)]
     assert all(0 < u.width * u.height == len(u.data) for u in updates)
 
