@@ -378,6 +378,18 @@ HISTORY_KEYS = ("loss", "l1", "bce", "l1_4", "l1_2", "lr", "seconds", "val_seque
                 "val_l1_band")
 
 
+
+def _record_validation(model: AtlasModel, val: list[FragmentSample], done: int,
+                       history: dict[str, list[float]],
+                       log: Callable[[str], None], label: str) -> None:
+    """Validate after ``done`` fragments, append to ``history`` and log it."""
+    v = validate(model, val)
+    history["val_sequence"].append(float(done))
+    history["val_l1"].append(v["mae"])
+    history["val_l1_band"].append(v["mae_band"])
+    log(f"  {label} after {done}: TSDF MAE {v['mae']:.4f}, in band "
+        f"{v['mae_band']:.4f} (x trunc)")
+
 def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
           log: Callable[[str], None] = print, stop_after: int = 0) -> TrainResult:
     """Train (or resume) into ``out_dir``: checkpoint.pt, weights.pt, history.json, loss.png,
@@ -445,12 +457,7 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
             history[key].append(float(terms[term].detach()) if term in terms else float("nan"))
         history["lr"].append(lr)
         if done % cfg.validate_every == 0 or done == cfg.sequences:
-            v = validate(model, val)
-            history["val_sequence"].append(float(done))
-            history["val_l1"].append(v["mae"])
-            history["val_l1_band"].append(v["mae_band"])
-            log(f"  validation after {done}: TSDF MAE {v['mae']:.4f}, in band "
-                f"{v['mae_band']:.4f} (x trunc)")
+            _record_validation(model, val, done, history, log, "validation")
         dt = time.perf_counter() - t0
         history["seconds"].append(dt)
         spent += dt
@@ -463,12 +470,7 @@ def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
         if done % cfg.checkpoint_every == 0 or done == cfg.sequences:
             _write_progress(out, model, optimizer, done, history, cfg)
     if not history["val_sequence"] or history["val_sequence"][-1] != done:
-        v = validate(model, val)
-        history["val_sequence"].append(float(done))
-        history["val_l1"].append(v["mae"])
-        history["val_l1_band"].append(v["mae_band"])
-        log(f"  final validation after {done}: TSDF MAE {v['mae']:.4f}, in band "
-            f"{v['mae_band']:.4f} (x trunc)")
+        _record_validation(model, val, done, history, log, "final validation")
     _write_progress(out, model, optimizer, done, history, cfg)
     weights = None
     if done:
