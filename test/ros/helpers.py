@@ -386,6 +386,15 @@ class Harness:
             pubs.depth, pubs.depth_info, pubs.color, self.tf_pub)), timeout,
             "the mapper to subscribe")
 
+    def destroy_subscription(self, sub: Any, timeout: float = 10.0) -> None:
+        """Destroy ``sub`` on the executor's own thread, between two waits.
+
+        Destroying it from the test's thread races the executor building its wait set: rclpy
+        then raises ``InvalidHandle`` in the spin thread, which dies, and every later callback
+        of this harness is lost (seen in CI: the tests after it timed out)."""
+        task = self._executor.create_task(self.node.destroy_subscription, sub)
+        wait_for(task.done, timeout, "the harness to destroy a subscription")
+
     # ------------------------------------------------------------------ teardown
 
     def close(self) -> None:

@@ -196,7 +196,7 @@ def test_mesh_blocks_resent_to_every_new_subscriber(mapper_run) -> None:
     # one leaves while another joins: the subscriber count stays 1, the newcomer still gets
     # everything
     second: list[Mesh] = []
-    h.node.destroy_subscription(sub)
+    h.destroy_subscription(sub)
     h.node.create_subscription(Mesh, f"{h.mapper}/mesh_blocks", second.append, RELIABLE)
     wait_for(lambda: second and second[0].clear, 30, "a full mesh for the second subscriber")
     assert _triangles_from_blocks(second).keys() == held.keys()
