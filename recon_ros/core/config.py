@@ -43,6 +43,17 @@ def _require(cond: bool, section: str, name: str, reason: str, value: Any) -> No
         raise ConfigError(f"{section}.{name}={value!r} is invalid: {reason}")
 
 
+def _require_keyframe_motion(section: str, translation_m: float, rotation_deg: float) -> None:
+    """The keyframe thresholds of a color-only method: finite, and not both 0."""
+    _require(math.isfinite(translation_m) and translation_m >= 0, section,
+             "keyframe_translation_m", "must be a finite number >= 0 m", translation_m)
+    _require(0.0 <= rotation_deg <= 180.0, section, "keyframe_rotation_deg",
+             "must be in [0, 180] degrees", rotation_deg)
+    _require(translation_m > 0 or rotation_deg > 0, section, "keyframe_translation_m",
+             "and keyframe_rotation_deg cannot both be 0 (every frame a keyframe)",
+             translation_m)
+
+
 @dataclass
 class VolumeConfig:
     """Block-sparse voxel storage.
@@ -354,15 +365,7 @@ class StereoConfig:
             self.plane_sweep()
         except ConfigError as exc:  # same field names: name the section of this file
             raise ConfigError(str(exc).replace("plane_sweep.", f"{s}.", 1)) from exc
-        _require(math.isfinite(self.keyframe_translation_m) and self.keyframe_translation_m >= 0,
-                 s, "keyframe_translation_m", "must be a finite number >= 0 m",
-                 self.keyframe_translation_m)
-        _require(0.0 <= self.keyframe_rotation_deg <= 180.0, s, "keyframe_rotation_deg",
-                 "must be in [0, 180] degrees", self.keyframe_rotation_deg)
-        _require(self.keyframe_translation_m > 0 or self.keyframe_rotation_deg > 0, s,
-                 "keyframe_translation_m",
-                 "and keyframe_rotation_deg cannot both be 0 (every frame a keyframe)",
-                 self.keyframe_translation_m)
+        _require_keyframe_motion(s, self.keyframe_translation_m, self.keyframe_rotation_deg)
         _require(_is_int(self.window) and self.window >= self.num_sources + 1, s, "window",
                  f"must be an integer >= num_sources + 1 = {self.num_sources + 1}",
                  self.window)
@@ -434,15 +437,7 @@ class RgbConfig:
                  self.weights)
         _require(self.view_fusion in RGB_VIEW_FUSIONS, s, "view_fusion",
                  f"must be one of {list(RGB_VIEW_FUSIONS)}", self.view_fusion)
-        _require(math.isfinite(self.keyframe_translation_m) and self.keyframe_translation_m >= 0,
-                 s, "keyframe_translation_m", "must be a finite number >= 0 m",
-                 self.keyframe_translation_m)
-        _require(0.0 <= self.keyframe_rotation_deg <= 180.0, s, "keyframe_rotation_deg",
-                 "must be in [0, 180] degrees", self.keyframe_rotation_deg)
-        _require(self.keyframe_translation_m > 0 or self.keyframe_rotation_deg > 0, s,
-                 "keyframe_translation_m",
-                 "and keyframe_rotation_deg cannot both be 0 (every frame a keyframe)",
-                 self.keyframe_translation_m)
+        _require_keyframe_motion(s, self.keyframe_translation_m, self.keyframe_rotation_deg)
         _require(_is_int(self.views_per_fragment) and 0 <= self.views_per_fragment <= 64, s,
                  "views_per_fragment", "must be an integer in [0, 64] (0 = the weights')",
                  self.views_per_fragment)

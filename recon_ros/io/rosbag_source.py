@@ -418,7 +418,32 @@ class _Index:
 # ------------------------------------------------------------------------------ the source
 
 
-class RosbagSource:
+class _DropLedger:
+    """What a bag reader's last pass yielded and dropped: :attr:`drops` counts per reason,
+    :attr:`drop_examples` the first detail of each (the readers below share it)."""
+
+    drops: Counter[str]
+    drop_examples: dict[str, str]
+    frames_yielded: int
+
+    def _reset_ledger(self) -> None:
+        self.drops = Counter()
+        self.drop_examples = {}
+        self.frames_yielded = 0
+
+    def _drop(self, reason: str, detail: str | None = None) -> None:
+        self.drops[reason] += 1
+        self.drop_examples.setdefault(reason, detail or reason)
+
+    def _ledger_parts(self, what: str, messages: int) -> list[str]:
+        """``"<yielded>/<messages> <what> frames yielded"`` and the drop reasons with counts."""
+        parts = [f"{self.frames_yielded}/{messages} {what} frames yielded"]
+        if self.drops:
+            parts.append("dropped: " + ", ".join(f"{r} x{n}" for r, n in self.drops.most_common()))
+        return parts
+
+
+class RosbagSource(_DropLedger):
     """Iterate posed RGB-D frames of a rosbag2 bag (sqlite3 or MCAP) without ROS.
 
     Args:
@@ -465,10 +490,8 @@ class RosbagSource:
         self.world_frame = _clean_frame(world_frame)
         self.max_color_offset_ns = int(max_color_offset_ns)
         self._default_store = default_store
-        self.drops: Counter[str] = Counter()
+        self._reset_ledger()
         self.color_drops: Counter[str] = Counter()
-        self.drop_examples: dict[str, str] = {}
-        self.frames_yielded = 0
         self.notes: list[str] = []
         self._index: _Index | None = None
         with self._open() as reader:
@@ -498,9 +521,7 @@ class RosbagSource:
 
     def summary(self) -> str:
         """One line: frames yielded / depth messages, and drop reasons with counts."""
-        parts = [f"{self.frames_yielded}/{len(self)} depth frames yielded"]
-        if self.drops:
-            parts.append("dropped: " + ", ".join(f"{r} x{n}" for r, n in self.drops.most_common()))
+        parts = self._ledger_parts("depth", len(self))
         if self.color_drops:
             parts.append(
                 "without color: "
@@ -510,10 +531,8 @@ class RosbagSource:
 
     def __iter__(self) -> Iterator[Frame]:
         """Yield frames in depth-stamp order (resets :attr:`drops` and friends)."""
-        self.drops = Counter()
+        self._reset_ledger()
         self.color_drops = Counter()
-        self.drop_examples = {}
-        self.frames_yielded = 0
         with self._open() as reader:
             index = self._get_index(reader)
             yield from self._stream(reader, index)
@@ -694,10 +713,6 @@ class RosbagSource:
                 self.frames_yielded += 1
                 yield frame
 
-    def _drop(self, reason: str, detail: str | None = None) -> None:
-        self.drops[reason] += 1
-        self.drop_examples.setdefault(reason, detail or reason)
-
     def _drop_color(self, reason: str, detail: str | None = None) -> None:
         self.color_drops[reason] += 1
         self.drop_examples.setdefault(f"color: {reason}", detail or reason)
@@ -839,7 +854,7 @@ class ColorFrame:
     frame_id: str
 
 
-class RosbagColorSource:
+class RosbagColorSource(_DropLedger):
     """Iterate the posed color images of a rosbag2 bag (sqlite3 or MCAP) without ROS, for
     color-only mapping (``fusion.method: stereo`` or ``rgb``); depth topics, if any, are
     ignored.
@@ -877,9 +892,7 @@ class RosbagColorSource:
         self.path = Path(path)
         self.world_frame = _clean_frame(world_frame)
         self._default_store = default_store
-        self.drops: Counter[str] = Counter()
-        self.drop_examples: dict[str, str] = {}
-        self.frames_yielded = 0
+        self._reset_ledger()
         self.notes: list[str] = []
         with _open_checked(self.path, default_store) as reader:
             topics = {name: str(info.msgtype) for name, info in reader.topics.items()}
@@ -906,16 +919,11 @@ class RosbagColorSource:
 
     def summary(self) -> str:
         """One line: frames yielded / color messages, and drop reasons with counts."""
-        parts = [f"{self.frames_yielded}/{len(self)} color frames yielded"]
-        if self.drops:
-            parts.append("dropped: " + ", ".join(f"{r} x{n}" for r, n in self.drops.most_common()))
-        return "; ".join(parts)
+        return "; ".join(self._ledger_parts("color", len(self)))
 
     def __iter__(self) -> Iterator[ColorFrame]:
         """Yield posed color images in bag order (resets :attr:`drops` and friends)."""
-        self.drops = Counter()
-        self.drop_examples = {}
-        self.frames_yielded = 0
+        self._reset_ledger()
         with _open_checked(self.path, self._default_store) as reader:
             tf = TfBuffer()
             load_tf_from_bag(reader, tf, self._tf_topics, self._tf_static_topics)
@@ -932,10 +940,6 @@ class RosbagColorSource:
                 if frame is not None:
                     self.frames_yielded += 1
                     yield frame
-
-    def _drop(self, reason: str, detail: str | None = None) -> None:
-        self.drops[reason] += 1
-        self.drop_examples.setdefault(reason, detail or reason)
 
     def _make_frame(self, msg: Any, msgtype: str, tf: TfBuffer,
                     infos: list[CameraInfoSample], info_stamps: list[int]) -> ColorFrame | None:
