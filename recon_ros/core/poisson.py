@@ -79,7 +79,11 @@ class PoissonConfig:
         crop_distance_voxels: vertices farther than this many voxels from the TSDF's zero level
             (interpolated TSDF magnitude) are removed; at or beyond the truncation nothing in
             observed space is removed by distance.
-        n_threads: threads of the Poisson solve; 0 = ``torch.get_num_threads()``.
+        n_threads: threads of the Poisson solve; 0 = ``torch.get_num_threads()``. Default 1:
+            Open3D's multi-threaded solve segfaults now and then (a race in its PoissonRecon,
+            isl-org/Open3D#6828; seen in this project's CI with 2 threads on 2026-11-29), and
+            a segfault kills the process: a node loses what it mapped since its last save.
+            Raise it only where a crash costs a rerun, e.g. an offline replay.
         batch_blocks: blocks read per batch by :func:`surface_points` (bounds memory).
     """
 
@@ -91,7 +95,7 @@ class PoissonConfig:
     linear_fit: bool = False
     density_quantile: float = 0.0
     crop_distance_voxels: float = 1.5
-    n_threads: int = 0
+    n_threads: int = 1
     batch_blocks: int = 1024
 
     def __post_init__(self) -> None:

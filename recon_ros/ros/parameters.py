@@ -253,7 +253,8 @@ _CORE_PARAMS: tuple[Param, ...] = (
     _core("mesh", "poisson_crop_distance_voxels", "Vertices farther than this from the "
           "TSDF's zero level, or outside observed space, are removed.", "voxels"),
     _core("mesh", "poisson_n_threads", "Threads of the Poisson solve (0 = as many as torch "
-          "uses: cpu_threads).", "threads"),
+          "uses: cpu_threads). Keep 1 on a robot: Open3D's multi-threaded solve segfaults "
+          "now and then (isl-org/Open3D#6828), which kills the node.", "threads"),
     _core("mesh", "poisson_batch_blocks", "Blocks read per batch when collecting the "
           "surface points (bounds memory).", "blocks"),
     _core("occupancy", "min_height_m", "Lower edge of the height band of the 2D grid "

@@ -27,7 +27,8 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     out = subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=900, env=env)
     if check and out.returncode != 0:
-        raise AssertionError(f"recon-ros {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        raise AssertionError(f"recon-ros {' '.join(args)} failed (exit code {out.returncode}, "
+                             f"negative: killed by that signal):\n{out.stdout}\n{out.stderr}")
     return out
 
 

@@ -82,7 +82,7 @@ NON_DEFAULT: dict[str, Any] = {
     "mesh.poisson_linear_fit": True,
     "mesh.poisson_density_quantile": 0.05,
     "mesh.poisson_crop_distance_voxels": 2.0,
-    "mesh.poisson_n_threads": 1,
+    "mesh.poisson_n_threads": 2,
     "mesh.poisson_batch_blocks": 256,
     "occupancy.min_height_m": 0.1,
     "occupancy.max_height_m": 1.2,
