@@ -589,6 +589,9 @@ def eval_fusion_unbiased(
     outliers: Annotated[str, typer.Option(help="Comma-separated outlier fractions.")]
     = "0,0.05,0.1",
     weights: Annotated[str, typer.Option(help='Latent weights ("" = shipped).')] = "",
+    compare: Annotated[Optional[list[str]], typer.Option(
+        metavar="NAME=WEIGHTS", help="Also score these latent weights, as method latent:NAME "
+        "with goal rows of their own, on the same runs (repeatable).")] = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
     """Latent fusion vs TSDF fusion and outlier-aware classical baselines (speckle filter,
@@ -598,7 +601,7 @@ def eval_fusion_unbiased(
 
     import torch
 
-    from .models.evaluate_fusion import FusionEvalConfig, run_evaluation
+    from .models.evaluate_fusion import FusionEvalConfig, parse_compare, run_evaluation
 
     torch.set_num_threads(threads)
     try:
@@ -607,7 +610,7 @@ def eval_fusion_unbiased(
             sigmas=tuple(float(x) for x in sigmas.split(",") if x.strip()),
             outliers=tuple(float(x) for x in outliers.split(",") if x.strip()),
             conditions=tuple(c.strip() for c in conditions.split(",") if c.strip()),
-            weights=weights)
+            weights=weights, compare=parse_compare(compare or []))
         cfg.condition_list()
     except ValueError as exc:
         raise _fail(str(exc)) from exc

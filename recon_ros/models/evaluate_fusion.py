@@ -48,9 +48,9 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -642,6 +642,25 @@ def run_evaluation(cfg: FusionEvalConfig, markdown_out: Path | None, json_out: P
     return results, checks
 
 
+def parse_compare(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``NAME=WEIGHTS`` options as :attr:`FusionEvalConfig.compare` pairs.
+
+    Raises:
+        ValueError: an item without ``=``, an empty name or path, or a name given twice.
+    """
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise ValueError(f"--compare wants NAME=WEIGHTS (e.g. big=out/train/big/weights.pt), "
+                             f"got {item!r}")
+        if name in {n for n, _ in pairs}:
+            raise ValueError(f"--compare name {name!r} given twice")
+        pairs.append((name, path))
+    return tuple(pairs)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m recon_ros.models.evaluate_fusion``: :func:`run_evaluation` with
     ``--compare name=weights`` (repeatable) besides the options of ``recon-ros
@@ -672,7 +691,7 @@ def main(argv: list[str] | None = None) -> None:
         outliers=tuple(float(x) for x in a.outliers.split(",") if x.strip()),
         conditions=tuple(c.strip() for c in a.conditions.split(",") if c.strip()),
         weights=a.weights,
-        compare=tuple(tuple(c.split("=", 1)) for c in a.compare))  # type: ignore[misc]
+        compare=parse_compare(a.compare))
     command = " ".join(["python -m recon_ros.models.evaluate_fusion", *(argv or sys.argv[1:])])
     run_evaluation(cfg, a.out_md, a.json_out, a.csv_out, command)
 

@@ -21,7 +21,7 @@ from recon_ros.io.synthetic import default_camera
 from recon_ros.io.synthetic.noise import NoiseConfig, add_flying_pixels, apply_noise, rect_labels
 from recon_ros.models.evaluate_fusion import (CLASSICAL, Condition, FusionEvalConfig, Readout,
                                               _MethodRun, _score, _Sequence, free_space_mask,
-                                              goal_checks, speckle_filter)
+                                              goal_checks, parse_compare, speckle_filter)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,17 +156,25 @@ def test_flying_pixels_and_rect_outliers() -> None:
         multiplicative_sigma=0.01, outlier_fraction=0.1, flying_pixel_jump_m=0.5), 3))
 
 
-def test_command_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "report.md"
-    args = ["eval-fusion-unbiased", "--out-md", str(out), "--json-out",
-            str(tmp_path / "r.json"), "--csv-out", str(tmp_path / "r.csv"), "--conditions",
-            "rects", "--scenes", "1", "--frames", "3", "--width", "32", "--height", "24"]
+def _eval_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "recon_ros.cli", *args], capture_output=True,
-                          text=True, timeout=900, env=env)
+    return subprocess.run([sys.executable, "-m", "recon_ros.cli", "eval-fusion-unbiased",
+                           *args], capture_output=True, text=True, timeout=900, env=env)
+
+
+def test_command_end_to_end(tmp_path: Path) -> None:
+    """The CLI runs every method, ``--compare`` adding one latent method per weight file."""
+    from recon_ros.models.checkpoint import DEFAULT_WEIGHTS
+
+    out = tmp_path / "report.md"
+    proc = _eval_cli("--out-md", str(out), "--json-out", str(tmp_path / "r.json"), "--csv-out",
+                     str(tmp_path / "r.csv"), "--conditions", "rects", "--scenes", "1",
+                     "--frames", "3", "--width", "32", "--height", "24", "--compare",
+                     f"again={DEFAULT_WEIGHTS}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = out.read_text()
     assert "## noise-free" in text and "## rects" in text and "| latent |" in text
+    assert "| latent:again |" in text
     data = json.loads((tmp_path / "r.json").read_text())
     conds = [r["condition"] for r in data["runs"]]
     assert conds[0] == "noise-free" and len(conds) == 3
@@ -174,8 +182,28 @@ def test_command_end_to_end(tmp_path: Path) -> None:
     assert conds[2].startswith("rects") and data["goals"]
     with (tmp_path / "r.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 5 * len(conds)
-    assert {r["method"] for r in rows} == {*CLASSICAL, "latent"}
+    assert len(rows) == 6 * len(conds)
+    assert {r["method"] for r in rows} == {*CLASSICAL, "latent", "latent:again"}
+
+
+def test_command_refuses_a_bad_compare_value(tmp_path: Path) -> None:
+    proc = _eval_cli("--out-md", str(tmp_path / "r.md"), "--compare", "big")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--compare wants NAME=WEIGHTS" in proc.stderr and "got 'big'" in proc.stderr
+    assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("items, error", [
+    (["big"], "wants NAME=WEIGHTS"), (["=w.pt"], "wants NAME=WEIGHTS"),
+    (["a="], "wants NAME=WEIGHTS"), (["a=x.pt", "a=y.pt"], "'a' given twice")])
+def test_parse_compare_refuses(items: list[str], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_compare(items)
+
+
+def test_parse_compare_pairs() -> None:
+    assert parse_compare([" a = x.pt", "b=y=z.pt"]) == (("a", "x.pt"), ("b", "y=z.pt"))
+    assert parse_compare([]) == ()
 
 
 def test_goal_checks_per_compared_weights() -> None:
