@@ -475,3 +475,36 @@ def test_bench_rgb_section_smoke(monkeypatch: pytest.MonkeyPatch, device: str) -
         assert c.keyframes == 10 and c.ms_per_keyframe > 0 and c.method in text
     # 8 keyframes per fragment, 4 shared: fragments at keyframes 8 and 10 (finish_color)
     assert [c.fragments for c in costs] == [0, 2, 2]
+
+
+def test_occupancy_threshold_script_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("occupancy_threshold")
+    rows, chosen = script.main(["--rooms", "1", "--frames", "3", "--width", "48", "--height",
+                                "36", "--thresholds", "0.1,0.5"])
+    rules = {r.rule for r in rows}
+    assert rules == {"TSDF fusion", "latent, TSDF sign rule", "p >= 0.1", "p >= 0.5"}
+    assert len(rows) == len(script.CONDITIONS) * len(rules)
+    for r in rows:
+        for v in (r.obstacles_marked_free, r.free_marked_occupied, r.occupied_iou):
+            assert 0.0 <= v <= 1.0
+    # a lower threshold marks at least the voxels a higher one does: never more obstacles free
+    by = {(r.condition, r.rule): r for r in rows}
+    for cond in script.CONDITIONS:
+        assert by[cond, "p >= 0.1"].obstacles_marked_free <= \
+            by[cond, "p >= 0.5"].obstacles_marked_free + 1e-9
+    assert chosen in (0.1, 0.5) and "chosen threshold" in capsys.readouterr().out
+
+
+def test_occupancy_threshold_choice_rule() -> None:
+    """The largest threshold as safe as TSDF fusion (+ margin) in every condition, else the
+    smallest."""
+    script = load_script("occupancy_threshold")
+    Row = script.Row
+
+    def rows(free_02_b: float) -> list:
+        return [Row("a", "TSDF fusion", 0.02, 0.1, 0.5), Row("b", "TSDF fusion", 0.01, 0.1, 0.5),
+                Row("a", "p >= 0.1", 0.01, 0.2, 0.4), Row("b", "p >= 0.1", 0.012, 0.2, 0.4),
+                Row("a", "p >= 0.2", 0.02, 0.1, 0.5), Row("b", "p >= 0.2", free_02_b, 0.1, 0.5)]
+    assert script.choose(rows(0.014), [0.1, 0.2], 0.005) == 0.2
+    assert script.choose(rows(0.016), [0.1, 0.2], 0.005) == 0.1  # 0.2 unsafe in room b
+    assert script.choose(rows(0.016), [0.1, 0.2], 0.0) == 0.1  # none qualifies: the smallest
