@@ -211,6 +211,19 @@ def _fleet_table(outcomes) -> Table:
     return table
 
 
+def _merge_table(merges) -> Table:
+    table = Table(title="merged windows", show_header=True)
+    for name, justify in (("bag", "left"), ("status", "left"), ("windows merged", "right"),
+                          ("empty", "right"), ("failed", "left"), ("frames", "right"),
+                          ("wall s", "right"), ("map / reason", "left")):
+        table.add_column(name, justify=justify)
+    for m in merges:
+        table.add_row(m.name, "[green]ok[/]" if m.ok else "[red]failed[/]", str(len(m.merged)),
+                      str(len(m.empty)), ", ".join(m.failed), str(m.frames), f"{m.wall_s:.1f}",
+                      m.out_dir if m.ok else m.reason)
+    return table
+
+
 @app.command("replay-many")
 def replay_many(
     bags: Annotated[list[Path], typer.Argument(help="rosbag2s: folders, .db3 or .mcap files.")],
@@ -220,41 +233,67 @@ def replay_many(
         help="Running Ray cluster (ray://host:10001, host:6379, auto); default: a local Ray "
              "instance started for this run.")] = None,
     workers: Annotated[Optional[int], typer.Option(
-        min=1, help="Bags mapped at a time (default: the CPUs of this machine / cluster).")]
+        min=1, help="Bags (or windows) mapped at a time (default: the CPUs of this machine / "
+                    "cluster).")]
     = None,
     gpus_per_task: Annotated[float, typer.Option(
-        min=0.0, help="GPUs reserved per bag (with --device cuda).")] = 0.0,
+        min=0.0, help="GPUs reserved per bag or window (with --device cuda).")] = 0.0,
     config: Annotated[Optional[Path], typer.Option(help="Mapper config YAML.")] = None,
     device: Annotated[Optional[str], typer.Option(help="torch device (cpu, cuda).")] = None,
     voxel_size_m: Annotated[Optional[float], typer.Option(help="Override voxel size.")] = None,
     world_frame: Annotated[str, typer.Option(help="TF frame of the maps.")] = "map",
     quality_every: Annotated[int, typer.Option(min=0, help="As for replay; 0 = off.")] = 10,
     render_views: Annotated[int, typer.Option(min=0, help="As for replay; 0 = off.")] = 4,
+    window_s: Annotated[float, typer.Option(
+        help="Cut each bag into time windows of this many seconds, one task each, "
+        "maps in OUT/<bag name>-w000/, -w001, ... (images by header stamp; the first window "
+        "has no start, the last no end); 0 = one task per bag.")] = 0.0,
+    merge_windows: Annotated[Optional[bool], typer.Option(
+        "--merge-windows/--no-merge-windows",
+        help="Merge each bag's window maps into OUT/<bag name>/ as `merge` does (default: "
+             "on with --window-s).")] = None,
 ) -> None:
-    """Map many rosbag2s in parallel with Ray, one task per bag, each exactly `replay` (same
-    outputs in OUT/<bag name>/; names shared by several bags get their parent folder's name
-    in front). A bag that fails is one failed row with its reason; the others go on, and the
-    exit code is 2 if any failed. Each task uses cores / workers torch threads."""
-    from .fleet import ReplayOptions, SUMMARY_FILE
+    """Map many rosbag2s in parallel with Ray, one task per bag (or per time window of a bag
+    with --window-s), each exactly `replay` (same outputs in OUT/<bag name>/; names shared by
+    several bags get their parent folder's name in front). A bag that fails is one failed row
+    with its reason; the others go on, and the exit code is 2 if any failed. Each task uses
+    cores / workers torch threads."""
+    from .fleet import ReplayOptions, SUMMARY_FILE, WindowMerge
     from .fleet import replay_many as run_fleet
 
+    if merge_windows and not window_s:
+        raise _fail("--merge-windows needs --window-s > 0 (without windows there is nothing "
+                    "to merge)")
+    merge_on = window_s > 0 if merge_windows is None else merge_windows
+    merges: list[WindowMerge] = []
     try:
         cfg = _load_config(config, device, voxel_size_m)
         options = ReplayOptions(world_frame=world_frame, quality_every=quality_every,
                                 render_views=render_views)
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("bags", total=len(bags))
+            task = bar.add_task("maps", total=None)
             outcomes = run_fleet(bags, out, cfg, options, workers=workers,
                                  ray_address=ray_address, gpus_per_task=gpus_per_task,
-                                 on_done=lambda o: bar.advance(task))
+                                 on_done=lambda o: bar.advance(task), window_s=window_s,
+                                 merge_windows=merge_on, on_merged=merges.append,
+                                 on_planned=lambda jobs: bar.update(task, total=len(jobs)))
     except ReconError as exc:
         raise _fail(str(exc)) from exc
     console.print(_fleet_table(outcomes))
+    if merges:
+        console.print(_merge_table(merges))
     console.print(f"summary: {out / SUMMARY_FILE}")
     failed = [o.name for o in outcomes if not o.ok]
+    unmerged = [m.name for m in merges if not m.ok]
+    problems = []
     if failed:
-        raise _fail(f"{len(failed)} of {len(outcomes)} bags failed: {', '.join(failed)}")
+        problems.append(f"{len(failed)} of {len(outcomes)} bags failed: {', '.join(failed)}")
+    if unmerged:
+        problems.append(f"{len(unmerged)} of {len(merges)} merges failed: "
+                        f"{', '.join(unmerged)}")
+    if problems:
+        raise _fail("; ".join(problems))
 
 
 # ----------------------------------------------------------------------------------- eval
@@ -276,9 +315,8 @@ def merge(
     (exact for whole-voxel translations and 90-degree rotations, trilinear otherwise).
     The first map's configuration is kept; maps of other voxel size, block size, truncation or
     2D layer, and latent-fusion maps, are refused."""
-    from .core.mapper import Mapper
-    from .core.merge import is_identity, parse_transform
-    from .offline import CHECKPOINT_FILE, write_map_outputs
+    from .core.merge import parse_transform
+    from .offline import merge_map_files, write_map_outputs
 
     if len(maps) < 2:
         raise _fail("merge needs at least two maps")
@@ -287,16 +325,9 @@ def merge(
                     "once per map, in the order of MAPS ('identity' for the first)")
     try:
         transforms = [parse_transform(t) for t in transform] if transform else None
-        paths = [m / CHECKPOINT_FILE if m.is_dir() else m for m in maps]
-        merged = Mapper.load(paths[0], device)
-        if transforms is not None and not is_identity(transforms[0]):
-            first = Mapper(merged.config)  # an empty map in the output frame
-            first.merge(merged, transforms[0])
-            merged = first
-        for i, path in enumerate(paths[1:], start=1):
-            T = None if transforms is None else transforms[i]
-            added = merged.merge(Mapper.load(path, device), T)
-            console.print(f"{path}: {added} new blocks")
+        merged = merge_map_files(
+            maps, transforms, device,
+            on_added=lambda path, added: console.print(f"{path}: {added} new blocks"))
         outputs, export = write_map_outputs(merged, out)
     except ReconError as exc:
         raise _fail(str(exc)) from exc

@@ -1,7 +1,7 @@
 """Offline mapping: a rosbag2 in, map files out (no ROS runtime needed).
 
-Used by ``recon-ros replay`` and ``recon-ros demo``; :func:`write_map_outputs` is also what the
-live node's save service writes, so every map directory has the same layout:
+Used by ``recon-ros replay``, ``replay-many``, ``merge`` and ``demo``; :func:`write_map_outputs`
+is also what the live node's save service writes, so every map directory has the same layout:
 
     mesh.ply      binary PLY, vertex colors when the map has color; made by ``mesh.method``
                   (marching cubes, or screened Poisson: ``Mapper.export_mesh``)
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -50,8 +50,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .core.config import MapperConfig
+from .core.errors import ConfigError
 from .core.frame import Frame, PinholeCamera
 from .core.mapper import COLOR_METHODS, Mapper
+from .core.merge import is_identity
 from .core.mesh import TriangleMesh
 from .core.atomic_file import atomic_path
 from .core.rgb_mapping import FragmentTsdf
@@ -59,7 +61,7 @@ from .io.map_files import EsdfMap, replace_directory, write_esdf, write_nav2_map
 from .io.preview import write_preview
 from .io.quality_report import QualitySample, write_quality_csv, write_quality_plot
 from .io.render_strip import write_render_strip
-from .io.rosbag_source import RosbagColorSource, RosbagSource
+from .io.rosbag_source import RosbagColorSource, RosbagSource, StampWindow
 
 MESH_FILE = "mesh.ply"
 GRID_FILE = "map.yaml"
@@ -146,6 +148,46 @@ def write_map_outputs(mapper: Mapper, out_dir: str | Path, preview: bool = True,
     return {name: out / OUTPUT_FILES[name] for name in ("checkpoint", "config", *derived)}, mesh
 
 
+def merge_map_files(maps: Sequence[str | Path],
+                    transforms: Sequence[np.ndarray] | None = None,
+                    device: str | None = None,
+                    on_added: Callable[[Path, int], None] | None = None) -> Mapper:
+    """Merge maps of one place into one :class:`Mapper` (what ``recon-ros merge`` writes):
+    the first map, moved into the output frame by its transform unless that is the identity,
+    then every other map fused in by :meth:`Mapper.merge`, in order. The first map's
+    configuration is kept.
+
+    Args:
+        maps: map directories or their checkpoints (``map.pt``), at least one.
+        transforms: per map, the (4, 4) rigid transform from its map frame into the output
+            frame (metres); None: every map is in the output frame.
+        device: torch device of the merge (None: each map's own ``volume.device``).
+        on_added: called after each map but the first is merged, with its checkpoint's path
+            and how many blocks it added.
+
+    Raises:
+        ConfigError: no maps, a transform count other than the map count, maps that cannot be
+            merged (:meth:`Mapper.merge`) or a transform that is not rigid.
+        VolumeError: a checkpoint cannot be read.
+    """
+    if not maps or (transforms is not None and len(transforms) != len(maps)):
+        raise ConfigError(f"merge needs at least one map and as many transforms as maps, got "
+                          f"{len(maps)} maps and "
+                          f"{'no' if transforms is None else len(transforms)} transforms")
+    paths = [Path(m) / CHECKPOINT_FILE if Path(m).is_dir() else Path(m) for m in maps]
+    merged = Mapper.load(paths[0], device)
+    if transforms is not None and not is_identity(transforms[0]):
+        first = Mapper(merged.config)  # an empty map in the output frame
+        first.merge(merged, transforms[0])
+        merged = first
+    for i, path in enumerate(paths[1:], start=1):
+        added = merged.merge(Mapper.load(path, device),
+                             None if transforms is None else transforms[i])
+        if on_added is not None:
+            on_added(path, added)
+    return merged
+
+
 def _write_derived_files(mapper: Mapper, directory: Path, preview: bool
                          ) -> tuple[list[str], MeshExport]:
     """Write the files computed from the map into ``directory``, each atomically, the Nav2 map
@@ -223,7 +265,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
                world_frame: str = "map", max_frames: int | None = None,
                progress: Callable[[int, int], None] | None = None,
                quality_every: int = QUALITY_EVERY_FRAMES,
-               render_views: int = RENDER_VIEWS) -> ReplayResult:
+               render_views: int = RENDER_VIEWS,
+               window: StampWindow | None = None) -> ReplayResult:
     """Map a rosbag2 (sqlite3 or MCAP) deterministically and write the map files.
 
     In the color-only modes (``fusion.method: stereo`` or ``rgb``) the bag needs color images,
@@ -248,6 +291,10 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
             0 = off. Not in the color-only modes (no measured depth to compare with).
         render_views: write ``renders.png``: the map rendered at this many of the recorded
             camera poses and from as many orbit poses (``io.render_strip``); 0 = off.
+        window: map only the images whose header stamp is in this window (a time window of
+            a long bag; TF and camera_info of the whole bag are still used); None: all. Then
+            ``depth_messages`` counts the depth images in the window, while
+            ``color_messages`` (color-only modes) still counts the whole bag's.
 
     Raises:
         BagTopicError: no depth topic (color-only modes: no color topic) or camera_info for
@@ -258,10 +305,11 @@ def replay_bag(bag: str | Path, out_dir: str | Path, config: MapperConfig,
     color_only = config.fusion.method in COLOR_METHODS
     source: RosbagSource | RosbagColorSource
     if color_only:
-        source = RosbagColorSource(bag, color_topic=color_topic, world_frame=world_frame)
+        source = RosbagColorSource(bag, color_topic=color_topic, world_frame=world_frame,
+                                   window=window)
     else:
         source = RosbagSource(bag, depth_topic=depth_topic, color_topic=color_topic,
-                              world_frame=world_frame)
+                              world_frame=world_frame, window=window)
     total = len(source)
     first_ns = last_ns = None
     quality: list[QualitySample] = []

@@ -13,12 +13,16 @@ Reading is two passes over the bag:
    and the header stamps of depth and color images are collected to pair color with depth.
 2. **Stream**: depth and color images are decoded and yielded as frames in depth-stamp order.
 
+A :class:`StampWindow` restricts a reader to the images whose header stamp lies in a half-open
+interval (a time window of a long bag); TF and camera_info of the whole bag are still used, so
+frames near the window's edges get their poses and intrinsics as without a window.
+
 :class:`RosbagColorSource` reads posed color images only (no depth needed), for color-only
 mapping (``fusion.method: stereo`` or ``rgb``).
 
-Every depth message that does not become a frame is counted in :attr:`RosbagSource.drops`
-with its reason; color problems do not drop the frame (it is yielded with ``color=None``) and
-are counted in :attr:`RosbagSource.color_drops`.
+Every depth message (in the window) that does not become a frame is counted in
+:attr:`RosbagSource.drops` with its reason; color problems do not drop the frame (it is
+yielded with ``color=None``) and are counted in :attr:`RosbagSource.color_drops`.
 
 Conventions: stamps are integer nanoseconds from ``header.stamp``; depth is float32 metres
 (16UC1/mono16 millimetres are divided by 1000, 0 stays 0 = invalid); color is (H, W, 3) uint8
@@ -64,7 +68,9 @@ __all__ = [
     "ImageDecodeError",
     "RosbagColorSource",
     "RosbagSource",
+    "StampWindow",
     "TfLoadReport",
+    "bag_time_span",
     "camera_info_topic_for",
     "decode_color",
     "decode_depth",
@@ -129,6 +135,49 @@ def open_bag(path: str | Path, default_store: Stores = Stores.ROS2_HUMBLE) -> An
         default_store: typestore used when the bag carries no message definitions.
     """
     return AnyReader([resolve_bag_path(path)], default_typestore=get_typestore(default_store))
+
+
+def bag_time_span(path: str | Path, default_store: Stores = Stores.ROS2_HUMBLE
+                  ) -> tuple[int, int]:
+    """``(start, end)`` of a bag, nanoseconds: the log time of its earliest message and the
+    time just after its latest (``AnyReader.start_time`` / ``end_time``; log times, not header
+    stamps).
+
+    Raises:
+        BagReadError: the bag cannot be opened.
+    """
+    with _open_checked(path, default_store) as reader:
+        return int(reader.start_time), int(reader.end_time)
+
+
+@dataclass(frozen=True)
+class StampWindow:
+    """The half-open interval ``[start_ns, end_ns)`` of image header stamps a bag reader
+    yields, nanoseconds; None leaves that side unbounded (``StampWindow()``: every stamp).
+
+    Raises:
+        ConfigError: both ends are set and ``start_ns >= end_ns``.
+    """
+
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_ns is not None and self.end_ns is not None \
+                and self.start_ns >= self.end_ns:
+            raise ConfigError(
+                f"empty stamp window: start {self.start_ns} ns must be before end "
+                f"{self.end_ns} ns (the window is [start, end))")
+
+    @property
+    def bounded(self) -> bool:
+        """Whether either end is set (else the window holds every stamp)."""
+        return self.start_ns is not None or self.end_ns is not None
+
+    def __contains__(self, stamp_ns: int) -> bool:
+        """Whether a header stamp (nanoseconds) is in the window."""
+        return ((self.start_ns is None or stamp_ns >= self.start_ns)
+                and (self.end_ns is None or stamp_ns < self.end_ns))
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -457,6 +506,9 @@ class RosbagSource(_DropLedger):
         max_color_offset_ns: largest |color stamp - depth stamp| for pairing, nanoseconds.
         depth_info_topic, color_info_topic: override the sibling ``camera_info`` rule.
         default_store: typestore used when the bag carries no message definitions.
+        window: yield only the depth messages whose header stamp is in it (None: all). The
+            others are skipped before decoding: they are neither frames nor drops. A frame
+            is still paired with the nearest color image, in the window or not.
 
     Raises:
         BagReadError: the bag cannot be opened.
@@ -464,9 +516,10 @@ class RosbagSource(_DropLedger):
             has the wrong type (the message lists every topic in the bag).
 
     Attributes:
+        window: the :class:`StampWindow` read (unbounded without one).
         topics: the :class:`BagTopics` used.
         all_topics: every topic in the bag, name -> message type.
-        drops: depth messages not yielded in the last iteration, by reason.
+        drops: depth messages (in the window) not yielded in the last iteration, by reason.
         color_drops: frames yielded without color in the last iteration, by reason.
         drop_examples: one full error message per drop reason (e.g. the TF error with stamps).
         frames_yielded: frames yielded in the last (or current) iteration.
@@ -483,12 +536,14 @@ class RosbagSource(_DropLedger):
         depth_info_topic: str | None = None,
         color_info_topic: str | None = None,
         default_store: Stores = Stores.ROS2_HUMBLE,
+        window: StampWindow | None = None,
     ) -> None:
         if max_color_offset_ns < 0:
             raise ConfigError(f"max_color_offset_ns must be >= 0, got {max_color_offset_ns}")
         self.path = Path(path)
         self.world_frame = _clean_frame(world_frame)
         self.max_color_offset_ns = int(max_color_offset_ns)
+        self.window = window if window is not None else StampWindow()
         self._default_store = default_store
         self._reset_ledger()
         self.color_drops: Counter[str] = Counter()
@@ -506,7 +561,11 @@ class RosbagSource(_DropLedger):
     # ------------------------------------------------------------------------- public API
 
     def __len__(self) -> int:
-        """Number of depth messages in the bag (an upper bound of frames yielded)."""
+        """Number of depth messages in the bag, with a bounded :attr:`window` of those whose
+        header stamp is in it (runs the index pass on first use): an upper bound of frames
+        yielded."""
+        if self.window.bounded:
+            return sum(stamp in self.window for stamp in self._get_index().depth_stamps)
         return self._counts.get(self.topics.depth, 0)
 
     @property
@@ -664,11 +723,14 @@ class RosbagSource(_DropLedger):
         return samples[i] if i >= 0 else None
 
     def _stream(self, reader: AnyReader, index: _Index) -> Iterator[Frame]:
-        """Pass 2: decode images and yield frames in depth-stamp order."""
+        """Pass 2: decode images and yield frames in depth-stamp order; depth messages outside
+        :attr:`window` are skipped undecoded, and the pass ends after the last frame."""
         t = self.topics
         pairs = self._pair_colors(index)
-        needed = Counter(p for p in pairs if p is not None)
-        order = sorted(range(len(index.depth_stamps)), key=lambda i: (index.depth_stamps[i], i))
+        inside = [stamp in self.window for stamp in index.depth_stamps]
+        needed = Counter(p for p, keep in zip(pairs, inside) if keep and p is not None)
+        order = sorted((i for i, keep in enumerate(inside) if keep),
+                       key=lambda i: (index.depth_stamps[i], i))
         pending_depth: dict[int, tuple[bytes, str]] = {}
         pending_color: dict[int, tuple[bytes, str]] = {}
         n_depth = n_color = 0
@@ -690,7 +752,8 @@ class RosbagSource(_DropLedger):
 
         for conn, _, raw in reader.messages(connections=conns):
             if conn.topic == t.depth:
-                pending_depth[n_depth] = (raw, conn.msgtype)
+                if n_depth < len(inside) and inside[n_depth]:
+                    pending_depth[n_depth] = (raw, conn.msgtype)
                 n_depth += 1
             else:
                 if needed.get(n_color, 0) > 0:
@@ -706,6 +769,8 @@ class RosbagSource(_DropLedger):
                 if frame is not None:
                     self.frames_yielded += 1
                     yield frame
+            if next_i == len(order):  # every frame out: the rest of the bag is not needed
+                break
         while next_i < len(order):  # only if the bag ended early (not expected)
             frame = emit(order[next_i])
             next_i += 1
@@ -861,7 +926,8 @@ class RosbagColorSource(_DropLedger):
 
     Reading is two passes: TF and the color camera_info first (poses are interpolated at
     every image stamp), then the images, yielded in bag order. Every image that does not
-    become a :class:`ColorFrame` is counted in :attr:`drops` with its reason.
+    become a :class:`ColorFrame` is counted in :attr:`drops` with its reason; images outside
+    the ``window`` are skipped before decoding and are not drops.
 
     Args:
         path: bag directory, ``.db3`` or ``.mcap`` file (see :func:`resolve_bag_path`).
@@ -870,6 +936,7 @@ class RosbagColorSource(_DropLedger):
         world_frame: TF frame the poses are expressed in.
         color_info_topic: override the sibling ``camera_info`` rule.
         default_store: typestore used when the bag carries no message definitions.
+        window: yield only the images whose header stamp is in it (None: all).
 
     Raises:
         BagReadError: the bag cannot be opened.
@@ -877,6 +944,7 @@ class RosbagColorSource(_DropLedger):
             the wrong type (the message lists every topic in the bag).
 
     Attributes:
+        window: the :class:`StampWindow` read (unbounded without one).
         color_topic, color_info_topic: the topics read.
         drops, drop_examples, frames_yielded, notes: as in :class:`RosbagSource`.
     """
@@ -888,9 +956,11 @@ class RosbagColorSource(_DropLedger):
         world_frame: str = "map",
         color_info_topic: str | None = None,
         default_store: Stores = Stores.ROS2_HUMBLE,
+        window: StampWindow | None = None,
     ) -> None:
         self.path = Path(path)
         self.world_frame = _clean_frame(world_frame)
+        self.window = window if window is not None else StampWindow()
         self._default_store = default_store
         self._reset_ledger()
         self.notes: list[str] = []
@@ -914,7 +984,9 @@ class RosbagColorSource(_DropLedger):
             self.notes.append("the bag has no /tf or /tf_static: every frame will be dropped")
 
     def __len__(self) -> int:
-        """Number of color messages in the bag (an upper bound of frames yielded)."""
+        """Number of color messages in the whole bag, also with a bounded :attr:`window` (an
+        upper bound of frames yielded; counting those in the window would take a pass over
+        every image)."""
         return self._count
 
     def summary(self) -> str:
@@ -935,8 +1007,10 @@ class RosbagColorSource(_DropLedger):
             info_stamps = [sample.stamp_ns for sample in infos]
             conns = [c for c in reader.connections if c.topic == self.color_topic]
             for conn, _, raw in reader.messages(connections=conns):
-                frame = self._make_frame(_deserialize(reader, raw, conn.msgtype), conn.msgtype,
-                                         tf, infos, info_stamps)
+                msg = _deserialize(reader, raw, conn.msgtype)
+                if stamp_to_ns(msg.header.stamp) not in self.window:
+                    continue  # (not decoded, not a drop)
+                frame = self._make_frame(msg, conn.msgtype, tf, infos, info_stamps)
                 if frame is not None:
                     self.frames_yielded += 1
                     yield frame

@@ -14,12 +14,14 @@ from rosbags.highlevel import AnyReader
 from rosbags.interfaces import QosDurability
 from rosbags.typesys import Stores, get_typestore
 
-from recon_ros.core.errors import ReconError
+from recon_ros.core.errors import ConfigError, ReconError
 from recon_ros.core.frame import Frame
 from recon_ros.io.rosbag_source import (
     BagReadError,
     BagTopicError,
+    RosbagColorSource,
     RosbagSource,
+    StampWindow,
     camera_info_topic_for,
     resolve_bag_path,
 )
@@ -391,6 +393,96 @@ def test_color_problems_keep_the_frame(tmp_path: Path, storage: str) -> None:
     assert not src.drops
     assert src.color_drops == {"no color camera_info before frame": 1,
                                "unsupported encoding yuv422": 1}
+
+
+# ---------------------------------------------------------------------- stamp windows
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_stamp_windows_partition_the_frames(tmp_path: Path, storage: str) -> None:
+    """Windows that partition the stamps yield every frame exactly once (same stamps, depth,
+    color and pose as without a window), each only its own; frames outside a window are not
+    drops, and a frame near an edge is still paired with a color image across it."""
+    path = tmp_path / "bag"
+    opt, copt = "camera_depth_optical_frame", "camera_color_optical_frame"
+    # edges 2 ms before frames 3 and 6; frame 3's color (5 ms before it) is in window 0
+    edges = (frame_stamp(3) - 2 * MS, frame_stamp(6) - 2 * MS)
+    with BagWriter(path, storage) as bag:
+        write_tf_tree(bag)  # TF covers 0.9 .. 2.2 s
+        bag.write_camera_info(DEPTH_INFO, 1, K_DEPTH, 16, 12, opt)
+        bag.write_camera_info(COLOR_INFO, 1, K_COLOR, 20, 15, copt)
+        for i in range(8):
+            bag.write_color(COLOR_T, frame_stamp(i) - 5 * MS, color_pattern(10 + i), copt)
+            bag.write_depth(DEPTH_T, frame_stamp(i), depth_pattern(i), opt)
+        bag.write_image(DEPTH_T, frame_stamp(8), np.zeros((12, 32), np.uint8), 16, 12, "16SC1",
+                        32, opt)  # unsupported encoding: a drop in the last window only
+        bag.write_depth(DEPTH_T, int(3.0 * S), depth_pattern(9), opt)  # after TF: a drop too
+    whole = RosbagSource(path)
+    every = list(whole)
+    assert len(every) == 8 and sum(whole.drops.values()) == 2
+    windows = [StampWindow(end_ns=edges[0]), StampWindow(*edges), StampWindow(start_ns=edges[1])]
+    parts, drops, summaries = [], [], []
+    for window, expected in zip(windows, ([0, 1, 2], [3, 4, 5], [6, 7])):
+        src = RosbagSource(path, window=window)
+        frames = list(src)
+        assert [f.stamp_ns for f in frames] == [frame_stamp(i) for i in expected]
+        assert all(f.stamp_ns in window for f in frames)
+        assert src.frames_yielded == len(frames) and not src.color_drops
+        assert len(src) == len(frames) + sum(src.drops.values())  # the window's messages
+        parts += frames
+        drops.append(src.drops)
+        summaries.append(src.summary())
+    assert drops[0] == drops[1] == {}  # other windows' undecodable / unposed frames: no drops
+    assert drops[2] == whole.drops
+    assert len(parts) == len(every)
+    for got, want in zip(parts, every):
+        assert got.stamp_ns == want.stamp_ns
+        np.testing.assert_array_equal(got.depth, want.depth)
+        np.testing.assert_array_equal(got.color, want.color)
+        np.testing.assert_array_equal(got.T_world_cam, want.T_world_cam)
+    assert int(parts[3].color[0, 0, 0]) == 13  # paired across the edge
+    assert summaries[0] == "3/3 depth frames yielded"
+    assert summaries[2].startswith("2/4 depth frames yielded; dropped: ")
+    empty = RosbagSource(path, window=StampWindow(end_ns=frame_stamp(0)))
+    assert list(empty) == [] and len(empty) == 0 and not empty.drops
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_color_source_stamp_windows(tmp_path: Path, storage: str) -> None:
+    """The color-only reader yields the images of its window only (their union: every image
+    once), counts no drops for the others, and its len() stays the whole bag's."""
+    path = tmp_path / "bag"
+    copt = "camera_color_optical_frame"
+    with BagWriter(path, storage) as bag:
+        write_tf_tree(bag)
+        bag.write_camera_info(COLOR_INFO, 1, K_COLOR, 20, 15, copt)
+        for i in range(6):
+            bag.write_color(COLOR_T, frame_stamp(i), color_pattern(10 + i), copt)
+    every = list(RosbagColorSource(path))
+    assert len(every) == 6
+    edge = frame_stamp(2)
+    parts = []
+    for window, count in ((StampWindow(end_ns=edge), 2), (StampWindow(start_ns=edge), 4)):
+        src = RosbagColorSource(path, window=window)
+        frames = list(src)
+        assert len(frames) == count and not src.drops and len(src) == 6
+        parts += frames
+    assert [f.stamp_ns for f in parts] == [f.stamp_ns for f in every]
+    for got, want in zip(parts, every):
+        np.testing.assert_array_equal(got.color, want.color)
+        np.testing.assert_array_equal(got.T_world_cam, want.T_world_cam)
+
+
+def test_stamp_window_bounds() -> None:
+    window = StampWindow(10, 20)
+    assert 10 in window and 19 in window and 20 not in window and 9 not in window
+    assert 5 in StampWindow(end_ns=6) and 6 not in StampWindow(end_ns=6)
+    assert -(2**62) in StampWindow() and not StampWindow().bounded and window.bounded
+    for start, end in ((20, 20), (21, 20)):
+        with pytest.raises(ConfigError, match=rf"empty stamp window: start {start} ns must be "
+                                              r"before end 20 ns \(the window is \[start, "
+                                              r"end\)\)"):
+            StampWindow(start, end)
 
 
 # ------------------------------------------------------------------------ topic errors
