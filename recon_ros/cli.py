@@ -288,7 +288,8 @@ def replay_many(
     unmerged = [m.name for m in merges if not m.ok]
     problems = []
     if failed:
-        problems.append(f"{len(failed)} of {len(outcomes)} bags failed: {', '.join(failed)}")
+        what = "maps (bags or windows)" if window_s else "bags"
+        problems.append(f"{len(failed)} of {len(outcomes)} {what} failed: {', '.join(failed)}")
     if unmerged:
         problems.append(f"{len(unmerged)} of {len(merges)} merges failed: "
                         f"{', '.join(unmerged)}")

@@ -42,6 +42,8 @@ __all__ = ["BagJob", "BagOutcome", "FleetError", "ReplayOptions", "WindowMerge",
 
 #: Written into ``OUT`` next to the per-bag map directories.
 SUMMARY_FILE = "summary.json"
+#: The most windows one bag is cut into (each is a task and a map directory ``-w000``..).
+MAX_WINDOWS_PER_BAG = 1000
 
 
 class FleetError(ReconError):
@@ -163,7 +165,8 @@ def bag_windows(bag: str | Path, window_s: float) -> list[StampWindow]:
     span. A bag that cannot be opened gets none (its task reports why).
 
     Raises:
-        FleetError: ``window_s`` is not a finite number of at least 1 ns.
+        FleetError: ``window_s`` is not a finite number of at least 1 ns, or it would cut the
+            bag into more than :data:`MAX_WINDOWS_PER_BAG` windows.
     """
     window_ns = round(window_s * 1e9) if math.isfinite(window_s) else 0
     if window_ns < 1:
@@ -174,6 +177,11 @@ def bag_windows(bag: str | Path, window_s: float) -> list[StampWindow]:
     except Exception:  # (unreadable in any way: its task fails with the reason, the rest go on)
         return []
     k = max(1, -(-(end - start) // window_ns))
+    if k > MAX_WINDOWS_PER_BAG:
+        raise FleetError(f"{bag}: windows of {window_s:g} s would cut its "
+                         f"{(end - start) / 1e9:g} s "
+                         f"into {k} tasks (at most {MAX_WINDOWS_PER_BAG}); choose a longer "
+                         f"--window-s")
     edges = [None, *(start + i * window_ns for i in range(1, k)), None]
     return [StampWindow(a, b) for a, b in zip(edges[:-1], edges[1:])]
 

@@ -159,6 +159,9 @@ def test_plan_jobs_cuts_bags_into_windows(bags, tmp_path):
             plan_jobs([bags[0]], tmp_path / "out", bad)
     with pytest.raises(FleetError, match=r"names given to more than one job: \['bag-w001'\]"):
         plan_jobs([bags[0], tmp_path / "bag-w001"], tmp_path / "out", WINDOW_S)
+    # 1.1 s in windows of 1 ms: 1,101 tasks, over the cap
+    with pytest.raises(FleetError, match=r"into 1101 tasks \(at most 1000\); choose a longer"):
+        plan_jobs([bags[0]], tmp_path / "out", 0.001)
 
 
 def test_window_maps_merge_without_failed_or_empty_windows(bags, tmp_path):
