@@ -378,7 +378,6 @@ HISTORY_KEYS = ("loss", "l1", "bce", "l1_4", "l1_2", "lr", "seconds", "val_seque
                 "val_l1_band")
 
 
-
 def _record_validation(model: AtlasModel, val: list[FragmentSample], done: int,
                        history: dict[str, list[float]],
                        log: Callable[[str], None], label: str) -> None:
@@ -389,6 +388,7 @@ def _record_validation(model: AtlasModel, val: list[FragmentSample], done: int,
     history["val_l1_band"].append(v["mae_band"])
     log(f"  {label} after {done}: TSDF MAE {v['mae']:.4f}, in band "
         f"{v['mae_band']:.4f} (x trunc)")
+
 
 def train(cfg: AtlasTrainConfig, out_dir: str | Path, resume: bool = True,
           log: Callable[[str], None] = print, stop_after: int = 0) -> TrainResult:

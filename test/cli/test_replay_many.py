@@ -30,6 +30,7 @@ from recon_ros.io.synthetic import default_camera, make_random_scene, room_scan_
 from recon_ros.io.synthetic_bag import write_scene_bag
 from recon_ros.offline import replay_bag
 
+from ..core.test_merge import sorted_blocks
 from .test_cli import run
 
 ray = pytest.importorskip("ray")
@@ -125,15 +126,6 @@ PLAIN = {"volume": {"voxel_size_m": 0.08},
                          "behind_surface_drop": False, "clear_free_space": False}}
 #: 12 frames at 10 Hz span 1.1 s of log time: 0.5 s windows hold 5, 5 and 2 frames.
 WINDOW_S = 0.5
-
-
-def _observed(mapper: Mapper) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """Block keys (sorted) and their TSDF and weight, in that order."""
-    vol = mapper.volume
-    n = vol.num_blocks
-    order = torch.argsort(vol.index.slot_keys[:n])
-    return (vol.index.slot_keys[:n][order].numpy(), vol.tsdf[:n][order].float(),
-            vol.weight[:n][order].float())
 
 
 def test_plan_jobs_cuts_bags_into_windows(bags, tmp_path):
@@ -232,8 +224,8 @@ def test_windows_of_a_bag_on_ray_merge_into_the_whole_bag(bags, ray_address, tmp
                        quality_every=0, render_views=0)
     whole, merged = Mapper.load(alone.outputs["checkpoint"]), Mapper.load(out / "bag" / "map.pt")
     assert merged.frames_integrated == whole.frames_integrated == FRAMES
-    keys_w, tsdf_w, weight_w = _observed(whole)
-    keys_m, tsdf_m, weight_m = _observed(merged)
+    keys_w, tsdf_w, weight_w = sorted_blocks(whole)
+    keys_m, tsdf_m, weight_m = sorted_blocks(merged)
     np.testing.assert_array_equal(keys_w, keys_m)
     torch.testing.assert_close(weight_m, weight_w, atol=1e-4, rtol=0)
     seen = weight_w > 0

@@ -26,7 +26,8 @@ def _mapper(device: str, **sections) -> Mapper:
     return Mapper(MapperConfig.from_dict(cfg))
 
 
-def _sorted(mapper: Mapper) -> list[torch.Tensor]:
+def sorted_blocks(mapper: Mapper) -> list[torch.Tensor]:
+    """Block keys (sorted) and their TSDF and weight (float32), in that order."""
     vol = mapper.volume
     order = torch.argsort(vol.index.slot_keys)
     n = vol.num_blocks
@@ -51,8 +52,8 @@ def test_two_halves_merge_into_the_whole(device, clear):
     added = first.merge(second)
     assert added > 0 and second.volume.num_blocks == before  # the source is unchanged
     assert first.frames_integrated == len(frames)
-    keys_w, tsdf_w, weight_w = _sorted(whole)
-    keys_m, tsdf_m, weight_m = _sorted(first)
+    keys_w, tsdf_w, weight_w = sorted_blocks(whole)
+    keys_m, tsdf_m, weight_m = sorted_blocks(first)
     if not clear:
         assert torch.equal(keys_w, keys_m)
         assert torch.allclose(weight_w, weight_m, atol=1e-4)
@@ -127,7 +128,7 @@ def test_identity_transform_is_the_plain_merge_bit_for_bit(device):
     b = _map_of(frames[4:], device)
     a1.merge(b)
     a2.merge(b, np.eye(4))
-    for x, y in zip(_sorted(a1), _sorted(a2)):
+    for x, y in zip(sorted_blocks(a1), sorted_blocks(a2)):
         assert torch.equal(x, y)
     assert np.array_equal(a1.occupancy_grid().data, a2.occupancy_grid().data)
 
@@ -206,10 +207,10 @@ def _assert_same_surface(pred: Mapper, ref: Mapper, max_median_gap_m: float,
 def test_bad_transforms_are_refused_before_anything_changes(device, T, message):
     frames = _frames(4)
     a, b = _map_of(frames[:2], device), _map_of(frames[2:], device)
-    before = _sorted(a)
+    before = sorted_blocks(a)
     with pytest.raises(ConfigError, match=message):
         a.merge(b, T)
-    for x, y in zip(before, _sorted(a)):
+    for x, y in zip(before, sorted_blocks(a)):
         assert torch.equal(x, y)
 
 
